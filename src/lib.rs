@@ -1,0 +1,180 @@
+//! embedgate: a reverse-proxy gateway that embeds web apps in a portal
+//! through personal access tokens (see `SPEC.md`).
+//!
+//! [`Gateway::start`] is what the binary and the tests run: it binds the
+//! listeners and serves until [`Gateway::shutdown`].
+
+pub mod body;
+pub mod certs;
+pub mod config;
+pub mod demo;
+pub mod drain;
+pub mod error;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use config::{Config, ConfigErrors};
+use drain::{Drain, Watch};
+use state::{Shared, State};
+
+/// Why the gateway could not start (or a reload was refused).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("demo certificates: {0}")]
+    Certs(#[from] certs::CertError),
+    #[error("demo app on {addr}: {source}")]
+    Demo { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running gateway.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    drain: Drain,
+    public_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    demo_addr: Option<SocketAddr>,
+}
+
+impl Gateway {
+    /// Prepares the demo (when `[demo] enabled`), builds the state, binds the
+    /// public and admin listeners and starts serving.
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        let demo_addr = if config.demo.enabled {
+            Some(start_demo(&config).await?)
+        } else {
+            None
+        };
+        let state = State::build(config)?;
+        let server = &state.config.server;
+        let listener = bind("server.listen", server.listen).await?;
+        let public_addr = listener.local_addr().unwrap_or(server.listen);
+        let admin = match server.admin_listen {
+            Some(addr) => Some(bind("server.admin_listen", addr).await?),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap_or(server.listen));
+        let max_connections = server.max_connections;
+
+        let shared = Arc::new(Shared::new(state));
+        let (drain, watch) = Drain::new();
+        tokio::spawn(server::accept_loop(
+            listener,
+            shared.clone(),
+            watch.clone(),
+            max_connections,
+        ));
+        if let Some(admin) = admin {
+            tokio::spawn(server::admin::serve(admin, watch.clone()));
+        }
+        drop::<Watch>(watch);
+        Ok(Gateway {
+            shared,
+            drain,
+            public_addr,
+            admin_addr,
+            demo_addr,
+        })
+    }
+
+    /// Where the public listener is bound.
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public_addr
+    }
+
+    /// Where the admin listener is bound, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Where the demo app listens, when `[demo] enabled`.
+    pub fn demo_addr(&self) -> Option<SocketAddr> {
+        self.demo_addr
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<State> {
+        self.shared.load()
+    }
+
+    /// Validates `config` whole and puts it in force for new requests and
+    /// connections; on any error the old state stays. Listener addresses,
+    /// `worker_threads`, `max_connections` and `[demo]` need a restart.
+    pub fn reload(&self, config: Config) -> Result<(), StartError> {
+        let state = State::build(config)?;
+        let old = self.shared.load();
+        let (new_server, old_server) = (&state.config.server, &old.config.server);
+        if new_server.listen != old_server.listen
+            || new_server.admin_listen != old_server.admin_listen
+            || new_server.worker_threads != old_server.worker_threads
+            || new_server.max_connections != old_server.max_connections
+            || state.config.demo.enabled != old.config.demo.enabled
+        {
+            warn!("listen, admin_listen, worker_threads, max_connections and [demo] changes take effect at restart");
+        }
+        self.shared.store(state);
+        info!("configuration reloaded");
+        Ok(())
+    }
+
+    /// Stops accepting and waits until every in-flight request and open
+    /// tunnel has finished. Bound it with the grace period.
+    pub async fn shutdown(self) {
+        self.drain.drain().await;
+    }
+}
+
+/// `embedgate check`: everything [`Gateway::start`] would refuse, short of
+/// binding. Certificate files the demo would create are not required.
+pub fn check(config: Config) -> Result<(), ConfigErrors> {
+    let mut config = config;
+    if config.demo.enabled {
+        if let Some(tls) = &config.tls {
+            if !tls.cert.exists() && !tls.key.exists() {
+                config.tls = None;
+            }
+        }
+    }
+    State::build(config).map(drop)
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { key, addr, source })
+}
+
+/// Makes the dev certificate and assertion key if missing and starts the
+/// demo app.
+async fn start_demo(config: &Config) -> Result<SocketAddr, StartError> {
+    if let Some(tls) = &config.tls {
+        if certs::ensure_dev_cert(&tls.cert, &tls.key)? {
+            info!(cert = %tls.cert.display(), "created a development certificate");
+        }
+    }
+    if let Some(assertion) = &config.assertion {
+        if certs::ensure_signing_key(&assertion.key)? {
+            info!(key = %assertion.key.display(), "created a development assertion signing key");
+        }
+    }
+    let addr = config.demo.app_listen;
+    demo::spawn_app(addr)
+        .await
+        .map_err(|source| StartError::Demo { addr, source })
+}

@@ -1,0 +1,140 @@
+//! The `embedgate` command: run the gateway, or check a config file.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use embedgate::telemetry::{self, LogFormat};
+use embedgate::{config, Gateway};
+
+/// A reverse-proxy gateway that embeds web apps through personal access tokens.
+#[derive(Parser)]
+#[command(name = "embedgate", version)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, default_value = "gateway.toml")]
+    config: PathBuf,
+    /// Log line format (to stderr; `RUST_LOG` filters).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration: exit 0, or 1 listing every problem.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Some(Command::Check) => check(&cli.config),
+        None => run(&cli.config),
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load(path).and_then(embedgate::check) {
+        Ok(()) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if config.server.worker_threads > 0 {
+        runtime.worker_threads(config.server.worker_threads);
+    }
+    let runtime = match runtime.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve(path, config));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
+}
+
+async fn serve(path: &Path, config: config::Config) -> ExitCode {
+    let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+        (Ok(term), Ok(hup)) => (term, hup),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let public_url = config.server.public_url.clone();
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let gateway = match Gateway::start(config).await {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    announce(&gateway, scheme, &public_url);
+
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => match config::load(path) {
+                Ok(new) => if let Err(e) = gateway.reload(new) {
+                    error!("configuration reload refused; the old configuration stays:\n{e}");
+                },
+                Err(e) => error!("configuration reload refused; the old configuration stays:\n{e}"),
+            },
+        }
+    }
+
+    let grace = gateway.config().config.server.shutdown_grace;
+    info!(grace_seconds = grace.as_secs(), "draining");
+    if tokio::time::timeout(grace, gateway.shutdown()).await.is_err() {
+        warn!("grace period over; closing what is still open");
+    } else {
+        info!("drained");
+    }
+    ExitCode::SUCCESS
+}
+
+/// The stdout lines a person (and the tests) read: where everything is.
+fn announce(gateway: &Gateway, scheme: &str, public_url: &str) {
+    let admin = gateway
+        .admin_addr()
+        .map_or_else(|| "none".to_string(), |a| format!("http://{a}"));
+    println!(
+        "embedgate ready: public={scheme}://{} admin={admin}",
+        gateway.public_addr()
+    );
+    println!("  public URL:  {public_url}");
+    if let Some(demo) = gateway.demo_addr() {
+        println!("  demo app:    http://{demo}/ (direct, no identity)");
+        println!("  through the gateway: {public_url}/");
+    }
+}

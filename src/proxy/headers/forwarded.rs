@@ -1,0 +1,150 @@
+//! `X-Forwarded-For`, `-Proto`, `-Host` (the de-facto standard that RFC 7239
+//! `Forwarded` formalised). A client's own values are believed only when the
+//! peer is one of `server.trusted_proxies`; otherwise they are replaced.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Forwarded-Prefix`: set by the embed route, never taken from an untrusted client.
+pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// The facts about one client connection that forwarding headers report.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer<'a> {
+    /// The TCP peer's address.
+    pub ip: IpAddr,
+    /// `https` on the TLS listener, else `http`.
+    pub proto: &'static str,
+    /// `server.trusted_proxies`.
+    pub trusted_proxies: &'a [IpNet],
+}
+
+impl Peer<'_> {
+    /// Whether the peer is a proxy whose forwarding headers are believed.
+    pub fn is_trusted(&self) -> bool {
+        let ip = canonical(self.ip);
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client's address: the left-most `X-Forwarded-For` entry behind a
+    /// trusted proxy (when it parses), else the peer itself.
+    pub fn client_ip(&self, headers: &HeaderMap) -> IpAddr {
+        if self.is_trusted() {
+            let first = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .next()
+                .and_then(|s| s.trim().parse::<IpAddr>().ok());
+            if let Some(ip) = first {
+                return canonical(ip);
+            }
+        }
+        canonical(self.ip)
+    }
+}
+
+/// Sets the `X-Forwarded-*` fields for the upstream request. `host` is the
+/// client's `Host` (or HTTP/2 `:authority`) as received.
+pub fn apply(headers: &mut HeaderMap, peer: &Peer<'_>, host: Option<HeaderValue>) {
+    let peer_ip = canonical(peer.ip).to_string();
+    if peer.is_trusted() {
+        let prior: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let chain = if prior.is_empty() {
+            peer_ip
+        } else {
+            format!("{}, {}", prior.join(", "), peer_ip)
+        };
+        set(headers, &X_FORWARDED_FOR, &chain);
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(peer.proto));
+        }
+        if !headers.contains_key(&X_FORWARDED_HOST) {
+            if let Some(host) = host {
+                headers.insert(X_FORWARDED_HOST.clone(), host);
+            }
+        }
+    } else {
+        set(headers, &X_FORWARDED_FOR, &peer_ip);
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(peer.proto));
+        headers.remove(&X_FORWARDED_PREFIX);
+        match host {
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST.clone(), host);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    // Built from parsed IPs and already-valid header text: always valid.
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name.clone(), v);
+    }
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:1.2.3.4`, as a dual-stack socket
+/// reports IPv4 peers) is the IPv4 address it maps.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer<'a>(ip: &str, trusted: &'a [IpNet]) -> Peer<'a> {
+        Peer {
+            ip: ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            proto: "https",
+            trusted_proxies: trusted,
+        }
+    }
+
+    #[test]
+    fn untrusted_peer_values_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR.clone(), HeaderValue::from_static("6.6.6.6"));
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("gopher"));
+        h.insert(X_FORWARDED_PREFIX.clone(), HeaderValue::from_static("/evil"));
+        let p = peer("10.0.0.1", &[]);
+        apply(&mut h, &p, Some(HeaderValue::from_static("gw.example")));
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_HOST], "gw.example");
+        assert!(!h.contains_key(&X_FORWARDED_PREFIX));
+        assert_eq!(p.client_ip(&h), "10.0.0.1".parse::<IpAddr>().unwrap_or(p.ip));
+    }
+
+    #[test]
+    fn trusted_peer_chain_is_extended() {
+        let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap_or_else(|_| IpNet::default())];
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("1.2.3.4, 5.6.7.8"));
+        h.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("9.9.9.9"));
+        let p = peer("::ffff:10.0.0.1", &nets);
+        assert!(p.is_trusted());
+        assert_eq!(p.client_ip(&h).to_string(), "1.2.3.4");
+        apply(&mut h, &p, None);
+        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 5.6.7.8, 9.9.9.9, 10.0.0.1");
+    }
+}

@@ -1,0 +1,91 @@
+//! Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, so a
+//! proxy removes them — the fixed set below and every field that the
+//! `Connection` header names — before forwarding, in both directions.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Connection-specific fields of RFC 9110 §7.6.1 and RFC 9112, plus the
+/// legacy `Proxy-Connection` that some clients still send.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes every hop-by-hop field, including those named by `Connection`
+/// and `Upgrade`. The protocol `Upgrade` asked for, if any, is returned so a
+/// caller that tunnels it can put the two fields back.
+pub fn strip(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    let upgrade = named
+        .contains(&header::UPGRADE)
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+    upgrade
+}
+
+/// Puts back `Connection: upgrade` and `Upgrade: <protocol>` for a tunnelled
+/// upgrade (RFC 9110 §7.8).
+pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn removes_fixed_set_and_connection_named_fields() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("x-other", "1"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("x-end-to-end", "kept"),
+        ]);
+        assert_eq!(strip(&mut h), None);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-end-to-end"], "kept");
+    }
+
+    #[test]
+    fn upgrade_is_reported_only_when_connection_names_it() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(strip(&mut h), Some(HeaderValue::from_static("websocket")));
+        assert!(h.is_empty());
+
+        let mut h = map(&[("upgrade", "websocket")]);
+        assert_eq!(strip(&mut h), None);
+        assert!(h.is_empty(), "a stray Upgrade is hop-by-hop too");
+    }
+}

@@ -1,0 +1,170 @@
+//! The proxy engine: one request in, one request to an upstream, its response
+//! back. It knows upstreams and headers, nothing of PATs or sessions; the
+//! routes that use it add what they vouch for through [`Forward::extra`].
+
+pub mod client;
+pub mod headers;
+pub mod upgrade;
+
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use tracing::debug;
+
+use crate::body::Body;
+use crate::config::Upstream;
+use crate::drain::Watch;
+use crate::error::GatewayError;
+pub use client::UpstreamClient;
+use headers::forwarded::{self, Peer};
+use headers::{hop, identity};
+
+/// Everything one forward needs beyond the request itself.
+pub struct Forward<'a> {
+    pub upstream: &'a Upstream,
+    /// Path and query to ask the upstream for, below its own base path;
+    /// starts with `/`.
+    pub path_and_query: &'a str,
+    pub peer: Peer<'a>,
+    /// Longest wait for the upstream's response head.
+    pub timeout: Duration,
+    /// Headers the calling route vouches for, set after the client's own
+    /// `X-Embed-*` are stripped.
+    pub extra: HeaderMap,
+    /// Held by a tunnel, if the request upgrades.
+    pub watch: &'a Watch,
+}
+
+/// Forwards `req` as `fwd` says and returns the upstream's response with its
+/// hop-by-hop headers removed. Errors are the upstream's (502, 504) or the
+/// request's (400).
+pub async fn forward(
+    client: &UpstreamClient,
+    mut req: Request<Incoming>,
+    fwd: Forward<'_>,
+) -> Result<Response<Body>, GatewayError> {
+    let client_host = req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+
+    // Only HTTP/1.1 can upgrade; over HTTP/2 the fields are invalid anyway.
+    let upgrade = hop::strip(req.headers_mut()).filter(|_| req.version() == Version::HTTP_11);
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+    let headers = req.headers_mut();
+    identity::strip_client_identity(headers);
+    forwarded::apply(headers, &fwd.peer, client_host);
+    join_cookies(headers);
+    // The gateway answered any `Expect: 100-continue` itself when it began
+    // reading the body; the upstream gets the body straight away.
+    headers.remove(header::EXPECT);
+    let authority = HeaderValue::from_str(fwd.upstream.authority())
+        .map_err(|_| GatewayError::BadRequest("invalid upstream authority"))?;
+    headers.insert(header::HOST, authority);
+    for (name, value) in fwd.extra {
+        if let Some(name) = name {
+            headers.insert(name, value);
+        }
+    }
+    if let Some(protocol) = &upgrade {
+        hop::set_upgrade(headers, protocol.clone());
+    }
+
+    *req.uri_mut() = upstream_uri(fwd.upstream, fwd.path_and_query)?;
+    // The pool speaks HTTP/1.1 to upstreams whatever the client spoke.
+    *req.version_mut() = Version::HTTP_11;
+
+    let response = match tokio::time::timeout(fwd.timeout, client.hyper().request(req)).await {
+        Err(_) => return Err(GatewayError::GatewayTimeout),
+        Ok(Err(error)) => {
+            debug!(error = %error, connect = error.is_connect(), "upstream request failed");
+            return Err(GatewayError::BadGateway(Box::new(error)));
+        }
+        Ok(Ok(response)) => response,
+    };
+
+    let (mut parts, body) = response.into_parts();
+    let upstream_protocol = hop::strip(&mut parts.headers);
+    let mut response = Response::from_parts(parts, Body::from(body));
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let (Some(client_upgrade), Some(protocol)) = (client_upgrade, upstream_protocol) else {
+            return Err(GatewayError::BadGateway("upstream switched protocols unasked".into()));
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        hop::set_upgrade(response.headers_mut(), protocol);
+        upgrade::spawn_tunnel(
+            client_upgrade,
+            upstream_upgrade,
+            fwd.watch.clone(),
+            std::future::pending(),
+        );
+    }
+    Ok(response)
+}
+
+/// The upstream URL for `path_and_query`, joined under the upstream's own
+/// base path (as nginx's `proxy_pass` with a URI part does).
+fn upstream_uri(upstream: &Upstream, path_and_query: &str) -> Result<Uri, GatewayError> {
+    let uri = format!(
+        "{}://{}{}{}",
+        upstream.scheme(),
+        upstream.authority(),
+        upstream.base_path(),
+        path_and_query
+    );
+    uri.parse()
+        .map_err(|_| GatewayError::BadRequest("invalid request target"))
+}
+
+/// HTTP/2 clients may split `Cookie` into several fields (RFC 9113 §8.2.3);
+/// an HTTP/1.1 upstream must get exactly one, joined with `; `.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for value in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(url: &str) -> Upstream {
+        Upstream {
+            uri: url.parse().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn upstream_uri_joins_under_base_path_and_keeps_query() {
+        let u = upstream("http://127.0.0.1:3000/base/");
+        let joined = upstream_uri(&u, "/x/y?q=1&r=%20").map(|u| u.to_string()).ok();
+        assert_eq!(joined.as_deref(), Some("http://127.0.0.1:3000/base/x/y?q=1&r=%20"));
+        let root = upstream("https://app.internal");
+        let joined = upstream_uri(&root, "/").map(|u| u.to_string()).ok();
+        assert_eq!(joined.as_deref(), Some("https://app.internal/"));
+    }
+
+    #[test]
+    fn split_cookie_fields_are_joined_into_one() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("c=3"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "a=1; b=2; c=3");
+    }
+}

@@ -1,0 +1,93 @@
+//! One request's way through: route it, run the route, log one access line.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use http::{HeaderMap, Request, Response};
+use hyper::body::Incoming;
+use tracing::{info, info_span, Instrument};
+
+use crate::body::Body;
+use crate::drain::Watch;
+use crate::error::GatewayError;
+use crate::proxy::headers::forwarded::Peer;
+use crate::proxy::{self, Forward};
+use crate::router::{route, Route};
+use crate::state::State;
+use crate::telemetry;
+
+/// What every request on one connection shares.
+#[derive(Clone)]
+pub struct ConnContext {
+    pub peer: SocketAddr,
+    /// `https` on the TLS listener, else `http`.
+    pub proto: &'static str,
+    pub watch: Watch,
+}
+
+static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Serves one request; every failure becomes its JSON error response.
+pub async fn handle(req: Request<Incoming>, state: &State, conn: &ConnContext) -> Response<Body> {
+    let id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
+    let span = info_span!("request", id);
+    async move {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let target = telemetry::redacted_target(req.uri()).into_owned();
+        let version = req.version();
+        let response = dispatch(req, state, conn)
+            .await
+            .unwrap_or_else(GatewayError::into_response);
+        info!(
+            method = %method,
+            target = %target,
+            version = ?version,
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+async fn dispatch(req: Request<Incoming>, state: &State, conn: &ConnContext) -> Result<Response<Body>, GatewayError> {
+    let config = &state.config;
+    match route(req.uri().path(), config.passthrough.is_some()) {
+        Route::Api(_) => Err(GatewayError::NotFound("no such API endpoint")),
+        Route::Embed(_) => Err(GatewayError::NotFound("no such embedded app")),
+        Route::WellKnown(_) => Err(GatewayError::NotFound("not found")),
+        Route::NotFound => Err(GatewayError::NotFound("not found")),
+        Route::Passthrough => {
+            let Some(passthrough) = &config.passthrough else {
+                return Err(GatewayError::NotFound("not found"));
+            };
+            let path_and_query = origin_form(&req)?;
+            let forward = Forward {
+                upstream: &passthrough.upstream,
+                path_and_query: &path_and_query,
+                peer: Peer {
+                    ip: conn.peer.ip(),
+                    proto: conn.proto,
+                    trusted_proxies: &config.server.trusted_proxies,
+                },
+                timeout: config.server.upstream_timeout,
+                extra: HeaderMap::new(),
+                watch: &conn.watch,
+            };
+            proxy::forward(&state.client, req, forward).await
+        }
+    }
+}
+
+/// The request target as `/path?query` (RFC 9112 §3.2.1 origin-form); the
+/// gateway is no forward proxy, so other forms are refused.
+fn origin_form(req: &Request<Incoming>) -> Result<String, GatewayError> {
+    match req.uri().path_and_query() {
+        Some(pq) if pq.as_str().starts_with('/') => Ok(pq.as_str().to_owned()),
+        _ => Err(GatewayError::BadRequest("request target must be a path")),
+    }
+}

@@ -1,0 +1,160 @@
+//! The public listener: accept, bound every stage a client controls (TLS
+//! handshake, first request, request head size, connection count), serve
+//! HTTP/1.1 and HTTP/2 on one port, and drain on shutdown.
+
+pub mod admin;
+pub mod handler;
+pub mod tls;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::drain::Watch;
+use crate::state::{Shared, State};
+
+/// HTTP/2 keep-alive pings find dead peers on long-idle connections.
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// Accepts public connections until draining begins.
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut watch: Watch, max_connections: usize) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = watch.signaled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Out of file descriptors and the like: back off briefly
+                // rather than spin; the listener itself is still fine.
+                warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            warn!(peer = %peer, max_connections, "connection limit reached; closing new connection");
+            continue;
+        };
+        let state = shared.load();
+        let conn = Connection {
+            shared: shared.clone(),
+            peer,
+            watch: watch.clone(),
+            _slot: slot,
+        };
+        tokio::spawn(conn.serve(stream, state).instrument(info_span!("conn", peer = %peer)));
+    }
+}
+
+/// One accepted client connection.
+struct Connection {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    watch: Watch,
+    /// Returned to the connection limit when the connection ends.
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream, state: Arc<State>) {
+        let _ = stream.set_nodelay(true);
+        let server = &state.config.server;
+        match &state.tls {
+            None => self.serve_http(stream, "http", &state).await,
+            Some(acceptor) => match tokio::time::timeout(server.tls_handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => self.serve_http(tls, "https", &state).await,
+                Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
+                Err(_) => debug!("TLS handshake timed out"),
+            },
+        }
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 (by ALPN or preface) until the client
+    /// leaves, a limit is broken, or draining finishes the last request.
+    async fn serve_http<I>(self, io: I, proto: &'static str, state: &State)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let server = &state.config.server;
+        let first_request_seen = Arc::new(AtomicBool::new(false));
+        let context = handler::ConnContext {
+            peer: self.peer,
+            proto,
+            watch: self.watch.clone(),
+        };
+        let shared = self.shared.clone();
+        let seen = first_request_seen.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            seen.store(true, Ordering::Relaxed);
+            let state = shared.load();
+            let context = context.clone();
+            async move { Ok::<_, Infallible>(handler::handle(req, &state, &context).await) }
+        });
+
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(server.header_read_timeout)
+            .max_buf_size(server.max_header_bytes)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(H2_KEEPALIVE_INTERVAL);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
+
+        // HTTP/1's head timeout starts only once hyper knows it is HTTP/1,
+        // and HTTP/2 has none: this bounds the wait for the first request of
+        // either, so a silent client cannot hold a slot.
+        let first_request_deadline = tokio::time::sleep(server.header_read_timeout);
+        tokio::pin!(first_request_deadline);
+        let mut watch = self.watch.clone();
+        let mut deadline_armed = true;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(error) = result {
+                        debug!(error = %error, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = &mut first_request_deadline, if deadline_armed => {
+                    if !first_request_seen.load(Ordering::Relaxed) {
+                        debug!("no request within header_read_timeout; closing");
+                        return;
+                    }
+                    deadline_armed = false;
+                }
+                () = watch.signaled() => {}
+            }
+            if watch.is_draining() {
+                conn.as_mut().graceful_shutdown();
+                if let Err(error) = conn.as_mut().await {
+                    debug!(error = %error, "connection ended with an error while draining");
+                }
+                return;
+            }
+        }
+    }
+}
