@@ -81,7 +81,12 @@ mod tests {
             key: dir.join(format!("{name}-key.pem")),
         };
         // Options first: `genrsa` wants its bit count last.
-        let key = Command::new("openssl").arg(genkey[0]).arg("-out").arg(&tls.key).args(&genkey[1..]).output();
+        let key = Command::new("openssl")
+            .arg(genkey[0])
+            .arg("-out")
+            .arg(&tls.key)
+            .args(&genkey[1..])
+            .output();
         let Ok(key) = key else {
             assert!(
                 std::env::var_os("EMBEDGATE_CI_STRICT").is_none(),
