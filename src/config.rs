@@ -35,8 +35,39 @@ pub struct Config {
     pub apps: Vec<App>,
     pub passthrough: Option<Passthrough>,
     pub demo: Demo,
+    /// Lines of the keys checked after parsing (files, sockets), so those
+    /// later errors can name their line too.
+    pub lines: std::collections::HashMap<&'static str, usize>,
 }
 
+impl Config {
+    /// The line of a key checked after parsing (see [`LATE_KEYS`]).
+    pub fn line_of(&self, key: &str) -> Option<usize> {
+        self.lines.get(key).copied()
+    }
+
+    /// A problem found after parsing, at `key`'s line.
+    pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.source.clone(),
+            line: self.line_of(key),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Keys whose values are only checked after parsing: files read and
+/// sockets bound by the server.
+pub const LATE_KEYS: [&str; 7] = [
+    "tls.cert",
+    "tls.key",
+    "assertion.key",
+    "server.upstream_ca",
+    "server.listen",
+    "server.admin_listen",
+    "demo.app_listen",
+];
 /// `[server]`.
 #[derive(Debug, Clone)]
 pub struct Server {
@@ -107,7 +138,7 @@ pub struct Session {
 }
 
 /// `[rate_limit]`: all at least 1.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {
     pub pat_create_per_minute: u32,
     pub pat_create_per_user_per_minute: u32,
@@ -139,6 +170,19 @@ pub struct App {
     pub allow_users: Vec<String>,
     pub allow_groups: Vec<String>,
     pub frame_ancestors: Vec<String>,
+}
+
+impl App {
+    /// Whether an `allow_users` pattern (`*`, `*@domain`, exact email) or an
+    /// `allow_groups` entry admits `user`. Emails are compared lowercased.
+    pub fn admits(&self, user: &User) -> bool {
+        let by_email = self.allow_users.iter().any(|pattern| match pattern.strip_prefix('*') {
+            Some("") => true,
+            Some(domain) => domain.starts_with('@') && user.email.ends_with(domain),
+            None => *pattern == user.email,
+        });
+        by_email || user.groups.iter().any(|g| self.allow_groups.contains(g))
+    }
 }
 
 /// `[passthrough]`.
@@ -276,6 +320,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let passthrough = top.section(&mut cx, "passthrough").map(|s| passthrough(s, &mut cx));
     let demo = demo(top.section_or_empty(&mut cx, "demo"), &mut cx);
     top.finish(&mut cx);
+    let lines = LATE_KEYS
+        .iter()
+        .filter_map(|&dotted| {
+            let (section, key) = dotted.split_once('.')?;
+            let (k, _) = root.get(section)?.as_table_like()?.get_key_value(key)?;
+            Some((dotted, cx.line_of(k.span()?.start)))
+        })
+        .collect();
 
     // Replicas behind one Redis must sign identity assertions with one key,
     // or an upstream would reject what another replica signed.
@@ -302,6 +354,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             apps,
             passthrough,
             demo,
+            lines,
         }),
         _ => {
             // Read top to bottom; problems without a line come last.
@@ -1146,7 +1199,7 @@ fn check_csp_source(s: &str) -> Result<String, String> {
 }
 
 /// `8-4-4-4-12` hex digits, either case.
-fn is_uuid(s: &str) -> bool {
+pub(crate) fn is_uuid(s: &str) -> bool {
     s.len() == 36
         && s.bytes().enumerate().all(|(i, b)| match i {
             8 | 13 | 18 | 23 => b == b'-',
@@ -1814,5 +1867,44 @@ colour = "blue"
         ] {
             let _ = errs(text);
         }
+    }
+}
+
+#[cfg(test)]
+mod access_tests {
+    use super::*;
+
+    fn app(users: &[&str], groups: &[&str]) -> App {
+        App {
+            id: "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc".into(),
+            upstream: Upstream {
+                uri: http::Uri::from_static("http://127.0.0.1:1"),
+            },
+            allow_users: users.iter().map(|s| s.to_string()).collect(),
+            allow_groups: groups.iter().map(|s| s.to_string()).collect(),
+            frame_ancestors: vec![],
+        }
+    }
+
+    fn user(email: &str, groups: &[&str]) -> User {
+        User {
+            email: email.into(),
+            groups: groups.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn patterns_admit_exact_domain_star_and_groups() {
+        let ann = user("ann@example.com", &["sales"]);
+        assert!(app(&["ann@example.com"], &[]).admits(&ann));
+        assert!(app(&["*@example.com"], &[]).admits(&ann));
+        assert!(app(&["*"], &[]).admits(&ann));
+        assert!(app(&[], &["sales"]).admits(&ann));
+        assert!(!app(&[], &[]).admits(&ann));
+        assert!(
+            !app(&["*@ample.com"], &[]).admits(&ann),
+            "a domain pattern matches the whole domain"
+        );
+        assert!(!app(&["*@other.com", "bob@example.com"], &["ops"]).admits(&ann));
     }
 }

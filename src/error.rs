@@ -5,6 +5,7 @@
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::Body;
+use crate::limits::RetryAfter;
 
 /// Why a request could not be served. Each variant says where it came from:
 /// the client (downstream), the upstream, or the gateway itself.
@@ -13,16 +14,55 @@ pub enum GatewayError {
     /// Downstream: nothing is served at this path.
     #[error("{0}")]
     NotFound(&'static str),
+    /// Downstream: a well-formed request naming something unknown (an
+    /// email, an app id); the message names the field.
+    #[error("{0}")]
+    Unknown(String),
+    /// Downstream: the request cannot be forwarded or understood as it is.
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// Downstream: a field is missing, mistyped or out of range; the message
+    /// names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// Downstream: missing or wrong API token.
+    #[error("a valid API token is required")]
+    Unauthorized,
+    /// Downstream: a PAT that does not exist, expired, was used, or belongs
+    /// to another app — deliberately indistinguishable (SPEC §4).
+    #[error("Invalid or expired PAT")]
+    InvalidPat,
+    /// Downstream: no valid embed session for this app.
+    #[error("no valid session for this app")]
+    NoSession,
+    /// Downstream: authenticated, but no rule admits this user to this app.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// Downstream: the method is not served here; holds the allowed one.
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    /// Downstream: a body over the limit.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// Downstream: a body that is not JSON.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// Downstream: the body did not arrive in time.
+    #[error("request body timed out")]
+    RequestTimeout,
+    /// Downstream: over a rate limit; holds `Retry-After` seconds.
+    #[error("rate limit exceeded; retry later")]
+    TooManyRequests(RetryAfter),
     /// Upstream: refused, unreachable, reset, or answered garbage.
     #[error("upstream unavailable")]
     BadGateway(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Upstream: no response head within `upstream_timeout_seconds`.
     #[error("upstream timed out")]
     GatewayTimeout,
-    /// Downstream: the request cannot be forwarded as it is.
-    #[error("{0}")]
-    BadRequest(&'static str),
-    /// Gateway: the gateway is shutting down or otherwise not serving.
+    /// Gateway: a fault of its own (the cause is logged, not sent).
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Gateway: shutting down or otherwise not serving.
     #[error("{0}")]
     Unavailable(&'static str),
 }
@@ -31,18 +71,47 @@ impl GatewayError {
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::NotFound(_) | GatewayError::Unknown(_) => StatusCode::NOT_FOUND,
+            GatewayError::BadRequest(_) | GatewayError::Invalid(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Unauthorized | GatewayError::InvalidPat | GatewayError::NoSession => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
+            GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             GatewayError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
-    /// The JSON error response. The message is the variant's fixed text:
-    /// nothing from the request or the upstream's error chain is echoed.
+    /// The JSON error response, with the headers its status calls for. The
+    /// message is the variant's own text: nothing from an upstream's or the
+    /// system's error chain is echoed.
     pub fn into_response(self) -> Response<Body> {
-        json_error(self.status(), &self.to_string())
+        if let GatewayError::Internal(cause) = &self {
+            tracing::error!(error = %cause, "internal error");
+        }
+        let mut response = json_error(self.status(), &self.to_string());
+        let headers = response.headers_mut();
+        match self {
+            GatewayError::Unauthorized => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"embedgate\""),
+                );
+            }
+            GatewayError::MethodNotAllowed(allow) => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            GatewayError::TooManyRequests(RetryAfter(seconds)) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            _ => {}
+        }
+        response
     }
 }
 
@@ -77,6 +146,18 @@ mod tests {
             value,
             serde_json::json!({"statusCode": 504, "error": "Gateway Timeout", "message": "upstream timed out"})
         );
+    }
+
+    #[test]
+    fn statuses_carry_their_headers() {
+        let r = GatewayError::Unauthorized.into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Basic realm=\"embedgate\"");
+        let r = GatewayError::TooManyRequests(RetryAfter(7)).into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+        let r = GatewayError::MethodNotAllowed("POST").into_response();
+        assert_eq!(r.headers()[header::ALLOW], "POST");
     }
 
     #[test]

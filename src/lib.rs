@@ -4,17 +4,24 @@
 //! [`Gateway::start`] is what the binary and the tests run: it binds the
 //! listeners and serves until [`Gateway::shutdown`].
 
+pub mod api;
+pub mod assertion;
 pub mod body;
 pub mod certs;
 pub mod config;
 pub mod demo;
 pub mod drain;
+pub mod embed;
 pub mod error;
+pub mod limits;
 pub mod proxy;
+pub mod query;
 pub mod router;
 pub mod server;
+pub mod session;
 pub mod state;
 pub mod telemetry;
+pub mod token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,7 +68,7 @@ impl Gateway {
         } else {
             None
         };
-        let state = State::build(config)?;
+        let state = State::build(config, None)?;
         let server = &state.config.server;
         let listener = bind("server.listen", server.listen).await?;
         let public_addr = listener.local_addr().unwrap_or(server.listen);
@@ -83,6 +90,7 @@ impl Gateway {
         if let Some(admin) = admin {
             tokio::spawn(server::admin::serve(admin, watch.clone()));
         }
+        tokio::spawn(sweep(shared.clone(), watch.clone()));
         drop::<Watch>(watch);
         Ok(Gateway {
             shared,
@@ -117,8 +125,8 @@ impl Gateway {
     /// connections; on any error the old state stays. Listener addresses,
     /// `worker_threads`, `max_connections` and `[demo]` need a restart.
     pub fn reload(&self, config: Config) -> Result<(), StartError> {
-        let state = State::build(config)?;
         let old = self.shared.load();
+        let state = State::build(config, Some(&old))?;
         let (new_server, old_server) = (&state.config.server, &old.config.server);
         if new_server.listen != old_server.listen
             || new_server.admin_listen != old_server.admin_listen
@@ -151,7 +159,7 @@ pub fn check(config: Config) -> Result<(), ConfigErrors> {
             }
         }
     }
-    State::build(config).map(drop)
+    State::build(config, None).map(drop)
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -177,4 +185,26 @@ async fn start_demo(config: &Config) -> Result<SocketAddr, StartError> {
     demo::spawn_app(addr)
         .await
         .map_err(|source| StartError::Demo { addr, source })
+}
+
+/// How often expired sessions and PATs, and quiet rate-limit keys, are
+/// dropped.
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Background sweep until draining begins.
+async fn sweep(shared: Arc<Shared>, mut watch: Watch) {
+    let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = watch.signaled() => return,
+        }
+        let state = shared.load();
+        let dropped = state.store.sweep(std::time::Instant::now());
+        state.limits.retain_recent();
+        if dropped > 0 {
+            tracing::debug!(dropped, "swept expired sessions and PATs");
+        }
+    }
 }

@@ -1,14 +1,21 @@
 //! What a request runs against: the validated config and everything built
-//! from it. SIGHUP builds a whole new [`State`] and swaps it in at once;
-//! a request takes the current one when it starts and keeps it to the end.
+//! from it. SIGHUP builds a whole new [`State`] and swaps it in at once; a
+//! request takes the current one when it starts and keeps it to the end.
+//! What must outlive a reload — the session store, the rate-limit counters
+//! (while their quotas are unchanged) and the assertion key (while its file
+//! is unchanged) — is carried over from the previous generation.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::assertion::Signer;
+use crate::config::{App, Config, ConfigErrors, User};
+use crate::limits::Limits;
 use crate::proxy::UpstreamClient;
 use crate::server::tls;
+use crate::session::MemoryStore;
 
 /// One consistent generation of runtime state.
 pub struct State {
@@ -16,40 +23,81 @@ pub struct State {
     /// `None`: the public listener speaks plain HTTP.
     pub tls: Option<TlsAcceptor>,
     pub client: UpstreamClient,
+    pub store: Arc<MemoryStore>,
+    pub limits: Arc<Limits>,
+    pub signer: Arc<Signer>,
+    users: HashMap<String, usize>,
+    apps: HashMap<String, usize>,
 }
 
 impl State {
-    /// Builds everything the config describes that can fail: the TLS
-    /// acceptor (reading the certificate files) and the upstream client.
-    pub fn build(config: Config) -> Result<State, ConfigErrors> {
+    /// Builds everything the config describes that can fail — the TLS
+    /// acceptor, the upstream client, the assertion key — reusing what
+    /// `previous` has where it must survive a reload.
+    pub fn build(config: Config, previous: Option<&State>) -> Result<State, ConfigErrors> {
         let mut errors = Vec::new();
         let tls = match &config.tls {
-            Some(t) => tls::acceptor(t, &config.source).map_err(|e| errors.push(e)).ok(),
+            Some(t) => tls::acceptor(t)
+                .map_err(|e| errors.push(config.error(e.key, e.why)))
+                .ok(),
             None => None,
         };
         let roots = match &config.server.upstream_ca {
             Some(path) => tls::load_roots(path).unwrap_or_else(|why| {
-                errors.push(error(&config, "server.upstream_ca", why));
+                errors.push(config.error("server.upstream_ca", why));
                 Vec::new()
             }),
             None => Vec::new(),
         };
         let client = UpstreamClient::new(config.server.upstream_connect_timeout, roots)
-            .map_err(|e| errors.push(error(&config, "server.upstream_ca", e.to_string())))
+            .map_err(|e| errors.push(config.error("server.upstream_ca", e.to_string())))
             .ok();
-        match client {
-            Some(client) if errors.is_empty() => Ok(State { config, tls, client }),
+        let signer = match (&config.assertion, previous) {
+            (None, Some(previous)) if previous.config.assertion.is_none() => Some(previous.signer.clone()),
+            (None, _) => Signer::generate()
+                .map(Arc::new)
+                .map_err(|e| errors.push(config.error("assertion", e.to_string())))
+                .ok(),
+            (Some(a), _) => Signer::from_pem_file(&a.key)
+                .map(Arc::new)
+                .map_err(|e| errors.push(config.error("assertion.key", e.to_string())))
+                .ok(),
+        };
+        let limits = match previous {
+            Some(previous) if previous.config.rate_limit == config.rate_limit => previous.limits.clone(),
+            _ => Arc::new(Limits::new(&config.rate_limit)),
+        };
+        let store = previous.map_or_else(|| Arc::new(MemoryStore::new()), |p| p.store.clone());
+        let users = config
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.email.clone(), i))
+            .collect();
+        let apps = config.apps.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
+        match (client, signer) {
+            (Some(client), Some(signer)) if errors.is_empty() => Ok(State {
+                config,
+                tls,
+                client,
+                store,
+                limits,
+                signer,
+                users,
+                apps,
+            }),
             _ => Err(ConfigErrors(errors)),
         }
     }
-}
 
-fn error(config: &Config, key: &str, message: String) -> ConfigError {
-    ConfigError {
-        file: config.source.clone(),
-        line: None,
-        key: key.into(),
-        message,
+    /// The configured user with this (lowercased) email.
+    pub fn user(&self, email: &str) -> Option<&User> {
+        self.users.get(email).and_then(|&i| self.config.users.get(i))
+    }
+
+    /// The configured app with this (lowercased) id.
+    pub fn app(&self, id: &str) -> Option<&App> {
+        self.apps.get(id).and_then(|&i| self.config.apps.get(i))
     }
 }
 

@@ -4,10 +4,10 @@ use std::borrow::Cow;
 use std::io::IsTerminal;
 
 use http::Uri;
+
+use crate::query;
 use tracing_subscriber::EnvFilter;
 
-/// Query parameters whose values are replaced in logged targets.
-const SECRET_PARAMS: &[&str] = &["personal-access-token"];
 const REDACTED: &str = "REDACTED";
 
 /// The log line format.
@@ -34,28 +34,23 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// The request target for logs: path and query with every secret
-/// parameter's value replaced.
+/// The request target for logs: path and query with the value of every
+/// PAT parameter replaced (recognised after percent-decoding, exactly as the
+/// exchange reads it).
 pub fn redacted_target(uri: &Uri) -> Cow<'_, str> {
     let path = uri.path();
     let Some(query) = uri.query() else {
         return Cow::Borrowed(path);
     };
-    let secret = |pair: &str| {
-        let name = pair.split('=').next().unwrap_or("");
-        SECRET_PARAMS.iter().any(|s| name.eq_ignore_ascii_case(s))
-    };
-    if !query.split('&').any(secret) {
+    if !query::pairs(query).any(|p| p.is_pat()) {
         return Cow::Owned(format!("{path}?{query}"));
     }
-    let redacted: Vec<Cow<'_, str>> = query
-        .split('&')
+    let redacted: Vec<Cow<'_, str>> = query::pairs(query)
         .map(|pair| {
-            if secret(pair) {
-                let name = pair.split('=').next().unwrap_or("");
-                Cow::Owned(format!("{name}={REDACTED}"))
+            if pair.is_pat() {
+                Cow::Owned(format!("{}={REDACTED}", query::PAT_PARAM))
             } else {
-                Cow::Borrowed(pair)
+                Cow::Borrowed(pair.raw)
             }
         })
         .collect();
@@ -79,7 +74,11 @@ mod tests {
         );
         assert_eq!(
             target("/e?Personal-Access-Token=pat_x"),
-            "/e?Personal-Access-Token=REDACTED"
+            "/e?personal-access-token=REDACTED"
+        );
+        assert_eq!(
+            target("/e?personal%2Daccess-token=pat_x"),
+            "/e?personal-access-token=REDACTED"
         );
         assert!(!target("/e?personal-access-token=pat_secret&personal-access-token=pat_two").contains("pat_"));
     }

@@ -6,6 +6,8 @@ pub mod client;
 pub mod headers;
 pub mod upgrade;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -35,7 +37,12 @@ pub struct Forward<'a> {
     pub extra: HeaderMap,
     /// Held by a tunnel, if the request upgrades.
     pub watch: &'a Watch,
+    /// Ends the tunnel early when it resolves (a revoked session).
+    pub tunnel_cancel: Option<Cancel>,
 }
+
+/// A future that ends a tunnel.
+pub type Cancel = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Forwards `req` as `fwd` says and returns the upstream's response with its
 /// hop-by-hop headers removed. Errors are the upstream's (502, 504) or the

@@ -16,6 +16,7 @@ use crate::proxy::{self, Forward};
 use crate::router::{route, Route};
 use crate::state::State;
 use crate::telemetry;
+use crate::{api, embed};
 
 /// What every request on one connection shares.
 #[derive(Clone)]
@@ -57,8 +58,15 @@ pub async fn handle(req: Request<Incoming>, state: &State, conn: &ConnContext) -
 async fn dispatch(req: Request<Incoming>, state: &State, conn: &ConnContext) -> Result<Response<Body>, GatewayError> {
     let config = &state.config;
     match route(req.uri().path(), config.passthrough.is_some()) {
-        Route::Api(_) => Err(GatewayError::NotFound("no such API endpoint")),
-        Route::Embed(_) => Err(GatewayError::NotFound("no such embedded app")),
+        Route::Api(rest) => {
+            let rest = rest.to_owned();
+            api::handle(&rest, req, state, conn).await
+        }
+        Route::Embed(rest) => {
+            let rest = rest.to_owned();
+            embed::handle(&rest, req, state, conn).await
+        }
+        Route::WellKnown("jwks.json") => Ok(jwks(state)),
         Route::WellKnown(_) => Err(GatewayError::NotFound("not found")),
         Route::NotFound => Err(GatewayError::NotFound("not found")),
         Route::Passthrough => {
@@ -77,6 +85,7 @@ async fn dispatch(req: Request<Incoming>, state: &State, conn: &ConnContext) -> 
                 timeout: config.server.upstream_timeout,
                 extra: HeaderMap::new(),
                 watch: &conn.watch,
+                tunnel_cancel: None,
             };
             proxy::forward(&state.client, req, forward).await
         }
@@ -90,4 +99,21 @@ fn origin_form(req: &Request<Incoming>) -> Result<String, GatewayError> {
         Some(pq) if pq.as_str().starts_with('/') => Ok(pq.as_str().to_owned()),
         _ => Err(GatewayError::BadRequest("request target must be a path")),
     }
+}
+
+/// `GET /.well-known/embedgate/jwks.json`: the keys that verify
+/// `X-Embed-Assertion` (RFC 7517). Cacheable briefly: a key rotates only
+/// with a restart or reload.
+fn jwks(state: &State) -> Response<Body> {
+    let mut response = Response::new(Body::full(state.signer.jwks_json().to_owned()));
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/jwk-set+json"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("public, max-age=300"),
+    );
+    response
 }

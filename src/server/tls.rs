@@ -9,17 +9,19 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ConfigError, Tls};
+use crate::config::Tls;
 
-/// Builds the acceptor from the files `[tls]` names. Errors name the key
-/// (`tls.cert`, `tls.key`) and the file, never the key material.
-pub fn acceptor(tls: &Tls, source: &Path) -> Result<TlsAcceptor, ConfigError> {
-    let error = |key: &str, message: String| ConfigError {
-        file: source.to_path_buf(),
-        line: None,
-        key: key.into(),
-        message,
-    };
+/// A problem with a file `[tls]` names: the key, and why (never the key
+/// material).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsError {
+    pub key: &'static str,
+    pub why: String,
+}
+
+/// Builds the acceptor from the files `[tls]` names.
+pub fn acceptor(tls: &Tls) -> Result<TlsAcceptor, TlsError> {
+    let error = |key: &'static str, why: String| TlsError { key, why };
     let chain = load_chain(&tls.cert).map_err(|why| error("tls.cert", why))?;
     let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| {
         error(
@@ -141,8 +143,8 @@ mod tests {
             };
             let text = std::fs::read_to_string(&tls.key).unwrap_or_default();
             assert!(text.starts_with(header), "{name}: {text:.40}");
-            let acceptor = acceptor(&tls, Path::new("gateway.toml"));
-            let acceptor = acceptor.unwrap_or_else(|e| panic!("{name}: {e}"));
+            let acceptor = acceptor(&tls);
+            let acceptor = acceptor.unwrap_or_else(|e| panic!("{name}: {e:?}"));
             assert_eq!(
                 acceptor.config().alpn_protocols,
                 vec![b"h2".to_vec(), b"http/1.1".to_vec()]
@@ -156,11 +158,9 @@ mod tests {
             cert: "/nonexistent/c.pem".into(),
             key: "/nonexistent/k.pem".into(),
         };
-        let err = acceptor(&tls, Path::new("gw.toml"))
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(err.starts_with("gw.toml: tls.cert: /nonexistent/c.pem:"), "{err}");
+        let err = acceptor(&tls).err();
+        assert_eq!(err.as_ref().map(|e| e.key), Some("tls.cert"));
+        assert!(err.is_some_and(|e| e.why.starts_with("/nonexistent/c.pem:")));
     }
 
     #[test]
@@ -176,10 +176,6 @@ mod tests {
             cert: a.cert,
             key: b.key,
         };
-        let err = acceptor(&mixed, Path::new("gw.toml"))
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(err.contains("tls.key"), "{err}");
+        assert_eq!(acceptor(&mixed).err().map(|e| e.key), Some("tls.key"));
     }
 }

@@ -1,0 +1,132 @@
+//! Rate limits (SPEC §3, §4), one `governor` keyed limiter per rule. They
+//! are per replica. Keys that went quiet are forgotten periodically
+//! ([`Limits::retain_recent`]) so memory stays bounded under key churn.
+
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::RateLimit;
+use crate::token::TokenHash;
+
+/// How long to wait before trying again, for `Retry-After` (RFC 9110
+/// §10.2.3): whole seconds, rounded up, at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter(pub u64);
+
+impl RetryAfter {
+    fn from_wait(wait: Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        RetryAfter(secs.max(1))
+    }
+}
+
+/// The gateway's limiters.
+pub struct Limits {
+    per_api_token: DefaultKeyedRateLimiter<TokenHash>,
+    per_user: DefaultKeyedRateLimiter<String>,
+    bad_pat_per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    clock: DefaultClock,
+}
+
+impl Limits {
+    /// Limiters with the quotas of `[rate_limit]` (each at least 1/minute).
+    pub fn new(config: &RateLimit) -> Self {
+        let quota = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+        Limits {
+            per_api_token: RateLimiter::keyed(quota(config.pat_create_per_minute)),
+            per_user: RateLimiter::keyed(quota(config.pat_create_per_user_per_minute)),
+            bad_pat_per_ip: RateLimiter::keyed(quota(config.bad_pat_per_minute)),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Counts one PAT mint by the API token with this hash.
+    pub fn mint_by_token(&self, token: &TokenHash) -> Result<(), RetryAfter> {
+        self.check(&self.per_api_token, token)
+    }
+
+    /// Counts one PAT mint for this (lowercased) email.
+    pub fn mint_for_user(&self, email: &str) -> Result<(), RetryAfter> {
+        self.check(&self.per_user, &email.to_owned())
+    }
+
+    /// Counts one failed PAT exchange from this client address.
+    pub fn failed_exchange(&self, client: IpAddr) -> Result<(), RetryAfter> {
+        self.check(&self.bad_pat_per_ip, &client)
+    }
+
+    /// Forgets keys whose limits have fully replenished.
+    pub fn retain_recent(&self) {
+        self.per_api_token.retain_recent();
+        self.per_user.retain_recent();
+        self.bad_pat_per_ip.retain_recent();
+    }
+
+    /// Number of keys currently tracked (for tests and metrics).
+    pub fn tracked_keys(&self) -> usize {
+        self.per_api_token.len() + self.per_user.len() + self.bad_pat_per_ip.len()
+    }
+
+    fn check<K: Hash + Eq + Clone>(&self, limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), RetryAfter> {
+        limiter
+            .check_key(key)
+            .map_err(|not_until| RetryAfter::from_wait(not_until.wait_time_from(self.clock.now())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(n: u32) -> Limits {
+        Limits::new(&RateLimit {
+            pat_create_per_minute: n,
+            pat_create_per_user_per_minute: n,
+            bad_pat_per_minute: n,
+        })
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(RetryAfter::from_wait(Duration::from_millis(1)), RetryAfter(1));
+        assert_eq!(RetryAfter::from_wait(Duration::from_millis(2001)), RetryAfter(3));
+        assert_eq!(RetryAfter::from_wait(Duration::from_secs(2)), RetryAfter(2));
+        assert_eq!(RetryAfter::from_wait(Duration::ZERO), RetryAfter(1));
+    }
+
+    #[test]
+    fn each_key_gets_its_own_quota() {
+        let l = limits(3);
+        for _ in 0..3 {
+            assert!(l.mint_for_user("a@example.com").is_ok());
+        }
+        let retry = l.mint_for_user("a@example.com");
+        // 3 per minute: one cell every 20 s.
+        assert!(
+            matches!(retry, Err(RetryAfter(s)) if (1..=20).contains(&s)),
+            "{retry:?}"
+        );
+        assert!(l.mint_for_user("b@example.com").is_ok());
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        for _ in 0..3 {
+            assert!(l.failed_exchange(ip).is_ok());
+        }
+        assert!(l.failed_exchange(ip).is_err());
+    }
+
+    #[test]
+    fn retain_recent_keeps_keys_still_limited() {
+        let l = limits(1);
+        for i in 0..50u8 {
+            let _ = l.failed_exchange([10, 0, 0, i].into());
+        }
+        l.retain_recent();
+        // All 50 just used their only cell: none has replenished yet.
+        assert_eq!(l.tracked_keys(), 50);
+    }
+}
