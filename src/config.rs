@@ -59,7 +59,7 @@ impl Config {
 
 /// Keys whose values are only checked after parsing: files read and
 /// sockets bound by the server.
-pub const LATE_KEYS: [&str; 7] = [
+pub const LATE_KEYS: [&str; 8] = [
     "tls.cert",
     "tls.key",
     "assertion.key",
@@ -67,6 +67,7 @@ pub const LATE_KEYS: [&str; 7] = [
     "server.listen",
     "server.admin_listen",
     "demo.app_listen",
+    "demo.portal_listen",
 ];
 /// `[server]`.
 #[derive(Debug, Clone)]
@@ -198,6 +199,9 @@ pub struct Demo {
     /// Addition to SPEC §2: where the demo app listens, default
     /// `127.0.0.1:3000` (what the shipped config's upstreams point at).
     pub app_listen: SocketAddr,
+    /// Addition to SPEC §2: where the demo portal listens, default
+    /// `127.0.0.1:3001` (another site than the gateway's `localhost`).
+    pub portal_listen: SocketAddr,
 }
 
 /// A validated upstream base URL: `http://` or `https://`, an authority, an
@@ -648,8 +652,15 @@ fn demo(mut s: Section<'_>, cx: &mut Cx<'_>) -> Demo {
     let app_listen = s
         .socket_addr(cx, "app_listen")
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000)));
+    let portal_listen = s
+        .socket_addr(cx, "portal_listen")
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3001)));
     s.finish(cx);
-    Demo { enabled, app_listen }
+    Demo {
+        enabled,
+        app_listen,
+        portal_listen,
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -37,7 +37,24 @@ type Body = Full<Bytes>;
 /// Binds `listen` and serves the demo app on it in a background task, for
 /// as long as the runtime lives. Returns the bound address (useful with
 /// port 0).
-pub async fn spawn_app(listen: SocketAddr) -> std::io::Result<SocketAddr> {
+/// TEMPORARY shim until the portal lands.
+#[derive(Clone, Debug)]
+pub struct GatewayLink {
+    pub base: String,
+}
+/// TEMPORARY shim until the portal lands.
+#[derive(Clone, Debug)]
+pub struct Portal {
+    pub gateway_api: String,
+    pub api_token: String,
+    pub email: String,
+    pub app_id: String,
+}
+/// TEMPORARY shim until the portal lands.
+pub async fn spawn_portal(listen: SocketAddr, _portal: Portal) -> std::io::Result<SocketAddr> {
+    Ok(listen)
+}
+pub async fn spawn_app(listen: SocketAddr, _gateway: GatewayLink) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(listen).await?;
     let local = listener.local_addr()?;
     tokio::spawn(accept_loop(listener));
@@ -411,7 +428,9 @@ mod tests {
     use super::*;
 
     async fn start() -> SocketAddr {
-        spawn_app("127.0.0.1:0".parse().unwrap()).await.unwrap()
+        spawn_app("127.0.0.1:0".parse().unwrap(), GatewayLink { base: String::new() })
+            .await
+            .unwrap()
     }
 
     /// One request over a fresh HTTP/1.1 connection.

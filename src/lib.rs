@@ -56,19 +56,28 @@ pub struct Gateway {
     drain: Drain,
     public_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    demo_addr: Option<SocketAddr>,
+    demo: Option<Demo>,
+}
+
+/// What `[demo] enabled` started.
+#[derive(Debug, Clone)]
+pub struct Demo {
+    pub app: SocketAddr,
+    pub portal: SocketAddr,
+    /// The portal's API token, made at start and printed for the README's
+    /// curl walk-through.
+    pub api_token: String,
 }
 
 impl Gateway {
-    /// Prepares the demo (when `[demo] enabled`), builds the state, binds the
-    /// public and admin listeners and starts serving.
+    /// Prepares the demo files (when `[demo] enabled`), builds the state,
+    /// binds the public and admin listeners, starts the demo servers and
+    /// starts serving.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
-        let demo_addr = if config.demo.enabled {
-            Some(start_demo(&config).await?)
-        } else {
-            None
-        };
-        let state = State::build(config, None)?;
+        if config.demo.enabled {
+            make_demo_files(&config)?;
+        }
+        let mut state = State::build(config, None)?;
         let server = &state.config.server;
         let listener = bind("server.listen", server.listen).await?;
         let public_addr = listener.local_addr().unwrap_or(server.listen);
@@ -78,6 +87,11 @@ impl Gateway {
         };
         let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap_or(server.listen));
         let max_connections = server.max_connections;
+        let demo = if state.config.demo.enabled {
+            Some(start_demo(&mut state, public_addr).await?)
+        } else {
+            None
+        };
 
         let shared = Arc::new(Shared::new(state));
         let (drain, watch) = Drain::new();
@@ -97,7 +111,7 @@ impl Gateway {
             drain,
             public_addr,
             admin_addr,
-            demo_addr,
+            demo,
         })
     }
 
@@ -111,9 +125,9 @@ impl Gateway {
         self.admin_addr
     }
 
-    /// Where the demo app listens, when `[demo] enabled`.
-    pub fn demo_addr(&self) -> Option<SocketAddr> {
-        self.demo_addr
+    /// What the demo started, when `[demo] enabled`.
+    pub fn demo(&self) -> Option<&Demo> {
+        self.demo.as_ref()
     }
 
     /// The configuration in force.
@@ -168,9 +182,8 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
         .map_err(|source| StartError::Bind { key, addr, source })
 }
 
-/// Makes the dev certificate and assertion key if missing and starts the
-/// demo app.
-async fn start_demo(config: &Config) -> Result<SocketAddr, StartError> {
+/// Makes the dev certificate and assertion key when missing.
+fn make_demo_files(config: &Config) -> Result<(), StartError> {
     if let Some(tls) = &config.tls {
         if certs::ensure_dev_cert(&tls.cert, &tls.key)? {
             info!(cert = %tls.cert.display(), "created a development certificate");
@@ -181,10 +194,46 @@ async fn start_demo(config: &Config) -> Result<SocketAddr, StartError> {
             info!(key = %assertion.key.display(), "created a development assertion signing key");
         }
     }
-    let addr = config.demo.app_listen;
-    demo::spawn_app(addr)
+    Ok(())
+}
+
+/// Starts the demo app and the demo portal. The portal gets an API token of
+/// its own, accepted from now on; it mints for the first configured user
+/// and app.
+async fn start_demo(state: &mut State, public_addr: SocketAddr) -> Result<Demo, StartError> {
+    let api_token = token::new_session_token().map_err(|e| StartError::Demo {
+        addr: public_addr,
+        source: std::io::Error::other(e),
+    })?;
+    state.add_demo_token(token::hash(&api_token));
+    // The demo servers call the gateway on loopback in plain HTTP (the demo
+    // listener takes both, see `server::starts_tls`).
+    let local = if public_addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], public_addr.port()))
+    } else {
+        public_addr
+    };
+    let base = format!("http://{local}");
+    let demo = &state.config.demo;
+    let app = demo::spawn_app(demo.app_listen, demo::GatewayLink { base: base.clone() })
         .await
-        .map_err(|source| StartError::Demo { addr, source })
+        .map_err(|source| StartError::Demo {
+            addr: demo.app_listen,
+            source,
+        })?;
+    let portal = demo::Portal {
+        gateway_api: base,
+        api_token: api_token.clone(),
+        email: state.config.users.first().map(|u| u.email.clone()).unwrap_or_default(),
+        app_id: state.config.apps.first().map(|a| a.id.clone()).unwrap_or_default(),
+    };
+    let portal = demo::spawn_portal(demo.portal_listen, portal)
+        .await
+        .map_err(|source| StartError::Demo {
+            addr: demo.portal_listen,
+            source,
+        })?;
+    Ok(Demo { app, portal, api_token })
 }
 
 /// How often expired sessions and PATs, and quiet rate-limit keys, are

@@ -132,9 +132,11 @@ fn announce(gateway: &Gateway, scheme: &str, public_url: &str) {
         "embedgate ready: public={scheme}://{} admin={admin}",
         gateway.public_addr()
     );
-    println!("  public URL:  {public_url}");
-    if let Some(demo) = gateway.demo_addr() {
-        println!("  demo app:    http://{demo}/ (direct, no identity)");
-        println!("  through the gateway: {public_url}/");
+    println!("  public URL:     {public_url}");
+    if let Some(demo) = gateway.demo() {
+        println!();
+        println!("  Open the demo portal in a browser:  http://{}/", demo.portal);
+        println!("  demo app (direct, no identity):     http://{}/", demo.app);
+        println!("  demo API token (this run only):     {}", demo.api_token);
     }
 }

@@ -16,6 +16,7 @@ use crate::limits::Limits;
 use crate::proxy::UpstreamClient;
 use crate::server::tls;
 use crate::session::MemoryStore;
+use crate::token::TokenHash;
 
 /// One consistent generation of runtime state.
 pub struct State {
@@ -26,6 +27,10 @@ pub struct State {
     pub store: Arc<MemoryStore>,
     pub limits: Arc<Limits>,
     pub signer: Arc<Signer>,
+    /// Hashes of every accepted API token: the config's, plus the demo
+    /// portal's (made at start, kept across reloads).
+    api_tokens: Vec<TokenHash>,
+    demo_token: Option<TokenHash>,
     users: HashMap<String, usize>,
     apps: HashMap<String, usize>,
 }
@@ -75,6 +80,8 @@ impl State {
             .map(|(i, u)| (u.email.clone(), i))
             .collect();
         let apps = config.apps.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
+        let demo_token = previous.and_then(|p| p.demo_token);
+        let api_tokens = config.api.token_hashes.iter().copied().chain(demo_token).collect();
         match (client, signer) {
             (Some(client), Some(signer)) if errors.is_empty() => Ok(State {
                 config,
@@ -83,11 +90,25 @@ impl State {
                 store,
                 limits,
                 signer,
+                api_tokens,
+                demo_token,
                 users,
                 apps,
             }),
             _ => Err(ConfigErrors(errors)),
         }
+    }
+
+    /// Hashes of the accepted API tokens.
+    pub fn api_tokens(&self) -> &[TokenHash] {
+        &self.api_tokens
+    }
+
+    /// Accepts one more API token (the demo portal's) from now on,
+    /// including after reloads.
+    pub fn add_demo_token(&mut self, hash: TokenHash) {
+        self.demo_token = Some(hash);
+        self.api_tokens.push(hash);
     }
 
     /// The configured user with this (lowercased) email.

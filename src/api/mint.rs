@@ -10,7 +10,6 @@ use serde_json::{json, Map, Value};
 use crate::body::Body;
 use crate::config::{self, Pat};
 use crate::error::GatewayError;
-use crate::server::handler::ConnContext;
 use crate::session::PatRecord;
 use crate::state::State;
 use crate::token::{self, TokenHash};
@@ -100,7 +99,6 @@ fn integer(fields: &Map<String, Value>, name: &str, max: u64, default: u64) -> R
 pub async fn handle(
     req: Request<Incoming>,
     state: &State,
-    _conn: &ConnContext,
     api_token: &TokenHash,
 ) -> Result<Response<Body>, GatewayError> {
     state

@@ -12,16 +12,10 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::error::GatewayError;
-use crate::server::handler::ConnContext;
 use crate::state::State;
 
 /// Serves `/api/ext/<rest>`.
-pub async fn handle(
-    rest: &str,
-    req: Request<Incoming>,
-    state: &State,
-    conn: &ConnContext,
-) -> Result<Response<Body>, GatewayError> {
+pub async fn handle(rest: &str, req: Request<Incoming>, state: &State) -> Result<Response<Body>, GatewayError> {
     let endpoint = match rest {
         "users/personal-access-token" => Endpoint::Mint,
         "users/sessions/revoke" => Endpoint::Revoke,
@@ -30,9 +24,9 @@ pub async fn handle(
     if req.method() != Method::POST {
         return Err(GatewayError::MethodNotAllowed("POST"));
     }
-    let api_token = auth::authenticate(req.headers(), &state.config.api.token_hashes)?;
+    let api_token = auth::authenticate(req.headers(), state.api_tokens())?;
     match endpoint {
-        Endpoint::Mint => mint::handle(req, state, conn, &api_token).await,
+        Endpoint::Mint => mint::handle(req, state, &api_token).await,
         Endpoint::Revoke => revoke::handle(req, state).await,
     }
 }

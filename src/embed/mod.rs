@@ -180,6 +180,12 @@ async fn proxy(
         Some(q) => format!("/{below}?{q}"),
         None => format!("/{below}"),
     };
+    // Only an upgrade becomes a tunnel that revocation must be able to end.
+    let tunnel_cancel = if req.headers().contains_key(header::UPGRADE) {
+        state.store.revoked(&hash).map(|f| Box::pin(f) as proxy::Cancel)
+    } else {
+        None
+    };
     let forward = Forward {
         upstream: &app.upstream,
         path_and_query: &path_and_query,
@@ -187,7 +193,7 @@ async fn proxy(
         timeout: state.config.server.upstream_timeout,
         extra,
         watch: &conn.watch,
-        tunnel_cancel: state.store.revoked(&hash).map(|f| Box::pin(f) as proxy::Cancel),
+        tunnel_cancel,
     };
     let mut response = proxy::forward(&state.client, req, forward).await?;
     let mount = rewrite::Mount {

@@ -60,7 +60,7 @@ async fn dispatch(req: Request<Incoming>, state: &State, conn: &ConnContext) -> 
     match route(req.uri().path(), config.passthrough.is_some()) {
         Route::Api(rest) => {
             let rest = rest.to_owned();
-            api::handle(&rest, req, state, conn).await
+            api::handle(&rest, req, state).await
         }
         Route::Embed(rest) => {
             let rest = rest.to_owned();

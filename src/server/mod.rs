@@ -75,7 +75,14 @@ impl Connection {
     async fn serve(self, stream: TcpStream, state: Arc<State>) {
         let _ = stream.set_nodelay(true);
         let server = &state.config.server;
-        match &state.tls {
+        let tls = match &state.tls {
+            // The demo serves plain HTTP on its TLS port too, so a stock
+            // browser can open the embed on http://localhost (a secure
+            // context) without trusting the dev CA.
+            Some(_) if state.config.demo.enabled && !starts_tls(&stream, server.header_read_timeout).await => None,
+            tls => tls.as_ref(),
+        };
+        match tls {
             None => self.serve_http(stream, "http", &state).await,
             Some(acceptor) => match tokio::time::timeout(server.tls_handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => self.serve_http(tls, "https", &state).await,
@@ -157,4 +164,12 @@ impl Connection {
             }
         }
     }
+}
+
+/// Whether the client's first byte opens a TLS handshake record (RFC 8446
+/// §5.1: content type 22). Waits at most `limit` for it.
+async fn starts_tls(stream: &TcpStream, limit: Duration) -> bool {
+    const HANDSHAKE: u8 = 0x16;
+    let mut first = [0u8; 1];
+    matches!(tokio::time::timeout(limit, stream.peek(&mut first)).await, Ok(Ok(1)) if first[0] == HANDSHAKE)
 }
