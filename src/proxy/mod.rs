@@ -103,12 +103,8 @@ pub async fn forward(
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         hop::set_upgrade(response.headers_mut(), protocol);
-        upgrade::spawn_tunnel(
-            client_upgrade,
-            upstream_upgrade,
-            fwd.watch.clone(),
-            std::future::pending(),
-        );
+        let cancel = fwd.tunnel_cancel.unwrap_or_else(|| Box::pin(std::future::pending()));
+        upgrade::spawn_tunnel(client_upgrade, upstream_upgrade, fwd.watch.clone(), cancel);
     }
     Ok(response)
 }
