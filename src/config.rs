@@ -59,7 +59,7 @@ impl Config {
 
 /// Keys whose values are only checked after parsing: files read and
 /// sockets bound by the server.
-pub const LATE_KEYS: [&str; 8] = [
+pub const LATE_KEYS: [&str; 9] = [
     "tls.cert",
     "tls.key",
     "assertion.key",
@@ -68,6 +68,7 @@ pub const LATE_KEYS: [&str; 8] = [
     "server.admin_listen",
     "demo.app_listen",
     "demo.portal_listen",
+    "store.kind",
 ];
 /// `[server]`.
 #[derive(Debug, Clone)]

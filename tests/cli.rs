@@ -279,3 +279,22 @@ async fn secrets_are_never_logged() {
         assert!(!stderr.contains(secret), "`{secret}` appears in the logs:\n{stderr}");
     }
 }
+
+#[test]
+fn check_refuses_the_redis_store_until_it_exists() {
+    let dir = new_dir();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &path,
+        "[server]\npublic_url = \"http://localhost:8080\"\n\n[assertion]\nkey = \"k.pem\"\n\n\
+         [store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n",
+    )
+    .expect("write config");
+    let out = run_check(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("gateway.toml:8: store.kind: \"redis\" is not supported"),
+        "{stderr}"
+    );
+}
