@@ -5,11 +5,12 @@
 #
 #   bash bench/load.sh            # needs wrk (apt-get install wrk)
 #
-# Three runs of wrk against: the upstream directly; the gateway's
-# [passthrough]; the gateway's embed route with a live session (identity
-# headers, cached assertion, response rewriting). Prints requests/s and the
-# gateway/direct ratio for each. Everything listens on 127.0.0.1 and is
-# stopped by PID at the end.
+# Runs of wrk against: the upstream directly; nginx's proxy_pass with an
+# upstream keep-alive pool (when nginx is installed: the field's reference
+# reverse proxy); the gateway's [passthrough]; the gateway's embed route
+# with a live session (identity headers, cached assertion, response
+# rewriting). Prints requests/s and the ratio to the direct run for each.
+# Everything listens on 127.0.0.1 and is stopped by PID at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 1; }
@@ -65,12 +66,39 @@ for url in "http://$gateway/" "http://$gateway/embed-apps/$app/"; do
   [ "$code" = 200 ] || { echo "$url answered $code, not 200"; cat "$work/gateway.err"; exit 1; }
 done
 
+nginx_port=""
+if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then
+  nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+  nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$work/nginx/logs"
+  cat > "$work/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream app { server $upstream; keepalive 64; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGINX
+  "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" &
+  pids+=($!)
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$nginx_port/" && break; sleep 0.1; done
+fi
+
 rps() { wrk -t1 -c"$connections" -d"${duration}s" "$@" | awk '/Requests\/sec/ {print $2}'; }
 direct=$(rps "http://$upstream/")
+[ -n "$nginx_port" ] && nginx=$(rps "http://127.0.0.1:$nginx_port/")
 passthrough=$(rps "http://$gateway/")
 embed=$(rps -H "Cookie: $cookie" "http://$gateway/embed-apps/$app/")
 
 printf '%-28s %12s %8s\n' route 'requests/s' 'ratio'
 printf '%-28s %12s %8s\n' 'direct (reference)' "$direct" 1.00
+[ -n "$nginx_port" ] && printf '%-28s %12s %8.2f\n' 'nginx proxy_pass' "$nginx" "$(echo "$nginx / $direct" | bc -l)"
 printf '%-28s %12s %8.2f\n' 'gateway passthrough' "$passthrough" "$(echo "$passthrough / $direct" | bc -l)"
 printf '%-28s %12s %8.2f\n' 'gateway embed (session)' "$embed" "$(echo "$embed / $direct" | bc -l)"
