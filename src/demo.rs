@@ -531,7 +531,13 @@ code {{ background: #f1f3f7; padding: 0 .25rem; border-radius: 3px; }}
 </html>
 "#
     );
+    html_response(StatusCode::OK, page)
+}
+
+/// An HTML page that no cache keeps and no browser sniffs.
+fn html_response(status: StatusCode, page: String) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(page)));
+    *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -982,17 +988,12 @@ form {{ margin: .75rem 0; }}
 </html>
 "#
     );
-    let mut response = Response::new(Full::new(Bytes::from(page)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    // The page holds a PAT in the iframe's URL: keep it out of caches.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // The page holds a PAT in the iframe's URL: no cache may keep it (see
+    // `html_response`) and no Referer may carry it.
+    let mut response = html_response(status, page);
+    response
+        .headers_mut()
+        .insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     response
 }
 
