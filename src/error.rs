@@ -62,9 +62,6 @@ pub enum GatewayError {
     /// Gateway: a fault of its own (the cause is logged, not sent).
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// Gateway: shutting down or otherwise not serving.
-    #[error("{0}")]
-    Unavailable(&'static str),
 }
 
 impl GatewayError {
@@ -83,7 +80,6 @@ impl GatewayError {
             GatewayError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             GatewayError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

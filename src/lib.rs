@@ -130,8 +130,8 @@ impl Gateway {
         self.demo.as_ref()
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> Arc<State> {
+    /// The state (configuration and all built from it) in force.
+    pub fn state(&self) -> Arc<State> {
         self.shared.load()
     }
 

@@ -113,7 +113,7 @@ async fn serve(path: &Path, config: config::Config) -> ExitCode {
         }
     }
 
-    let grace = gateway.config().config.server.shutdown_grace;
+    let grace = gateway.state().config.server.shutdown_grace;
     info!(grace_seconds = grace.as_secs(), "draining");
     if tokio::time::timeout(grace, gateway.shutdown()).await.is_err() {
         warn!("grace period over; closing what is still open");

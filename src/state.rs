@@ -56,7 +56,7 @@ impl State {
             None => None,
         };
         let roots = match &config.server.upstream_ca {
-            Some(path) => tls::load_roots(path).unwrap_or_else(|why| {
+            Some(path) => tls::load_certificates(path).unwrap_or_else(|why| {
                 errors.push(config.error("server.upstream_ca", why));
                 Vec::new()
             }),

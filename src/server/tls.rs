@@ -22,7 +22,7 @@ pub struct TlsError {
 /// Builds the acceptor from the files `[tls]` names.
 pub fn acceptor(tls: &Tls) -> Result<TlsAcceptor, TlsError> {
     let error = |key: &'static str, why: String| TlsError { key, why };
-    let chain = load_chain(&tls.cert).map_err(|why| error("tls.cert", why))?;
+    let chain = load_certificates(&tls.cert).map_err(|why| error("tls.cert", why))?;
     let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| {
         error(
             "tls.key",
@@ -44,7 +44,9 @@ pub fn acceptor(tls: &Tls) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Every certificate of a PEM file: the `[tls]` chain, or an operator's
+/// upstream CA bundle (`server.upstream_ca`).
+pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let chain = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("{}: {}", path.display(), describe(&e)))?
         .collect::<Result<Vec<_>, _>>()
@@ -53,11 +55,6 @@ fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         return Err(format!("{}: no PEM certificate found", path.display()));
     }
     Ok(chain)
-}
-
-/// Reads every certificate of a PEM file (for an operator's upstream CA).
-pub fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    load_chain(path)
 }
 
 /// The PEM error without anything read from the file.
