@@ -181,7 +181,7 @@ async fn proxy(
         None => format!("/{below}"),
     };
     // Only an upgrade becomes a tunnel that revocation must be able to end.
-    let tunnel_cancel = if req.headers().contains_key(header::UPGRADE) {
+    let tunnel_cancel = if proxy::upgrade::is_upgrade(&req) {
         state.store.revoked(&hash).map(|f| Box::pin(f) as proxy::Cancel)
     } else {
         None

@@ -58,9 +58,20 @@ pub async fn forward(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
 
-    // Only HTTP/1.1 can upgrade; over HTTP/2 the fields are invalid anyway.
+    // HTTP/1.1 upgrades by `Upgrade`; HTTP/2 by an extended CONNECT (RFC
+    // 8441), which the upstream, spoken to in HTTP/1.1, gets as a WebSocket
+    // upgrade (RFC 6455 §4.1).
+    let extended_connect = upgrade::is_extended_connect(&req);
     let upgrade = hop::strip(req.headers_mut()).filter(|_| req.version() == Version::HTTP_11);
+    let upgrade = if extended_connect {
+        Some(HeaderValue::from_static("websocket"))
+    } else {
+        upgrade
+    };
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    if extended_connect {
+        upgrade::connect_to_get(&mut req)?;
+    }
 
     let headers = req.headers_mut();
     identity::strip_client_identity(headers);
@@ -102,7 +113,11 @@ pub async fn forward(
             return Err(GatewayError::BadGateway("upstream switched protocols unasked".into()));
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        hop::set_upgrade(response.headers_mut(), protocol);
+        if extended_connect {
+            upgrade::get_to_connect_response(&mut response);
+        } else {
+            hop::set_upgrade(response.headers_mut(), protocol);
+        }
         let cancel = fwd.tunnel_cancel.unwrap_or_else(|| Box::pin(std::future::pending()));
         upgrade::spawn_tunnel(client_upgrade, upstream_upgrade, fwd.watch.clone(), cancel);
     }

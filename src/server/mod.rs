@@ -127,7 +127,9 @@ impl Connection {
             .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
             .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
             .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(H2_KEEPALIVE_INTERVAL);
+            .keep_alive_timeout(H2_KEEPALIVE_INTERVAL)
+            // WebSockets over HTTP/2 (RFC 8441).
+            .enable_connect_protocol();
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
 
