@@ -70,7 +70,7 @@ fn exchange(
     }
     let query = req.uri().query().unwrap_or("");
     match redeem(app, query, state) {
-        Ok((token, _)) => {
+        Ok(token) => {
             let kept: Vec<&str> = query::pairs(query).filter(|p| !p.is_pat()).map(|p| p.raw).collect();
             let cookie = session_cookie(&state.config.session.cookie_name, &token, &app.id);
             Ok(see_other(
@@ -80,6 +80,8 @@ fn exchange(
                 Some(cookie),
             ))
         }
+        // A fault of the gateway's own is not the client's failed try.
+        Err(error @ GatewayError::Internal(_)) => Err(error),
         Err(error) => {
             let peer = peer(state, conn);
             let client = peer.client_ip(req.headers());
@@ -94,7 +96,7 @@ fn exchange(
 }
 
 /// Checks the PAT and creates the session; returns its token.
-fn redeem(app: &App, query: &str, state: &State) -> Result<(String, TokenHash), GatewayError> {
+fn redeem(app: &App, query: &str, state: &State) -> Result<String, GatewayError> {
     let now = Instant::now();
     let pat = query::pairs(query)
         .find(|p| p.is_pat())
@@ -123,7 +125,7 @@ fn redeem(app: &App, query: &str, state: &State) -> Result<(String, TokenHash), 
     let session = Session::new(identity, record.session_idle, state.config.session.max_lifetime, now);
     state.store.insert_session(hash, session);
     tracing::info!(user = %user.email, app = %app.id, "session started");
-    Ok((token, hash))
+    Ok(token)
 }
 
 /// The session cookie exactly as SPEC §4 spells it.

@@ -80,8 +80,8 @@ pub async fn forward(
     // The gateway answered any `Expect: 100-continue` itself when it began
     // reading the body; the upstream gets the body straight away.
     headers.remove(header::EXPECT);
-    let authority = HeaderValue::from_str(fwd.upstream.authority())
-        .map_err(|_| GatewayError::BadRequest("invalid upstream authority"))?;
+    // Validated with the config, so this cannot fail in practice.
+    let authority = HeaderValue::from_str(fwd.upstream.authority()).map_err(|e| GatewayError::Internal(Box::new(e)))?;
     headers.insert(header::HOST, authority);
     for (name, value) in fwd.extra {
         if let Some(name) = name {
