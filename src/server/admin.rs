@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -61,7 +60,7 @@ pub async fn serve(listener: TcpListener, mut watch: Watch) {
     }
 }
 
-fn respond(req: &Request<Incoming>, draining: bool) -> Response<Body> {
+fn respond<B>(req: &Request<B>, draining: bool) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return json_error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
     }
@@ -78,4 +77,25 @@ fn respond(req: &Request<Incoming>, draining: bool) -> Response<Body> {
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str, draining: bool) -> StatusCode {
+        let req = Request::get(path).body(()).unwrap_or_default();
+        respond(&req, draining).status()
+    }
+
+    #[test]
+    fn healthz_is_ok_while_readyz_turns_503_on_drain() {
+        assert_eq!(get("/healthz", false), StatusCode::OK);
+        assert_eq!(get("/healthz", true), StatusCode::OK);
+        assert_eq!(get("/readyz", false), StatusCode::OK);
+        assert_eq!(get("/readyz", true), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(get("/metrics", false), StatusCode::NOT_FOUND);
+        let post = Request::post("/healthz").body(()).unwrap_or_default();
+        assert_eq!(respond(&post, false).status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
 }
