@@ -70,6 +70,28 @@ impl http_body::Body for Body {
     }
 }
 
+/// How much of a refused request body the gateway reads and throws away
+/// before answering; past this the connection is simply closed.
+pub const DISCARD_BYTES: usize = 1024 * 1024;
+
+/// Reads and drops what is left of a request body the gateway refuses
+/// (`already` bytes of it read), up to [`DISCARD_BYTES`] and `limit` in time.
+/// Like nginx's lingering close: a client still sending gets the answer
+/// instead of a reset, and a small body leaves the connection reusable.
+pub async fn discard(mut body: Incoming, already: usize, limit: std::time::Duration) {
+    use http_body_util::BodyExt;
+    let mut seen = already;
+    let drain = async {
+        while seen <= DISCARD_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+                Some(Err(_)) | None => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limit, drain).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -687,6 +687,29 @@ async fn no_session_json_for_api_clients() {
     assert_eq!(a.requests(), 0);
 }
 
+/// An app's POST after its session ended gets the 401, not a reset, even
+/// when its body arrives late, and the connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_session_post_body_is_read_before_answering() {
+    let (gw, a, _b) = gateway().await;
+    let mut conn = RawConn::connect(gw.public_addr).await;
+    let head = format!(
+        "POST /embed-apps/{APP_A}/api/save HTTP/1.1\r\nHost: gw\r\nAccept: application/json\r\n\
+         Content-Type: application/json\r\nContent-Length: 8192\r\n\r\n"
+    );
+    conn.send(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    conn.send(&[b' '; 8192]).await.unwrap();
+    let r = conn.read_response(false).await.unwrap();
+    assert_eq!(r.status, 401, "{}", r.head);
+    conn.send(format!("GET /embed-apps/{APP_A}/ HTTP/1.1\r\nHost: gw\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let r = conn.read_response(false).await.unwrap();
+    assert_eq!(r.status, 401, "the connection was not kept: {}", r.head);
+    assert_eq!(a.requests(), 0);
+}
+
 // ---------------------------------------------------------------------------
 // Responses on embed paths
 // ---------------------------------------------------------------------------

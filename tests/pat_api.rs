@@ -472,6 +472,62 @@ async fn mint_body_over_limit_is_413() {
     assert_eq!(r.status, 201, "{r:?} {}", r.text());
 }
 
+/// A refusal that comes before the body is read (bad credentials, too
+/// large) still reads the body first, so a client that is slow to send it
+/// gets the answer on a connection that stays usable, not a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_api_request_body_is_read_before_answering() {
+    let up = echo_upstream("app").await;
+    let mut opts = EmbedOpts::new(&up.url(), &up.url());
+    opts.api_extra = "max_body_bytes = 256".into();
+    let gw = opts.start().await;
+    let valid = json!({"email": "alice@example.com", "appId": APP_A}).to_string();
+    let padding = " ".repeat(4096);
+    let cases = [
+        ("bad credentials", head_for("not-the-token", 4096), 401),
+        ("declared too large", head_for(API_TOKEN, 4096), 413),
+        (
+            "chunked, too large",
+            format!(
+                "POST {MINT} HTTP/1.1\r\nHost: gw\r\nAuthorization: Basic {API_TOKEN}\r\n\
+                 Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
+            413,
+        ),
+    ];
+    for (case, head, status) in cases {
+        let mut conn = RawConn::connect(gw.public_addr).await;
+        conn.send(head.as_bytes()).await.unwrap();
+        // The body comes late, in pieces: the gateway must wait for it.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        if head.contains("chunked") {
+            for _ in 0..4 {
+                conn.send(format!("400\r\n{}\r\n", &padding[..1024]).as_bytes())
+                    .await
+                    .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            conn.send(b"0\r\n\r\n").await.unwrap();
+        } else {
+            conn.send(padding.as_bytes()).await.unwrap();
+        }
+        let r = conn.read_response(false).await.unwrap();
+        assert_eq!(r.status, status, "{case}: {}", r.head);
+        // The same connection carries the next request.
+        let next = format!("{}{valid}", head_for(API_TOKEN, valid.len()));
+        conn.send(next.as_bytes()).await.unwrap();
+        let r = conn.read_response(false).await.unwrap();
+        assert_eq!(r.status, 201, "{case}: the connection was not kept: {}", r.head);
+    }
+
+    fn head_for(token: &str, length: usize) -> String {
+        format!(
+            "POST {MINT} HTTP/1.1\r\nHost: gw\r\nAuthorization: Basic {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mint_unknown_user_is_404() {
     let (gw, _up) = gateway().await;

@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use crate::body::Body;
@@ -12,7 +11,7 @@ use crate::config::{self, Pat};
 use crate::error::GatewayError;
 use crate::session::PatRecord;
 use crate::state::State;
-use crate::token::{self, TokenHash};
+use crate::token;
 
 /// A validated mint request.
 #[derive(Debug, PartialEq, Eq)]
@@ -96,16 +95,7 @@ fn integer(fields: &Map<String, Value>, name: &str, max: u64, default: u64) -> R
 }
 
 /// Serves a mint.
-pub async fn handle(
-    req: Request<Incoming>,
-    state: &State,
-    api_token: &TokenHash,
-) -> Result<Response<Body>, GatewayError> {
-    state
-        .limits
-        .mint_by_token(api_token)
-        .map_err(GatewayError::TooManyRequests)?;
-    let body = super::read_json_body(req, state).await?;
+pub fn handle(body: Value, state: &State) -> Result<Response<Body>, GatewayError> {
     let request = parse(body, &state.config.pat)?;
     state
         .limits

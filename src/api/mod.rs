@@ -5,9 +5,10 @@ pub mod auth;
 pub mod mint;
 pub mod revoke;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use bytes::BytesMut;
+use http::request::Parts;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::Body;
@@ -15,19 +16,24 @@ use crate::error::GatewayError;
 use crate::state::State;
 
 /// Serves `/api/ext/<rest>`.
+///
+/// Every refusal that comes before the body is read (unknown endpoint,
+/// method, credentials, rate limit, media type) first reads and discards a
+/// bounded amount of the body, so a client still sending it gets the answer
+/// rather than a reset connection.
 pub async fn handle(rest: &str, req: Request<Incoming>, state: &State) -> Result<Response<Body>, GatewayError> {
-    let endpoint = match rest {
-        "users/personal-access-token" => Endpoint::Mint,
-        "users/sessions/revoke" => Endpoint::Revoke,
-        _ => return Err(GatewayError::NotFound("no such API endpoint")),
+    let (parts, body) = req.into_parts();
+    let endpoint = match admit(rest, &parts, state) {
+        Ok(endpoint) => endpoint,
+        Err(refusal) => {
+            crate::body::discard(body, 0, state.config.server.header_read_timeout).await;
+            return Err(refusal);
+        }
     };
-    if req.method() != Method::POST {
-        return Err(GatewayError::MethodNotAllowed("POST"));
-    }
-    let api_token = auth::authenticate(req.headers(), state.api_tokens())?;
+    let body = read_json_body(&parts, body, state).await?;
     match endpoint {
-        Endpoint::Mint => mint::handle(req, state, &api_token).await,
-        Endpoint::Revoke => revoke::handle(req, state).await,
+        Endpoint::Mint => mint::handle(body, state),
+        Endpoint::Revoke => revoke::handle(body, state),
     }
 }
 
@@ -36,36 +42,77 @@ enum Endpoint {
     Revoke,
 }
 
-/// Reads a JSON request body of at most `api.max_body_bytes`: 413 past
-/// it, 415 without a JSON `Content-Type`, and no slower than the head
-/// timeout.
-pub async fn read_json_body(req: Request<Incoming>, state: &State) -> Result<serde_json::Value, GatewayError> {
-    let limit = state.config.api.max_body_bytes;
-    let media_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-    // Required, not sniffed: a cross-site HTML form cannot send this media
-    // type without a CORS preflight, which the gateway never grants.
-    if !media_type.is_some_and(|m| m == "application/json" || m.ends_with("+json")) {
+/// The checks that need only the request head.
+fn admit(rest: &str, parts: &Parts, state: &State) -> Result<Endpoint, GatewayError> {
+    let mint = match rest {
+        "users/personal-access-token" => true,
+        "users/sessions/revoke" => false,
+        _ => return Err(GatewayError::NotFound("no such API endpoint")),
+    };
+    if parts.method != Method::POST {
+        return Err(GatewayError::MethodNotAllowed("POST"));
+    }
+    let api_token = auth::authenticate(&parts.headers, state.api_tokens())?;
+    if !is_json(&parts.headers) {
         return Err(GatewayError::UnsupportedMediaType);
     }
-    let declared = req
-        .headers()
+    if !mint {
+        return Ok(Endpoint::Revoke);
+    }
+    state
+        .limits
+        .mint_by_token(&api_token)
+        .map_err(GatewayError::TooManyRequests)?;
+    Ok(Endpoint::Mint)
+}
+
+/// Required, not sniffed: a cross-site HTML form cannot send a JSON media
+/// type without a CORS preflight, which the gateway never grants.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .is_some_and(|m| m == "application/json" || m.ends_with("+json"))
+}
+
+/// Reads a JSON request body of at most `api.max_body_bytes`: 413 past it,
+/// and no slower than the head timeout.
+async fn read_json_body(parts: &Parts, mut body: Incoming, state: &State) -> Result<serde_json::Value, GatewayError> {
+    let limit = state.config.api.max_body_bytes;
+    let declared = parts
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        if declared.is_some_and(|n| n <= crate::body::DISCARD_BYTES as u64) {
+            crate::body::discard(body, 0, state.config.server.header_read_timeout).await;
+        }
         return Err(GatewayError::PayloadTooLarge);
     }
-    let collect = Limited::new(req.into_body(), limit).collect();
-    let bytes: Bytes = match tokio::time::timeout(state.config.server.header_read_timeout, collect).await {
-        Err(_) => return Err(GatewayError::RequestTimeout),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => return Err(GatewayError::PayloadTooLarge),
-        Ok(Err(_)) => return Err(GatewayError::BadRequest("the request body could not be read")),
-        Ok(Ok(collected)) => collected.to_bytes(),
+    let mut bytes = BytesMut::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| GatewayError::BadRequest("the request body could not be read"))?;
+            if let Some(data) = frame.data_ref() {
+                if bytes.len() + data.len() > limit {
+                    return Err(GatewayError::PayloadTooLarge);
+                }
+                bytes.extend_from_slice(data);
+            }
+        }
+        Ok(())
     };
+    match tokio::time::timeout(state.config.server.header_read_timeout, read).await {
+        Err(_) => return Err(GatewayError::RequestTimeout),
+        Ok(Err(GatewayError::PayloadTooLarge)) => {
+            crate::body::discard(body, bytes.len(), state.config.server.header_read_timeout).await;
+            return Err(GatewayError::PayloadTooLarge);
+        }
+        Ok(Err(error)) => return Err(error),
+        Ok(Ok(())) => {}
+    }
     serde_json::from_slice(&bytes).map_err(|_| GatewayError::Invalid("body: malformed JSON".into()))
 }
 

@@ -2,8 +2,7 @@
 //! unused PAT of a user (for one app, when `appId` is given). The user need
 //! not still be configured: a removed user's sessions must be revocable.
 
-use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::body::Body;
@@ -12,8 +11,7 @@ use crate::error::GatewayError;
 use crate::state::State;
 
 /// Serves a revocation.
-pub async fn handle(req: Request<Incoming>, state: &State) -> Result<Response<Body>, GatewayError> {
-    let body = super::read_json_body(req, state).await?;
+pub fn handle(body: Value, state: &State) -> Result<Response<Body>, GatewayError> {
     let (email, app_id) = parse(&body)?;
     let revoked = state.store.revoke(&email, app_id.as_deref());
     tracing::info!(

@@ -169,7 +169,9 @@ async fn proxy(
     let cookie_name = &state.config.session.cookie_name;
     let session = find_session(req.headers(), cookie_name, app, state);
     let Some((hash, view)) = session else {
-        return Ok(expired::respond(req.headers(), app));
+        let response = expired::respond(req.headers(), app);
+        crate::body::discard(req.into_body(), 0, state.config.server.header_read_timeout).await;
+        return Ok(response);
     };
     remove_cookie(req.headers_mut(), cookie_name);
 
