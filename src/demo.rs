@@ -525,6 +525,9 @@ code {{ background: #f1f3f7; padding: 0 .25rem; border-radius: 3px; }}
       if (!socket) {{ connect(); }}
     }}
   }});
+  // `?ws-echo` in the address sends the message once on load: a check
+  // that needs no click (the browser tests use it).
+  if (new URLSearchParams(location.search).has('ws-echo')) {{ form.requestSubmit(); }}
 }})();
 </script>
 </body>
