@@ -162,7 +162,7 @@ async fn browser_refuses_to_frame_the_app_for_an_origin_not_in_frame_ancestors()
 
 /// Chromium, given `https`, speaks HTTP/2 to the gateway and opens the demo
 /// app's WebSocket as an RFC 8441 extended CONNECT; the gateway relays it to
-/// the app's HTTP/1.1 upgrade and the echo comes back.
+/// the app's HTTP/1.1 upgrade and the echo comes back to the page.
 #[tokio::test]
 async fn browser_websocket_over_http2_echoes_through_the_gateway() {
     let Some(chromium) = chromium() else { return };
@@ -181,10 +181,18 @@ async fn browser_websocket_over_http2_echoes_through_the_gateway() {
         "https://localhost:{}/embed-apps/{APP}?personal-access-token={pat}&ws-echo",
         gateway.public_addr.port()
     );
-    let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &url, &["--ignore-certificate-errors"]))
-        .await
-        .expect("browser task");
-    let log = element_text(&dom, "ws-log", "</pre>");
+    // Virtual time does not wait for WebSocket frames, so this test watches
+    // the page in real time over the DevTools protocol instead of --dump-dom.
+    let browser = Devtools::launch(&chromium).await;
+    let page = browser.open(&url).await;
+    let log = browser
+        .wait_for_text(
+            &page,
+            "ws-log",
+            "echo: hello through the gateway",
+            Duration::from_secs(30),
+        )
+        .await;
     assert!(
         log.contains("echo: hello through the gateway"),
         "websocket log {log:?}; gateway log:\n{}",
@@ -199,4 +207,140 @@ async fn browser_websocket_over_http2_echoes_through_the_gateway() {
         tunnel.contains("version=HTTP/2.0") && tunnel.contains("status=200"),
         "{tunnel}"
     );
+}
+
+/// Headless Chromium driven over the DevTools protocol (just the three
+/// commands these tests need), killed on drop.
+struct Devtools {
+    child: std::process::Child,
+    _profile: tempfile::TempDir,
+    socket: tokio::sync::Mutex<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Devtools {
+    async fn launch(chromium: &PathBuf) -> Devtools {
+        let profile = tempfile::tempdir().expect("profile dir");
+        let child = Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                // The dev certificate of a throw-away gateway.
+                "--ignore-certificate-errors",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium");
+        // Chromium writes its port and browser target here once listening.
+        let port_file = profile.path().join("DevToolsActivePort");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let (port, path) = loop {
+            let text = std::fs::read_to_string(&port_file).unwrap_or_default();
+            let mut lines = text.lines();
+            if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
+                break (port.to_string(), path.to_string());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chromium wrote no DevToolsActivePort"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let stream = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .expect("connect to devtools");
+        let (socket, _) = tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}{path}"), stream)
+            .await
+            .expect("devtools handshake");
+        Devtools {
+            child,
+            _profile: profile,
+            socket: tokio::sync::Mutex::new(socket),
+            next_id: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// Sends one command (to a page's session when given) and returns its
+    /// `result`, skipping the events in between.
+    async fn call(&self, session: Option<&str>, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut command = serde_json::json!({"id": id, "method": method, "params": params});
+        if let Some(session) = session {
+            command["sessionId"] = session.into();
+        }
+        let mut socket = self.socket.lock().await;
+        socket
+            .send(Message::text(command.to_string()))
+            .await
+            .expect("devtools send");
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
+                .await
+                .unwrap_or_else(|_| panic!("devtools: no answer to {method}"))
+                .expect("devtools closed")
+                .expect("devtools read");
+            let Message::Text(text) = message else { continue };
+            let reply: serde_json::Value = serde_json::from_str(text.as_str()).expect("devtools JSON");
+            if reply["id"] == id {
+                assert!(reply.get("error").is_none(), "devtools {method}: {reply}");
+                return reply["result"].clone();
+            }
+        }
+    }
+
+    /// Opens `url` in a new page; returns the page's session.
+    async fn open(&self, url: &str) -> String {
+        let target = self
+            .call(None, "Target.createTarget", serde_json::json!({"url": url}))
+            .await;
+        let attached = self
+            .call(
+                None,
+                "Target.attachToTarget",
+                serde_json::json!({"targetId": target["targetId"], "flatten": true}),
+            )
+            .await;
+        attached["sessionId"].as_str().expect("a session").to_string()
+    }
+
+    /// Polls the text of the element `id` until it contains `want` or
+    /// `limit` passes; returns the last text seen.
+    async fn wait_for_text(&self, session: &str, id: &str, want: &str, limit: Duration) -> String {
+        let expression = format!("(document.getElementById('{id}') || {{}}).textContent || ''");
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let result = self
+                .call(
+                    Some(session),
+                    "Runtime.evaluate",
+                    serde_json::json!({"expression": expression, "returnByValue": true}),
+                )
+                .await;
+            let text = result["result"]["value"].as_str().unwrap_or("").to_string();
+            if text.contains(want) || std::time::Instant::now() > deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Devtools {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
