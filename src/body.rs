@@ -78,8 +78,18 @@ pub const DISCARD_BYTES: usize = 1024 * 1024;
 /// (`already` bytes of it read), up to [`DISCARD_BYTES`] and `limit` in time.
 /// Like nginx's lingering close: a client still sending gets the answer
 /// instead of a reset, and a small body leaves the connection reusable.
-pub async fn discard(mut body: Incoming, already: usize, limit: std::time::Duration) {
+///
+/// A client that sent `Expect: 100-continue` and has not been told to go on
+/// (`already == 0`) is waiting for the answer, not sending: reading would
+/// make hyper invite the body, so nothing is read.
+pub async fn discard(headers: &http::HeaderMap, mut body: Incoming, already: usize, limit: std::time::Duration) {
     use http_body_util::BodyExt;
+    let expects_continue = headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue && already == 0 {
+        return;
+    }
     let mut seen = already;
     let drain = async {
         while seen <= DISCARD_BYTES {

@@ -528,6 +528,25 @@ async fn refused_api_request_body_is_read_before_answering() {
     }
 }
 
+/// A client waiting on `Expect: 100-continue` is refused straight away:
+/// no `100 Continue` invites a body the gateway has already refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_api_request_with_expect_continue_is_answered_without_100() {
+    let (gw, _up) = gateway().await;
+    for (case, token) in [("bad credentials", "not-the-token"), ("too large", API_TOKEN)] {
+        let mut conn = RawConn::connect(gw.public_addr).await;
+        let length = if token == API_TOKEN { 100_000 } else { 100 };
+        let head = format!(
+            "POST {MINT} HTTP/1.1\r\nHost: gw\r\nAuthorization: Basic {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+        );
+        conn.send(head.as_bytes()).await.unwrap();
+        let r = conn.read_head().await.unwrap();
+        let want = if token == API_TOKEN { 413 } else { 401 };
+        assert_eq!(r.status, want, "{case}: {}", r.head);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mint_unknown_user_is_404() {
     let (gw, _up) = gateway().await;

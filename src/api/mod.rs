@@ -26,7 +26,7 @@ pub async fn handle(rest: &str, req: Request<Incoming>, state: &State) -> Result
     let endpoint = match admit(rest, &parts, state) {
         Ok(endpoint) => endpoint,
         Err(refusal) => {
-            crate::body::discard(body, 0, state.config.server.header_read_timeout).await;
+            crate::body::discard(&parts.headers, body, 0, state.config.server.header_read_timeout).await;
             return Err(refusal);
         }
     };
@@ -87,7 +87,7 @@ async fn read_json_body(parts: &Parts, mut body: Incoming, state: &State) -> Res
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         if declared.is_some_and(|n| n <= crate::body::DISCARD_BYTES as u64) {
-            crate::body::discard(body, 0, state.config.server.header_read_timeout).await;
+            crate::body::discard(&parts.headers, body, 0, state.config.server.header_read_timeout).await;
         }
         return Err(GatewayError::PayloadTooLarge);
     }
@@ -107,7 +107,13 @@ async fn read_json_body(parts: &Parts, mut body: Incoming, state: &State) -> Res
     match tokio::time::timeout(state.config.server.header_read_timeout, read).await {
         Err(_) => return Err(GatewayError::RequestTimeout),
         Ok(Err(GatewayError::PayloadTooLarge)) => {
-            crate::body::discard(body, bytes.len(), state.config.server.header_read_timeout).await;
+            crate::body::discard(
+                &parts.headers,
+                body,
+                bytes.len(),
+                state.config.server.header_read_timeout,
+            )
+            .await;
             return Err(GatewayError::PayloadTooLarge);
         }
         Ok(Err(error)) => return Err(error),

@@ -170,7 +170,8 @@ async fn proxy(
     let session = find_session(req.headers(), cookie_name, app, state);
     let Some((hash, view)) = session else {
         let response = expired::respond(req.headers(), app);
-        crate::body::discard(req.into_body(), 0, state.config.server.header_read_timeout).await;
+        let (parts, body) = req.into_parts();
+        crate::body::discard(&parts.headers, body, 0, state.config.server.header_read_timeout).await;
         return Ok(response);
     };
     remove_cookie(req.headers_mut(), cookie_name);
