@@ -72,22 +72,27 @@ impl http_body::Body for Body {
 
 /// How much of a refused request body the gateway reads and throws away
 /// before answering; past this the connection is simply closed.
-pub const DISCARD_BYTES: usize = 1024 * 1024;
+const DISCARD_BYTES: usize = 1024 * 1024;
 
 /// Reads and drops what is left of a request body the gateway refuses
 /// (`already` bytes of it read), up to [`DISCARD_BYTES`] and `limit` in time.
 /// Like nginx's lingering close: a client still sending gets the answer
 /// instead of a reset, and a small body leaves the connection reusable.
 ///
-/// A client that sent `Expect: 100-continue` and has not been told to go on
-/// (`already == 0`) is waiting for the answer, not sending: reading would
-/// make hyper invite the body, so nothing is read.
+/// Nothing is read when the body is declared larger than that, nor when a
+/// client that sent `Expect: 100-continue` has not been told to go on
+/// (`already == 0`): it is waiting for the answer, and reading would make
+/// hyper invite the body.
 pub async fn discard(headers: &http::HeaderMap, mut body: Incoming, already: usize, limit: std::time::Duration) {
     use http_body_util::BodyExt;
     let expects_continue = headers
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if expects_continue && already == 0 {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if (expects_continue && already == 0) || declared.is_some_and(|n| n > DISCARD_BYTES as u64) {
         return;
     }
     let mut seen = already;

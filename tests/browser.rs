@@ -66,24 +66,25 @@ async fn start_demo(frame_ancestors: &str, tls: bool) -> (Gateway, u16) {
     (Gateway::start(common::new_dir(), &config).await, portal)
 }
 
+/// Headless, and quiet: nothing of its own on the network.
+const CHROMIUM_FLAGS: [&str; 8] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 /// Chromium's DOM of `url` after the page (and its frames) settled.
-fn dump_dom(chromium: &PathBuf, url: &str, extra: &[&str]) -> String {
+fn dump_dom(chromium: &PathBuf, url: &str) -> String {
     let profile = tempfile::tempdir().expect("profile dir");
     let mut child = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=8000",
-            "--dump-dom",
-        ])
+        .args(CHROMIUM_FLAGS)
+        .args(["--virtual-time-budget=8000", "--dump-dom"])
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(extra)
         .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -107,25 +108,20 @@ fn dump_dom(chromium: &PathBuf, url: &str, extra: &[&str]) -> String {
 }
 
 fn embed_status(dom: &str) -> String {
-    element_text(dom, "embed-status", "</p>")
-}
-
-/// The text of the element with `id`, up to `close`.
-fn element_text(dom: &str, id: &str, close: &str) -> String {
     let start = dom
-        .find(&format!("id=\"{id}\""))
-        .unwrap_or_else(|| panic!("no element {id} in:\n{dom}"));
+        .find("id=\"embed-status\"")
+        .unwrap_or_else(|| panic!("no status element in:\n{dom}"));
     let text = &dom[start..];
     let open = text.find('>').map_or(0, |i| i + 1);
-    let end = text.find(close).unwrap_or(text.len());
-    text[open..end].to_string()
+    let close = text.find("</p>").unwrap_or(text.len());
+    text[open..close].to_string()
 }
 
 #[tokio::test]
 async fn portal_embeds_the_app_cross_site_with_a_verified_identity() {
     let Some(chromium) = chromium() else { return };
     let (gateway, portal) = start_demo("[\"http://127.0.0.1:{portal}\"]", false).await;
-    let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &format!("http://127.0.0.1:{portal}/"), &[]))
+    let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &format!("http://127.0.0.1:{portal}/")))
         .await
         .expect("browser task");
     assert_eq!(
@@ -144,7 +140,7 @@ async fn portal_embeds_the_app_cross_site_with_a_verified_identity() {
 async fn browser_refuses_to_frame_the_app_for_an_origin_not_in_frame_ancestors() {
     let Some(chromium) = chromium() else { return };
     let (gateway, portal) = start_demo("[\"https://portal.example.com\"]", false).await;
-    let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &format!("http://127.0.0.1:{portal}/"), &[]))
+    let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &format!("http://127.0.0.1:{portal}/")))
         .await
         .expect("browser task");
     // The frame loads nothing the portal can hear from: CSP frame-ancestors.
@@ -222,19 +218,9 @@ impl Devtools {
     async fn launch(chromium: &PathBuf) -> Devtools {
         let profile = tempfile::tempdir().expect("profile dir");
         let child = Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                // The dev certificate of a throw-away gateway.
-                "--ignore-certificate-errors",
-                "--remote-debugging-port=0",
-            ])
+            .args(CHROMIUM_FLAGS)
+            // The dev certificate of a throw-away gateway.
+            .args(["--ignore-certificate-errors", "--remote-debugging-port=0"])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())

@@ -86,9 +86,7 @@ async fn read_json_body(parts: &Parts, mut body: Incoming, state: &State) -> Res
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        if declared.is_some_and(|n| n <= crate::body::DISCARD_BYTES as u64) {
-            crate::body::discard(&parts.headers, body, 0, state.config.server.header_read_timeout).await;
-        }
+        crate::body::discard(&parts.headers, body, 0, state.config.server.header_read_timeout).await;
         return Err(GatewayError::PayloadTooLarge);
     }
     let mut bytes = BytesMut::new();
