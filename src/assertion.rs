@@ -481,6 +481,11 @@ impl fmt::Debug for Cached {
 }
 
 impl Cached {
+    /// Whether it is still valid after `now` (Unix seconds).
+    pub(crate) fn expires_after(&self, now: u64) -> bool {
+        self.exp > now
+    }
+
     fn fits(&self, signer: &Signer, claims: &Claims<'_>, now: u64) -> bool {
         self.kid == signer.kid()
             && self.iat <= now

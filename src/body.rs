@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 /// upstream's `Content-Length` (including `0`) and never adds chunking that
 /// was not there.
 #[derive(Debug)]
-pub enum Body {
+pub(crate) enum Body {
     /// Streamed through unchanged, frame by frame.
     Upstream(Incoming),
     /// Written by the gateway; `None` once sent.
@@ -23,12 +23,12 @@ pub enum Body {
 
 impl Body {
     /// A body with no bytes.
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Body::Full(None)
     }
 
     /// A complete in-memory body.
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> Self {
         let bytes = bytes.into();
         if bytes.is_empty() {
             Body::Full(None)
@@ -72,7 +72,14 @@ impl http_body::Body for Body {
 
 /// How much of a refused request body the gateway reads and throws away
 /// before answering; past this the connection is simply closed.
-const DISCARD_BYTES: usize = 1024 * 1024;
+const DISCARD_BYTES: u64 = 1024 * 1024;
+
+/// The length a request body declares (`Content-Length`, as hyper parsed
+/// and checked it), or the least it can be for a chunked body: the one
+/// place the gateway reads a body's declared size.
+pub(crate) fn declared_length(body: &Incoming) -> u64 {
+    http_body::Body::size_hint(body).lower()
+}
 
 /// Reads and drops what is left of a request body the gateway refuses
 /// (`already` bytes of it read), up to [`DISCARD_BYTES`] and `limit` in time.
@@ -83,23 +90,19 @@ const DISCARD_BYTES: usize = 1024 * 1024;
 /// client that sent `Expect: 100-continue` has not been told to go on
 /// (`already == 0`): it is waiting for the answer, and reading would make
 /// hyper invite the body.
-pub async fn discard(headers: &http::HeaderMap, mut body: Incoming, already: usize, limit: std::time::Duration) {
+pub(crate) async fn discard(headers: &http::HeaderMap, mut body: Incoming, already: u64, limit: std::time::Duration) {
     use http_body_util::BodyExt;
     let expects_continue = headers
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if (expects_continue && already == 0) || declared.is_some_and(|n| n > DISCARD_BYTES as u64) {
+    if (expects_continue && already == 0) || declared_length(&body) > DISCARD_BYTES {
         return;
     }
     let mut seen = already;
     let drain = async {
         while seen <= DISCARD_BYTES {
             match body.frame().await {
-                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len() as u64),
                 Some(Err(_)) | None => return,
             }
         }

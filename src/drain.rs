@@ -10,26 +10,26 @@ use tokio::sync::watch;
 
 /// The owner's side: raises the signal and waits for the watchers to finish.
 #[derive(Debug)]
-pub struct Drain {
+pub(crate) struct Drain {
     tx: watch::Sender<bool>,
 }
 
 /// A running piece of work's side: learns that draining began, and keeps the
 /// drain waiting while it is alive.
 #[derive(Debug, Clone)]
-pub struct Watch {
+pub(crate) struct Watch {
     rx: watch::Receiver<bool>,
 }
 
 impl Drain {
     /// A new drain and its first watch.
-    pub fn new() -> (Drain, Watch) {
+    pub(crate) fn new() -> (Drain, Watch) {
         let (tx, rx) = watch::channel(false);
         (Drain { tx }, Watch { rx })
     }
 
     /// Raises the signal, then resolves once every [`Watch`] is dropped.
-    pub async fn drain(self) {
+    pub(crate) async fn drain(self) {
         let _ = self.tx.send(true);
         self.tx.closed().await;
     }
@@ -37,14 +37,14 @@ impl Drain {
 
 impl Watch {
     /// Resolves once draining has begun (at once if it already has).
-    pub async fn signaled(&mut self) {
+    pub(crate) async fn signaled(&mut self) {
         // An error means the `Drain` was dropped without draining: treat it
         // as a signal too, so nothing waits forever.
         let _ = self.rx.wait_for(|draining| *draining).await;
     }
 
     /// Whether draining has begun.
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         *self.rx.borrow()
     }
 }

@@ -5,19 +5,23 @@
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::Body;
-use crate::limits::RetryAfter;
+
+/// How long to wait before trying again, for `Retry-After` (RFC 9110
+/// §10.2.3): whole seconds, at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetryAfter(pub(crate) u64);
 
 /// Why a request could not be served. Each variant says where it came from:
 /// the client (downstream), the upstream, or the gateway itself.
 #[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
-    /// Downstream: nothing is served at this path.
+pub(crate) enum GatewayError {
+    /// Downstream (404): nothing is served at this path.
     #[error("{0}")]
-    NotFound(&'static str),
-    /// Downstream: a well-formed request naming something unknown (an
-    /// email, an app id); the message names the field.
+    PathNotFound(&'static str),
+    /// Downstream (404): a well-formed request naming something that does
+    /// not exist (an email, an app id); the message names the field.
     #[error("{0}")]
-    Unknown(String),
+    NotFound(String),
     /// Downstream: the request cannot be forwarded or understood as it is.
     #[error("{0}")]
     BadRequest(&'static str),
@@ -59,6 +63,11 @@ pub enum GatewayError {
     /// Upstream: no response head within `upstream_timeout_seconds`.
     #[error("upstream timed out")]
     GatewayTimeout,
+    /// Gateway: the session and PAT store did not answer (a shared store
+    /// that is down or too slow); the cause is logged, not sent. The
+    /// in-process store never fails.
+    #[error("the session store is unavailable; retry shortly")]
+    StoreUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Gateway: a fault of its own (the cause is logged, not sent).
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -66,9 +75,9 @@ pub enum GatewayError {
 
 impl GatewayError {
     /// The status this error answers with.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
-            GatewayError::NotFound(_) | GatewayError::Unknown(_) => StatusCode::NOT_FOUND,
+            GatewayError::PathNotFound(_) | GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::BadRequest(_) | GatewayError::Invalid(_) => StatusCode::BAD_REQUEST,
             GatewayError::Unauthorized | GatewayError::InvalidPat | GatewayError::NoSession => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -79,6 +88,7 @@ impl GatewayError {
             GatewayError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             GatewayError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -86,9 +96,11 @@ impl GatewayError {
     /// The JSON error response, with the headers its status calls for. The
     /// message is the variant's own text: nothing from an upstream's or the
     /// system's error chain is echoed.
-    pub fn into_response(self) -> Response<Body> {
-        if let GatewayError::Internal(cause) = &self {
-            tracing::error!(error = %cause, "internal error");
+    pub(crate) fn into_response(self) -> Response<Body> {
+        match &self {
+            GatewayError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
+            GatewayError::StoreUnavailable(cause) => tracing::error!(error = %cause, "session store unavailable"),
+            _ => {}
         }
         let mut response = json_error(self.status(), &self.to_string());
         let headers = response.headers_mut();
@@ -112,7 +124,7 @@ impl GatewayError {
 }
 
 /// A JSON error response in the shape of SPEC §3.
-pub fn json_error(status: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn json_error(status: StatusCode, message: &str) -> Response<Body> {
     let body = serde_json::json!({
         "statusCode": status.as_u16(),
         "error": status.canonical_reason().unwrap_or("Error"),
@@ -154,6 +166,19 @@ mod tests {
         assert_eq!(r.headers()[header::RETRY_AFTER], "7");
         let r = GatewayError::MethodNotAllowed("POST").into_response();
         assert_eq!(r.headers()[header::ALLOW], "POST");
+    }
+
+    #[tokio::test]
+    async fn store_unavailable_is_503_with_the_json_shape_and_no_cause() {
+        let cause = std::io::Error::other("redis://user:secret@host refused");
+        let response = GatewayError::StoreUnavailable(Box::new(cause)).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let bytes = response.into_body().collect().await.map(|c| c.to_bytes()).ok();
+        let value: serde_json::Value = serde_json::from_slice(bytes.as_deref().unwrap_or(b"")).unwrap_or_default();
+        assert_eq!(value["statusCode"], 503);
+        assert_eq!(value["error"], "Service Unavailable");
+        assert!(!value.to_string().contains("secret"), "{value}");
     }
 
     #[test]

@@ -1,37 +1,64 @@
 //! embedgate: a reverse-proxy gateway that embeds web apps in a portal
 //! through personal access tokens (see `SPEC.md`).
 //!
-//! [`Gateway::start`] is what the binary and the tests run: it binds the
-//! listeners and serves until [`Gateway::shutdown`].
+//! [`Gateway::start`] is what the binary runs: it binds the listeners and
+//! serves until [`Gateway::shutdown`]. Everything else is crate-private.
+//!
+//! Modules form layers, and a module only uses modules below its own
+//! (`tests/layers.rs` checks it):
+//!
+//! ```text
+//! server, demo                 accept, TLS, HTTP/1.1 + HTTP/2, drain, admin; the bundled demo
+//! router                       path → route
+//! api, embed                   the PAT API; the exchange and the embed route's phases
+//! state                        one generation of config and what is built from it
+//! session, limits, assertion,  records and the Store; rate limits; signing;
+//!   proxy, tls                   the proxy engine; PEM certificates
+//! config, telemetry            gateway.toml → Config; logging and redaction
+//! token, error, body, query,   tokens and hashes; GatewayError → response; bodies;
+//!   drain, certs                 query strings; graceful drain; dev certificates
+//! ```
 
-pub mod api;
-pub mod assertion;
-pub mod body;
-pub mod certs;
-pub mod config;
-pub mod demo;
-pub mod drain;
-pub mod embed;
-pub mod error;
-pub mod limits;
-pub mod proxy;
-pub mod query;
-pub mod router;
-pub mod server;
-pub mod session;
-pub mod state;
-pub mod telemetry;
-pub mod token;
+mod api;
+mod assertion;
+mod body;
+mod certs;
+mod config;
+mod demo;
+mod drain;
+mod embed;
+mod error;
+mod limits;
+mod proxy;
+mod query;
+mod router;
+mod server;
+mod session;
+mod state;
+mod telemetry;
+mod tls;
+mod token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use config::{Config, ConfigErrors};
+pub use config::{load as load_config, Config, ConfigError, ConfigErrors};
+pub use telemetry::{init as init_logging, LogFormat};
+
 use drain::{Drain, Watch};
-use state::{Shared, State};
+use server::Shared;
+use state::State;
+
+impl Config {
+    /// `server.worker_threads`: 0 for one per core.
+    pub fn worker_threads(&self) -> usize {
+        self.server.worker_threads
+    }
+}
 
 /// Why the gateway could not start (or a reload was refused).
 #[derive(Debug, thiserror::Error)]
@@ -56,13 +83,15 @@ pub struct Gateway {
     drain: Drain,
     public_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    demo: Option<Demo>,
+    demo: Option<DemoServers>,
 }
 
 /// What `[demo] enabled` started.
 #[derive(Debug, Clone)]
-pub struct Demo {
+pub struct DemoServers {
+    /// The demo upstream app.
     pub app: SocketAddr,
+    /// The demo portal page.
     pub portal: SocketAddr,
     /// The portal's API token, made at start and printed for the README's
     /// curl walk-through.
@@ -93,8 +122,10 @@ impl Gateway {
             None
         };
 
+        let revocations = state.store.revocations();
         let shared = Arc::new(Shared::new(state));
         let (drain, watch) = Drain::new();
+        tokio::spawn(shared.embed.clone().follow_revocations(revocations, watch.clone()));
         tokio::spawn(server::accept_loop(
             listener,
             shared.clone(),
@@ -126,13 +157,27 @@ impl Gateway {
     }
 
     /// What the demo started, when `[demo] enabled`.
-    pub fn demo(&self) -> Option<&Demo> {
+    pub fn demo(&self) -> Option<&DemoServers> {
         self.demo.as_ref()
     }
 
-    /// The state (configuration and all built from it) in force.
-    pub fn state(&self) -> Arc<State> {
-        self.shared.load()
+    /// `http` or `https`: what the public listener speaks.
+    pub fn public_scheme(&self) -> &'static str {
+        if self.shared.load().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// `server.public_url` in force.
+    pub fn public_url(&self) -> String {
+        self.shared.load().config.server.public_url.clone()
+    }
+
+    /// `server.shutdown_grace_seconds` in force.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shared.load().config.server.shutdown_grace
     }
 
     /// Validates `config` whole and puts it in force for new requests and
@@ -200,7 +245,7 @@ fn make_demo_files(config: &Config) -> Result<(), StartError> {
 /// Starts the demo app and the demo portal. The portal gets an API token of
 /// its own, accepted from now on; it mints for the first configured user
 /// and app.
-async fn start_demo(state: &mut State, public_addr: SocketAddr) -> Result<Demo, StartError> {
+async fn start_demo(state: &mut State, public_addr: SocketAddr) -> Result<DemoServers, StartError> {
     let api_token = token::new_session_token().map_err(|e| StartError::Demo {
         addr: public_addr,
         source: std::io::Error::other(e),
@@ -233,12 +278,12 @@ async fn start_demo(state: &mut State, public_addr: SocketAddr) -> Result<Demo, 
             addr: demo.portal_listen,
             source,
         })?;
-    Ok(Demo { app, portal, api_token })
+    Ok(DemoServers { app, portal, api_token })
 }
 
 /// How often expired sessions and PATs, and quiet rate-limit keys, are
 /// dropped.
-const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Background sweep until draining begins.
 async fn sweep(shared: Arc<Shared>, mut watch: Watch) {
@@ -250,10 +295,19 @@ async fn sweep(shared: Arc<Shared>, mut watch: Watch) {
             () = watch.signaled() => return,
         }
         let state = shared.load();
-        let dropped = state.store.sweep(std::time::Instant::now());
-        state.limits.retain_recent();
-        if dropped > 0 {
-            tracing::debug!(dropped, "swept expired sessions and PATs");
+        let now = session::now_ms();
+        match state.store.sweep(now).await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::debug!(dropped, "swept expired sessions and PATs"),
+            Err(error) => warn!(%error, "sweeping the session store failed"),
         }
+        // Counting walks the store: only when someone reads it.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            if let Ok(live) = state.store.count(now).await {
+                tracing::debug!(sessions = live.sessions, pats = live.pats, "live in the session store");
+            }
+        }
+        state.limits.retain_recent();
+        shared.embed.sweep();
     }
 }

@@ -11,22 +11,18 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::RateLimit;
+use crate::error::RetryAfter;
 use crate::token::TokenHash;
 
-/// How long to wait before trying again, for `Retry-After` (RFC 9110
-/// §10.2.3): whole seconds, rounded up, at least 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryAfter(pub u64);
-
-impl RetryAfter {
-    fn from_wait(wait: Duration) -> Self {
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        RetryAfter(secs.max(1))
-    }
+/// `Retry-After` for a wait: whole seconds rounded up (a client that waits
+/// the rounded-down time would be refused again), at least 1.
+fn retry_after(wait: Duration) -> RetryAfter {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    RetryAfter(secs.max(1))
 }
 
 /// The gateway's limiters.
-pub struct Limits {
+pub(crate) struct Limits {
     per_api_token: DefaultKeyedRateLimiter<TokenHash>,
     per_user: DefaultKeyedRateLimiter<String>,
     bad_pat_per_ip: DefaultKeyedRateLimiter<IpAddr>,
@@ -35,7 +31,7 @@ pub struct Limits {
 
 impl Limits {
     /// Limiters with the quotas of `[rate_limit]` (each at least 1/minute).
-    pub fn new(config: &RateLimit) -> Self {
+    pub(crate) fn new(config: &RateLimit) -> Self {
         let quota = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
         Limits {
             per_api_token: RateLimiter::keyed(quota(config.pat_create_per_minute)),
@@ -46,36 +42,37 @@ impl Limits {
     }
 
     /// Counts one PAT mint by the API token with this hash.
-    pub fn mint_by_token(&self, token: &TokenHash) -> Result<(), RetryAfter> {
+    pub(crate) fn mint_by_token(&self, token: &TokenHash) -> Result<(), RetryAfter> {
         self.check(&self.per_api_token, token)
     }
 
     /// Counts one PAT mint for this (lowercased) email.
-    pub fn mint_for_user(&self, email: &str) -> Result<(), RetryAfter> {
+    pub(crate) fn mint_for_user(&self, email: &str) -> Result<(), RetryAfter> {
         self.check(&self.per_user, &email.to_owned())
     }
 
     /// Counts one failed PAT exchange from this client address.
-    pub fn failed_exchange(&self, client: IpAddr) -> Result<(), RetryAfter> {
+    pub(crate) fn failed_exchange(&self, client: IpAddr) -> Result<(), RetryAfter> {
         self.check(&self.bad_pat_per_ip, &client)
     }
 
     /// Forgets keys whose limits have fully replenished.
-    pub fn retain_recent(&self) {
+    pub(crate) fn retain_recent(&self) {
         self.per_api_token.retain_recent();
         self.per_user.retain_recent();
         self.bad_pat_per_ip.retain_recent();
     }
 
     /// Number of keys currently tracked (for tests and metrics).
-    pub fn tracked_keys(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn tracked_keys(&self) -> usize {
         self.per_api_token.len() + self.per_user.len() + self.bad_pat_per_ip.len()
     }
 
     fn check<K: Hash + Eq + Clone>(&self, limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), RetryAfter> {
         limiter
             .check_key(key)
-            .map_err(|not_until| RetryAfter::from_wait(not_until.wait_time_from(self.clock.now())))
+            .map_err(|not_until| retry_after(not_until.wait_time_from(self.clock.now())))
     }
 }
 
@@ -93,10 +90,10 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
-        assert_eq!(RetryAfter::from_wait(Duration::from_millis(1)), RetryAfter(1));
-        assert_eq!(RetryAfter::from_wait(Duration::from_millis(2001)), RetryAfter(3));
-        assert_eq!(RetryAfter::from_wait(Duration::from_secs(2)), RetryAfter(2));
-        assert_eq!(RetryAfter::from_wait(Duration::ZERO), RetryAfter(1));
+        assert_eq!(retry_after(Duration::from_millis(1)), RetryAfter(1));
+        assert_eq!(retry_after(Duration::from_millis(2001)), RetryAfter(3));
+        assert_eq!(retry_after(Duration::from_secs(2)), RetryAfter(2));
+        assert_eq!(retry_after(Duration::ZERO), RetryAfter(1));
     }
 
     #[test]

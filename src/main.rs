@@ -7,8 +7,7 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use embedgate::telemetry::{self, LogFormat};
-use embedgate::{config, Gateway};
+use embedgate::{Config, Gateway, LogFormat};
 
 /// A reverse-proxy gateway that embeds web apps through personal access tokens.
 #[derive(Parser)]
@@ -32,7 +31,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    embedgate::init_logging(cli.log_format);
     match cli.command {
         Some(Command::Check) => check(&cli.config),
         None => run(&cli.config),
@@ -40,7 +39,7 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &Path) -> ExitCode {
-    match config::load(path).and_then(embedgate::check) {
+    match embedgate::load_config(path).and_then(embedgate::check) {
         Ok(()) => {
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
@@ -55,7 +54,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn run(path: &Path) -> ExitCode {
-    let config = match config::load(path) {
+    let config = match embedgate::load_config(path) {
         Ok(config) => config,
         Err(errors) => {
             for e in &errors.0 {
@@ -66,8 +65,8 @@ fn run(path: &Path) -> ExitCode {
     };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
-    if config.server.worker_threads > 0 {
-        runtime.worker_threads(config.server.worker_threads);
+    if config.worker_threads() > 0 {
+        runtime.worker_threads(config.worker_threads());
     }
     let runtime = match runtime.build() {
         Ok(rt) => rt,
@@ -81,7 +80,7 @@ fn run(path: &Path) -> ExitCode {
     code
 }
 
-async fn serve(path: &Path, config: config::Config) -> ExitCode {
+async fn serve(path: &Path, config: Config) -> ExitCode {
     let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
         (Ok(term), Ok(hup)) => (term, hup),
         (Err(e), _) | (_, Err(e)) => {
@@ -89,8 +88,6 @@ async fn serve(path: &Path, config: config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let public_url = config.server.public_url.clone();
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
     let gateway = match Gateway::start(config).await {
         Ok(g) => g,
         Err(e) => {
@@ -98,13 +95,13 @@ async fn serve(path: &Path, config: config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    announce(&gateway, scheme, &public_url);
+    announce(&gateway);
 
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hup.recv() => match config::load(path) {
+            _ = hup.recv() => match embedgate::load_config(path) {
                 Ok(new) => if let Err(e) = gateway.reload(new) {
                     error!("configuration reload refused; the old configuration stays:\n{e}");
                 },
@@ -113,7 +110,7 @@ async fn serve(path: &Path, config: config::Config) -> ExitCode {
         }
     }
 
-    let grace = gateway.state().config.server.shutdown_grace;
+    let grace = gateway.shutdown_grace();
     info!(grace_seconds = grace.as_secs(), "draining");
     if tokio::time::timeout(grace, gateway.shutdown()).await.is_err() {
         warn!("grace period over; closing what is still open");
@@ -124,15 +121,16 @@ async fn serve(path: &Path, config: config::Config) -> ExitCode {
 }
 
 /// The stdout lines a person (and the tests) read: where everything is.
-fn announce(gateway: &Gateway, scheme: &str, public_url: &str) {
+fn announce(gateway: &Gateway) {
     let admin = gateway
         .admin_addr()
         .map_or_else(|| "none".to_string(), |a| format!("http://{a}"));
     println!(
-        "embedgate ready: public={scheme}://{} admin={admin}",
+        "embedgate ready: public={}://{} admin={admin}",
+        gateway.public_scheme(),
         gateway.public_addr()
     );
-    println!("  public URL:     {public_url}");
+    println!("  public URL:     {}", gateway.public_url());
     if let Some(demo) = gateway.demo() {
         println!();
         println!("  Open the demo portal in a browser:  http://{}/", demo.portal);

@@ -6,25 +6,25 @@
 use std::borrow::Cow;
 
 /// The query parameter that carries a PAT (SPEC §4).
-pub const PAT_PARAM: &str = "personal-access-token";
+pub(crate) const PAT_PARAM: &str = "personal-access-token";
 
 /// One `name=value` pair: decoded name and value, and the raw text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pair<'a> {
-    pub name: Cow<'a, str>,
-    pub value: Cow<'a, str>,
-    pub raw: &'a str,
+pub(crate) struct Pair<'a> {
+    pub(crate) name: Cow<'a, str>,
+    pub(crate) value: Cow<'a, str>,
+    pub(crate) raw: &'a str,
 }
 
 impl Pair<'_> {
     /// Whether this pair carries a PAT.
-    pub fn is_pat(&self) -> bool {
+    pub(crate) fn is_pat(&self) -> bool {
         self.name.eq_ignore_ascii_case(PAT_PARAM)
     }
 }
 
 /// The non-empty pairs of `query`, in order.
-pub fn pairs(query: &str) -> impl Iterator<Item = Pair<'_>> {
+pub(crate) fn pairs(query: &str) -> impl Iterator<Item = Pair<'_>> {
     query.split('&').filter(|raw| !raw.is_empty()).map(|raw| {
         let (name, value) = raw.split_once('=').unwrap_or((raw, ""));
         Pair {
@@ -37,7 +37,7 @@ pub fn pairs(query: &str) -> impl Iterator<Item = Pair<'_>> {
 
 /// Percent-decodes `s` (`+` is a space); invalid escapes stay as they are,
 /// invalid UTF-8 is replaced.
-pub fn decode(s: &str) -> Cow<'_, str> {
+pub(crate) fn decode(s: &str) -> Cow<'_, str> {
     if !s.contains(['%', '+']) {
         return Cow::Borrowed(s);
     }

@@ -6,7 +6,7 @@
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route<'a> {
+pub(crate) enum Route<'a> {
     /// `/api/ext/<rest>`: the PAT API (SPEC §3, §6); holds `<rest>`.
     Api(&'a str),
     /// `/embed-apps/<rest>`: PAT exchange and embed proxying (SPEC §4, §5).
@@ -24,7 +24,7 @@ const EMBED: &str = "/embed-apps";
 const WELL_KNOWN: &str = "/.well-known/embedgate";
 
 /// Routes `path` (the request target's path, without the query).
-pub fn route(path: &str, has_passthrough: bool) -> Route<'_> {
+pub(crate) fn route(path: &str, has_passthrough: bool) -> Route<'_> {
     if let Some(rest) = under(path, API) {
         Route::Api(rest)
     } else if let Some(rest) = under(path, EMBED) {

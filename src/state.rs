@@ -6,27 +6,28 @@
 //! is unchanged) — is carried over from the previous generation.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use tokio_rustls::TlsAcceptor;
 
 use crate::assertion::Signer;
-use crate::config::{App, Config, ConfigErrors, Store, User};
+use crate::config::{App, Config, ConfigErrors, Store as StoreConfig, User};
 use crate::limits::Limits;
 use crate::proxy::UpstreamClient;
-use crate::server::tls;
-use crate::session::MemoryStore;
+use crate::session::{MemoryStore, Store};
+use crate::tls;
 use crate::token::TokenHash;
 
 /// One consistent generation of runtime state.
-pub struct State {
-    pub config: Config,
+pub(crate) struct State {
+    pub(crate) config: Config,
     /// `None`: the public listener speaks plain HTTP.
-    pub tls: Option<TlsAcceptor>,
-    pub client: UpstreamClient,
-    pub store: Arc<MemoryStore>,
-    pub limits: Arc<Limits>,
-    pub signer: Arc<Signer>,
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) client: UpstreamClient,
+    /// Sessions and PATs; the handlers do not know which store it is.
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) signer: Arc<Signer>,
     /// Hashes of every accepted API token: the config's, plus the demo
     /// portal's (made at start, kept across reloads).
     api_tokens: Vec<TokenHash>,
@@ -39,9 +40,9 @@ impl State {
     /// Builds everything the config describes that can fail — the TLS
     /// acceptor, the upstream client, the assertion key — reusing what
     /// `previous` has where it must survive a reload.
-    pub fn build(config: Config, previous: Option<&State>) -> Result<State, ConfigErrors> {
+    pub(crate) fn build(config: Config, previous: Option<&State>) -> Result<State, ConfigErrors> {
         let mut errors = Vec::new();
-        if matches!(config.store, Store::Redis { .. }) {
+        if matches!(config.store, StoreConfig::Redis { .. }) {
             // Refused rather than quietly served from memory: replicas would
             // each think they hold every session (SPEC §7).
             errors.push(config.error(
@@ -80,7 +81,10 @@ impl State {
             Some(previous) if previous.config.rate_limit == config.rate_limit => previous.limits.clone(),
             _ => Arc::new(Limits::new(&config.rate_limit)),
         };
-        let store = previous.map_or_else(|| Arc::new(MemoryStore::new()), |p| p.store.clone());
+        let store = match previous {
+            Some(previous) => previous.store.clone(),
+            None => Arc::new(MemoryStore::new()) as Arc<dyn Store>,
+        };
         let users = config
             .users
             .iter()
@@ -108,50 +112,24 @@ impl State {
     }
 
     /// Hashes of the accepted API tokens.
-    pub fn api_tokens(&self) -> &[TokenHash] {
+    pub(crate) fn api_tokens(&self) -> &[TokenHash] {
         &self.api_tokens
     }
 
     /// Accepts one more API token (the demo portal's) from now on,
     /// including after reloads.
-    pub fn add_demo_token(&mut self, hash: TokenHash) {
+    pub(crate) fn add_demo_token(&mut self, hash: TokenHash) {
         self.demo_token = Some(hash);
         self.api_tokens.push(hash);
     }
 
     /// The configured user with this (lowercased) email.
-    pub fn user(&self, email: &str) -> Option<&User> {
+    pub(crate) fn user(&self, email: &str) -> Option<&User> {
         self.users.get(email).and_then(|&i| self.config.users.get(i))
     }
 
     /// The configured app with this (lowercased) id.
-    pub fn app(&self, id: &str) -> Option<&App> {
+    pub(crate) fn app(&self, id: &str) -> Option<&App> {
         self.apps.get(id).and_then(|&i| self.config.apps.get(i))
-    }
-}
-
-/// The current [`State`], swappable as a whole.
-pub struct Shared {
-    current: RwLock<Arc<State>>,
-}
-
-impl Shared {
-    /// Starts with `state`.
-    pub fn new(state: State) -> Self {
-        Shared {
-            current: RwLock::new(Arc::new(state)),
-        }
-    }
-
-    /// The state in force now.
-    pub fn load(&self) -> Arc<State> {
-        // A poisoned lock only means a writer panicked between two whole
-        // states; the value inside is still one of them.
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Puts `state` in force for every request that starts from now on.
-    pub fn store(&self, state: State) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
     }
 }

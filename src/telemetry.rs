@@ -37,7 +37,7 @@ pub fn init(format: LogFormat) {
 /// The request target for logs: path and query with the value of every
 /// PAT parameter replaced (recognised after percent-decoding, exactly as the
 /// exchange reads it).
-pub fn redacted_target(uri: &Uri) -> Cow<'_, str> {
+pub(crate) fn redacted_target(uri: &Uri) -> Cow<'_, str> {
     let path = uri.path();
     let Some(query) = uri.query() else {
         return Cow::Borrowed(path);

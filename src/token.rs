@@ -7,26 +7,26 @@ use ring::rand::{SecureRandom, SystemRandom};
 use sha2::{Digest, Sha256};
 
 /// Every PAT starts with this.
-pub const PAT_PREFIX: &str = "pat_";
+pub(crate) const PAT_PREFIX: &str = "pat_";
 /// Random bytes in a token: 256 bits.
 const TOKEN_BYTES: usize = 32;
 
 /// The SHA-256 of a token: what the store keys on.
-pub type TokenHash = [u8; 32];
+pub(crate) type TokenHash = [u8; 32];
 
 /// The OS CSPRNG failed to produce bytes (it does not, short of a broken
 /// kernel; the request then fails with 500 rather than use weak bytes).
 #[derive(Debug, thiserror::Error)]
 #[error("the system random number generator failed")]
-pub struct RandomError;
+pub(crate) struct RandomError;
 
 /// A new PAT: `pat_` and 64 lowercase hex digits.
-pub fn new_pat() -> Result<String, RandomError> {
+pub(crate) fn new_pat() -> Result<String, RandomError> {
     Ok(format!("{PAT_PREFIX}{}", random_hex()?))
 }
 
 /// A new opaque session token: 64 lowercase hex digits.
-pub fn new_session_token() -> Result<String, RandomError> {
+pub(crate) fn new_session_token() -> Result<String, RandomError> {
     random_hex()
 }
 
@@ -37,13 +37,13 @@ fn random_hex() -> Result<String, RandomError> {
 }
 
 /// SHA-256 of `token`.
-pub fn hash(token: &str) -> TokenHash {
+pub(crate) fn hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
 /// Whether `s` has the shape of a PAT this gateway mints (cheap pre-check
 /// before hashing; the hash lookup is the real check).
-pub fn looks_like_pat(s: &str) -> bool {
+pub(crate) fn looks_like_pat(s: &str) -> bool {
     s.strip_prefix(PAT_PREFIX)
         .is_some_and(|hex| hex.len() == 2 * TOKEN_BYTES && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }

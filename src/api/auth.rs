@@ -9,7 +9,7 @@ use crate::error::GatewayError;
 use crate::token::{self, TokenHash};
 
 /// The hash of the presented API token, if it is one of `accepted`.
-pub fn authenticate(headers: &HeaderMap, accepted: &[TokenHash]) -> Result<TokenHash, GatewayError> {
+pub(crate) fn authenticate(headers: &HeaderMap, accepted: &[TokenHash]) -> Result<TokenHash, GatewayError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

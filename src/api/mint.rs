@@ -1,52 +1,62 @@
 //! `POST /api/ext/users/personal-access-token` (SPEC §3): validate, check
 //! access and limits, mint a PAT, keep only its hash.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use http::{Response, StatusCode};
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::json;
 
+use super::fields::{self, Text, WholeNumber};
 use crate::body::Body;
 use crate::config::{self, Pat};
 use crate::error::GatewayError;
-use crate::session::PatRecord;
+use crate::session::{self, PatRecord};
 use crate::state::State;
 use crate::token;
 
-/// A validated mint request.
-#[derive(Debug, PartialEq, Eq)]
-pub struct MintRequest {
-    /// Lowercased.
-    pub email: String,
-    /// Lowercased.
-    pub app_id: String,
-    pub session_expiry_minutes: u64,
-    pub pat_expiry_seconds: u64,
+/// The body as sent (SPEC §3).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintBody {
+    #[serde(default, deserialize_with = "fields::present")]
+    email: Option<Text>,
+    #[serde(rename = "appId", default, deserialize_with = "fields::present")]
+    app_id: Option<Text>,
+    #[serde(rename = "sessionExpiry", default, deserialize_with = "fields::present")]
+    session_expiry: Option<WholeNumber>,
+    #[serde(rename = "patExpiry", default, deserialize_with = "fields::present")]
+    pat_expiry: Option<WholeNumber>,
 }
 
-const FIELDS: [&str; 4] = ["email", "appId", "sessionExpiry", "patExpiry"];
+/// A validated mint request.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct MintRequest {
+    /// Lowercased.
+    pub(crate) email: String,
+    /// Lowercased.
+    pub(crate) app_id: String,
+    pub(crate) session_expiry_minutes: u64,
+    pub(crate) pat_expiry_seconds: u64,
+}
 
-/// Checks the body against the table of SPEC §3; the error names the field.
-pub fn parse(body: Value, limits: &Pat) -> Result<MintRequest, GatewayError> {
-    let Value::Object(fields) = body else {
-        return Err(invalid("body: expected a JSON object"));
-    };
-    if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(GatewayError::Invalid(format!("{}: unknown field", clip(unknown))));
+/// Checks the body against the table of SPEC §3, field by field in the
+/// table's order; the error names the field.
+pub(crate) fn parse(body: &[u8], limits: &Pat) -> Result<MintRequest, GatewayError> {
+    let body: MintBody = fields::parse(body)?;
+    let email = fields::required(body.email, "email")?.to_ascii_lowercase();
+    let app_id = fields::required(body.app_id, "appId")?;
+    if !config::is_uuid(&app_id) {
+        return Err(GatewayError::Invalid("appId: must be a UUID".into()));
     }
-    let email = string(&fields, "email")?.to_ascii_lowercase();
-    let app_id = string(&fields, "appId")?;
-    if !config::is_uuid(app_id) {
-        return Err(invalid("appId: must be a UUID"));
-    }
-    let session_expiry_minutes = integer(
-        &fields,
+    let session_expiry_minutes = fields::in_range(
+        body.session_expiry,
         "sessionExpiry",
         limits.max_session_expiry_minutes,
         limits.default_session_expiry_minutes,
     )?;
-    let pat_expiry_seconds = integer(
-        &fields,
+    let pat_expiry_seconds = fields::in_range(
+        body.pat_expiry,
         "patExpiry",
         limits.max_pat_expiry_seconds,
         limits.default_pat_expiry_seconds,
@@ -59,43 +69,8 @@ pub fn parse(body: Value, limits: &Pat) -> Result<MintRequest, GatewayError> {
     })
 }
 
-fn invalid(message: &str) -> GatewayError {
-    GatewayError::Invalid(message.to_owned())
-}
-
-/// An unknown field's name as echoed back: short and printable.
-fn clip(name: &str) -> String {
-    name.chars().filter(|c| !c.is_control()).take(64).collect()
-}
-
-fn string<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a str, GatewayError> {
-    match fields.get(name) {
-        None => Err(GatewayError::Invalid(format!("{name}: required"))),
-        Some(Value::String(s)) if s.trim().is_empty() => {
-            Err(GatewayError::Invalid(format!("{name}: must not be empty")))
-        }
-        Some(Value::String(s)) => Ok(s.trim()),
-        Some(_) => Err(GatewayError::Invalid(format!("{name}: must be a string"))),
-    }
-}
-
-/// An optional whole number in `1..=max`; absent: `default`.
-fn integer(fields: &Map<String, Value>, name: &str, max: u64, default: u64) -> Result<u64, GatewayError> {
-    let out_of_range = || GatewayError::Invalid(format!("{name}: must be between 1 and {max}"));
-    match fields.get(name) {
-        None => Ok(default),
-        Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
-            (Some(v), _) if (1..=max).contains(&v) => Ok(v),
-            (Some(_), _) | (None, Some(_)) => Err(out_of_range()),
-            // A float, even one spelled `60.0`: the field is an integer.
-            (None, None) => Err(GatewayError::Invalid(format!("{name}: must be an integer"))),
-        },
-        Some(_) => Err(GatewayError::Invalid(format!("{name}: must be an integer"))),
-    }
-}
-
 /// Serves a mint.
-pub fn handle(body: Value, state: &State) -> Result<Response<Body>, GatewayError> {
+pub(crate) async fn handle(body: &[u8], state: &State) -> Result<Response<Body>, GatewayError> {
     let request = parse(body, &state.config.pat)?;
     state
         .limits
@@ -104,25 +79,24 @@ pub fn handle(body: Value, state: &State) -> Result<Response<Body>, GatewayError
 
     let user = state
         .user(&request.email)
-        .ok_or_else(|| GatewayError::Unknown("email: no such user".into()))?;
+        .ok_or_else(|| GatewayError::NotFound("email: no such user".into()))?;
     let app = state
         .app(&request.app_id)
-        .ok_or_else(|| GatewayError::Unknown("appId: no such app".into()))?;
+        .ok_or_else(|| GatewayError::NotFound("appId: no such app".into()))?;
     if !app.admits(user) {
         return Err(GatewayError::Forbidden("this user may not open this app"));
     }
 
     let pat = token::new_pat().map_err(|e| GatewayError::Internal(Box::new(e)))?;
     let ttl = Duration::from_secs(request.pat_expiry_seconds);
-    state.store.insert_pat(
-        token::hash(&pat),
-        PatRecord {
-            email: user.email.clone(),
-            app_id: app.id.clone(),
-            session_idle: Duration::from_secs(request.session_expiry_minutes * 60),
-            expires_at: Instant::now() + ttl,
-        },
-    );
+    let record = PatRecord {
+        email: user.email.clone(),
+        groups: user.groups.clone(),
+        app_id: app.id.clone(),
+        session_idle_ms: request.session_expiry_minutes * 60_000,
+        expires_ms: session::now_ms().saturating_add(session::millis(ttl)),
+    };
+    state.store.insert_pat(token::hash(&pat), record).await?;
     tracing::info!(user = %user.email, app = %app.id, pat_expiry_seconds = request.pat_expiry_seconds, "minted a PAT");
     let redirect_url = format!(
         "{}/embed-apps/{}?personal-access-token={}",
@@ -136,31 +110,18 @@ pub fn handle(body: Value, state: &State) -> Result<Response<Body>, GatewayError
     Ok(super::json_response(StatusCode::CREATED, &body))
 }
 
-/// `2026-11-23T20:42:48Z` (RFC 3339, UTC, whole seconds).
-pub fn rfc3339(time: SystemTime) -> String {
-    let secs = time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3_600,
-        (rem % 3_600) / 60,
-        rem % 60
-    )
+/// `2026-11-23T20:42:48Z`: RFC 3339 in UTC, whole seconds.
+pub(crate) fn rfc3339(time: SystemTime) -> String {
+    let whole = time::OffsetDateTime::from(time).replace_nanosecond(0).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    whole
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const APP: &str = "8BA8BF0E-6B8F-4E07-ABB9-6FD2D816FABC";
 
@@ -175,8 +136,7 @@ mod tests {
     }
 
     fn message(body: &str) -> String {
-        let value = serde_json::from_str(body).unwrap_or(Value::Null);
-        match parse(value, &limits()) {
+        match parse(body.as_bytes(), &limits()) {
             Ok(_) => "ok".into(),
             Err(e) => e.to_string(),
         }
@@ -184,8 +144,8 @@ mod tests {
 
     #[test]
     fn absent_expiries_take_the_defaults_and_ids_are_lowercased() {
-        let value = json!({"email": "Ann@Example.com", "appId": APP});
-        let parsed = parse(value, &limits()).ok();
+        let value = json!({"email": "Ann@Example.com", "appId": APP}).to_string();
+        let parsed = parse(value.as_bytes(), &limits()).ok();
         assert_eq!(
             parsed,
             Some(MintRequest {
@@ -264,5 +224,7 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-23T20:42:48Z");
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+        let fraction = t + Duration::from_millis(999);
+        assert_eq!(rfc3339(fraction), "2026-11-23T20:42:48Z", "whole seconds, never rounded up");
     }
 }

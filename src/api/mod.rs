@@ -1,17 +1,18 @@
 //! `/api/ext/*`: the portal backend's API (SPEC §3, §6). Every endpoint
 //! takes `Authorization: Basic <token>` and a small JSON body.
 
-pub mod auth;
-pub mod mint;
-pub mod revoke;
+mod auth;
+mod fields;
+mod mint;
+mod revoke;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use crate::body::Body;
+use crate::body::{self, Body};
 use crate::error::GatewayError;
 use crate::state::State;
 
@@ -21,19 +22,19 @@ use crate::state::State;
 /// method, credentials, rate limit, media type) first reads and discards a
 /// bounded amount of the body, so a client still sending it gets the answer
 /// rather than a reset connection.
-pub async fn handle(rest: &str, req: Request<Incoming>, state: &State) -> Result<Response<Body>, GatewayError> {
+pub(crate) async fn handle(rest: &str, req: Request<Incoming>, state: &State) -> Result<Response<Body>, GatewayError> {
     let (parts, body) = req.into_parts();
     let endpoint = match admit(rest, &parts, state) {
         Ok(endpoint) => endpoint,
         Err(refusal) => {
-            crate::body::discard(&parts.headers, body, 0, state.config.server.header_read_timeout).await;
+            body::discard(&parts.headers, body, 0, state.config.server.header_read_timeout).await;
             return Err(refusal);
         }
     };
-    let body = read_json_body(&parts, body, state).await?;
+    let body = read_body(&parts, body, state).await?;
     match endpoint {
-        Endpoint::Mint => mint::handle(body, state),
-        Endpoint::Revoke => revoke::handle(body, state),
+        Endpoint::Mint => mint::handle(&body, state).await,
+        Endpoint::Revoke => revoke::handle(&body, state).await,
     }
 }
 
@@ -47,7 +48,7 @@ fn admit(rest: &str, parts: &Parts, state: &State) -> Result<Endpoint, GatewayEr
     let mint = match rest {
         "users/personal-access-token" => true,
         "users/sessions/revoke" => false,
-        _ => return Err(GatewayError::NotFound("no such API endpoint")),
+        _ => return Err(GatewayError::PathNotFound("no such API endpoint")),
     };
     if parts.method != Method::POST {
         return Err(GatewayError::MethodNotAllowed("POST"));
@@ -76,52 +77,31 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m == "application/json" || m.ends_with("+json"))
 }
 
-/// Reads a JSON request body of at most `api.max_body_bytes`: 413 past it,
-/// and no slower than the head timeout.
-async fn read_json_body(parts: &Parts, mut body: Incoming, state: &State) -> Result<serde_json::Value, GatewayError> {
+/// Reads a request body of at most `api.max_body_bytes`: 413 past it (said
+/// at once when the declared length is already too long), and no slower
+/// than the head timeout.
+async fn read_body(parts: &Parts, mut body: Incoming, state: &State) -> Result<Bytes, GatewayError> {
     let limit = state.config.api.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        crate::body::discard(&parts.headers, body, 0, state.config.server.header_read_timeout).await;
+    let patience = state.config.server.header_read_timeout;
+    if body::declared_length(&body) > limit as u64 {
+        body::discard(&parts.headers, body, 0, patience).await;
         return Err(GatewayError::PayloadTooLarge);
     }
-    let mut bytes = BytesMut::new();
-    let read = async {
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| GatewayError::BadRequest("the request body could not be read"))?;
-            if let Some(data) = frame.data_ref() {
-                if bytes.len() + data.len() > limit {
-                    return Err(GatewayError::PayloadTooLarge);
-                }
-                bytes.extend_from_slice(data);
-            }
+    let read = tokio::time::timeout(patience, Limited::new(&mut body, limit).collect()).await;
+    match read {
+        Err(_) => Err(GatewayError::RequestTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            // The client was told to go on and has sent past the limit.
+            body::discard(&parts.headers, body, limit as u64 + 1, patience).await;
+            Err(GatewayError::PayloadTooLarge)
         }
-        Ok(())
-    };
-    match tokio::time::timeout(state.config.server.header_read_timeout, read).await {
-        Err(_) => return Err(GatewayError::RequestTimeout),
-        Ok(Err(GatewayError::PayloadTooLarge)) => {
-            crate::body::discard(
-                &parts.headers,
-                body,
-                bytes.len(),
-                state.config.server.header_read_timeout,
-            )
-            .await;
-            return Err(GatewayError::PayloadTooLarge);
-        }
-        Ok(Err(error)) => return Err(error),
-        Ok(Ok(())) => {}
+        Ok(Err(_)) => Err(GatewayError::BadRequest("the request body could not be read")),
     }
-    serde_json::from_slice(&bytes).map_err(|_| GatewayError::Invalid("body: malformed JSON".into()))
 }
 
 /// A JSON success response that no cache may keep.
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(Body::full(value.to_string()));
     *response.status_mut() = status;
     let headers = response.headers_mut();

@@ -3,17 +3,29 @@
 //! not still be configured: a removed user's sessions must be revocable.
 
 use http::{Response, StatusCode};
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::json;
 
+use super::fields::{self, Text};
 use crate::body::Body;
 use crate::config;
 use crate::error::GatewayError;
 use crate::state::State;
 
+/// The body as sent: `appId` may be absent or `null` (every app).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    #[serde(default, deserialize_with = "fields::present")]
+    email: Option<Text>,
+    #[serde(rename = "appId", default)]
+    app_id: Option<Text>,
+}
+
 /// Serves a revocation.
-pub fn handle(body: Value, state: &State) -> Result<Response<Body>, GatewayError> {
-    let (email, app_id) = parse(&body)?;
-    let revoked = state.store.revoke(&email, app_id.as_deref());
+pub(crate) async fn handle(body: &[u8], state: &State) -> Result<Response<Body>, GatewayError> {
+    let (email, app_id) = parse(body)?;
+    let revoked = state.store.revoke(&email, app_id.as_deref()).await?;
     tracing::info!(
         user = %email,
         app = app_id.as_deref().unwrap_or("*"),
@@ -27,25 +39,19 @@ pub fn handle(body: Value, state: &State) -> Result<Response<Body>, GatewayError
     ))
 }
 
-fn parse(body: &Value) -> Result<(String, Option<String>), GatewayError> {
-    let Value::Object(fields) = body else {
-        return Err(GatewayError::Invalid("body: expected a JSON object".into()));
-    };
-    if let Some(unknown) = fields.keys().find(|k| !matches!(k.as_str(), "email" | "appId")) {
-        let name: String = unknown.chars().filter(|c| !c.is_control()).take(64).collect();
-        return Err(GatewayError::Invalid(format!("{name}: unknown field")));
-    }
-    let email = match fields.get("email") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_ascii_lowercase(),
-        Some(Value::String(_)) => return Err(GatewayError::Invalid("email: must not be empty".into())),
-        Some(_) => return Err(GatewayError::Invalid("email: must be a string".into())),
-        None => return Err(GatewayError::Invalid("email: required".into())),
-    };
-    let app_id = match fields.get("appId") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if config::is_uuid(s.trim()) => Some(s.trim().to_ascii_lowercase()),
-        Some(Value::String(_)) => return Err(GatewayError::Invalid("appId: must be a UUID".into())),
-        Some(_) => return Err(GatewayError::Invalid("appId: must be a string".into())),
+/// The lowercased email and app id of a revocation.
+fn parse(body: &[u8]) -> Result<(String, Option<String>), GatewayError> {
+    let body: RevokeBody = fields::parse(body)?;
+    let email = fields::required(body.email, "email")?.to_ascii_lowercase();
+    let app_id = match body.app_id {
+        None => None,
+        Some(text) => {
+            let id = text.get_any("appId")?;
+            if !config::is_uuid(&id) {
+                return Err(GatewayError::Invalid("appId: must be a UUID".into()));
+            }
+            Some(id.to_ascii_lowercase())
+        }
     };
     Ok((email, app_id))
 }
@@ -53,19 +59,30 @@ fn parse(body: &Value) -> Result<(String, Option<String>), GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    fn parsed(v: Value) -> Result<(String, Option<String>), GatewayError> {
+        parse(v.to_string().as_bytes())
+    }
 
     #[test]
     fn app_id_is_optional_and_checked() {
-        let ok = parse(&json!({"email": "A@x.io"})).ok();
+        let ok = parsed(json!({"email": "A@x.io"})).ok();
         assert_eq!(ok, Some(("a@x.io".to_string(), None)));
-        let scoped = parse(&json!({"email": "a@x.io", "appId": "8BA8BF0E-6B8F-4E07-ABB9-6FD2D816FABC"})).ok();
+        let null = parsed(json!({"email": "a@x.io", "appId": null})).ok();
+        assert_eq!(null, Some(("a@x.io".to_string(), None)));
+        let scoped = parsed(json!({"email": "a@x.io", "appId": "8BA8BF0E-6B8F-4E07-ABB9-6FD2D816FABC"})).ok();
         assert_eq!(
             scoped.and_then(|(_, a)| a).as_deref(),
             Some("8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc")
         );
-        let msg = |v: Value| parse(&v).err().map(|e| e.to_string()).unwrap_or_default();
+        let msg = |v: Value| parsed(v).err().map(|e| e.to_string()).unwrap_or_default();
         assert_eq!(msg(json!({"appId": "x"})), "email: required");
         assert_eq!(msg(json!({"email": "a@x.io", "appId": "x"})), "appId: must be a UUID");
+        assert_eq!(msg(json!({"email": "a@x.io", "appId": 7})), "appId: must be a string");
+        assert_eq!(msg(json!({"email": "a@x.io", "appId": ""})), "appId: must be a UUID");
         assert_eq!(msg(json!({"email": "a@x.io", "other": 1})), "other: unknown field");
+        assert_eq!(msg(json!({"email": 5})), "email: must be a string");
+        assert_eq!(msg(json!({"email": " "})), "email: must not be empty");
     }
 }

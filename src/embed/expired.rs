@@ -6,30 +6,30 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
+use super::rewrite;
 use crate::body::Body;
 use crate::config::App;
-use crate::embed::rewrite;
 use crate::error::GatewayError;
 
 const MESSAGE: &str = "Your session has ended. Reload the page to sign in again.";
 
+/// The page, with `{{message}}`, `{{ours}}` and `{{tooljet}}` to fill.
+const PAGE: &str = include_str!("expired.html");
+
 /// 401 for a request to `app` without a valid session.
-pub fn respond(request_headers: &HeaderMap, app: &App) -> Response<Body> {
+pub(super) fn respond(request_headers: &HeaderMap, app: &App) -> Response<Body> {
     if !accepts_html(request_headers) {
         return GatewayError::NoSession.into_response();
     }
-    // The app id is a validated UUID and the message a constant, so this
-    // text needs no escaping; JSON-encode them anyway for the script.
+    // The app id is a validated UUID and the message a constant: nothing
+    // here needs HTML escaping, and the messages are JSON-encoded for the
+    // script.
     let ours = serde_json::json!({"type": "embedgate:session-expired", "appId": app.id});
     let tooljet = serde_json::json!({"type": "TJ_EMBED_APP_LOGOUT", "error": 401, "message": MESSAGE});
-    let page = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Session ended</title></head>\n\
-         <body><p>{MESSAGE}</p>\n<script>\n\
-         if (window.parent && window.parent !== window) {{\n  \
-         window.parent.postMessage({ours}, \"*\");\n  \
-         window.parent.postMessage({tooljet}, \"*\");\n}}\n\
-         </script></body></html>\n"
-    );
+    let page = PAGE
+        .replace("{{message}}", MESSAGE)
+        .replace("{{ours}}", &ours.to_string())
+        .replace("{{tooljet}}", &tooljet.to_string());
     let mut response = Response::new(Body::full(page));
     *response.status_mut() = StatusCode::UNAUTHORIZED;
     let headers = response.headers_mut();
@@ -69,5 +69,36 @@ mod tests {
         h.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/plain"));
         assert!(!accepts_html(&h));
         assert!(!accepts_html(&HeaderMap::new()));
+    }
+
+    #[tokio::test]
+    async fn the_page_posts_both_messages_to_the_parent() {
+        use http_body_util::BodyExt;
+        let app = App {
+            id: "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc".into(),
+            upstream: crate::config::Upstream {
+                uri: http::Uri::from_static("http://127.0.0.1:1"),
+            },
+            allow_users: vec![],
+            allow_groups: vec![],
+            frame_ancestors: vec!["https://portal.example.com".into()],
+        };
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
+        let response = respond(&h, &app);
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()[header::CONTENT_SECURITY_POLICY],
+            "frame-ancestors https://portal.example.com"
+        );
+        let page = response.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let page = String::from_utf8_lossy(&page);
+        assert!(!page.contains("{{"), "{page}");
+        assert!(page.contains(&format!("<p>{MESSAGE}</p>")), "{page}");
+        assert!(
+            page.contains(r#"window.parent.postMessage({"appId":"8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc","type":"embedgate:session-expired"}, "*");"#),
+            "{page}"
+        );
+        assert!(page.contains(r#""type":"TJ_EMBED_APP_LOGOUT""#), "{page}");
     }
 }

@@ -6,23 +6,23 @@
 use http::header::{self, HeaderMap, HeaderValue};
 
 /// What the rewrite needs to know about the app and the gateway.
-pub struct Mount<'a> {
+pub(super) struct Mount<'a> {
     /// `/embed-apps/<appId>`.
-    pub prefix: &'a str,
+    pub(super) prefix: &'a str,
     /// `public_url`, without a trailing slash.
-    pub public_url: &'a str,
+    pub(super) public_url: &'a str,
     /// The upstream's authority, to recognise its absolute redirects.
-    pub upstream_authority: &'a str,
+    pub(super) upstream_authority: &'a str,
     /// The upstream's own base path (`""` for none).
-    pub upstream_base: &'a str,
+    pub(super) upstream_base: &'a str,
     /// `frame_ancestors` of the app.
-    pub frame_ancestors: &'a [String],
+    pub(super) frame_ancestors: &'a [String],
     /// The gateway's session cookie name: an upstream may not set it.
-    pub cookie_name: &'a str,
+    pub(super) cookie_name: &'a str,
 }
 
 /// Applies every rule to an upstream response's headers.
-pub fn apply(headers: &mut HeaderMap, mount: &Mount<'_>) {
+pub(super) fn apply(headers: &mut HeaderMap, mount: &Mount<'_>) {
     headers.remove(header::X_FRAME_OPTIONS);
     set_frame_ancestors(headers, mount.frame_ancestors);
     if let Some(location) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
@@ -47,7 +47,7 @@ pub fn apply(headers: &mut HeaderMap, mount: &Mount<'_>) {
 /// Replaces any `frame-ancestors` directive of every CSP field with the
 /// app's list (`'none'` when empty), keeping the rest of the policy; adds a
 /// CSP field when the upstream sent none.
-pub fn set_frame_ancestors(headers: &mut HeaderMap, ancestors: &[String]) {
+pub(super) fn set_frame_ancestors(headers: &mut HeaderMap, ancestors: &[String]) {
     let directive = if ancestors.is_empty() {
         "frame-ancestors 'none'".to_string()
     } else {
@@ -103,7 +103,7 @@ fn below_base<'p>(path: &'p str, base: &str) -> Option<&'p str> {
 /// `Location` under the mount: a path-absolute target, or an absolute URL
 /// on the upstream's own authority. Relative targets already resolve under
 /// the mount; other sites' URLs are left alone.
-pub fn rewrite_location(location: &str, mount: &Mount<'_>) -> Option<String> {
+fn rewrite_location(location: &str, mount: &Mount<'_>) -> Option<String> {
     if location.starts_with('/') && !location.starts_with("//") {
         let rest = below_base(location, mount.upstream_base)?;
         return Some(format!("{}{}", mount.prefix, slash(rest)));
@@ -133,7 +133,13 @@ fn slash(rest: &str) -> std::borrow::Cow<'_, str> {
 /// A `Set-Cookie` under the mount: `Path` moved below the prefix, `Domain`
 /// dropped (the cookie belongs to the gateway's host alone). A cookie
 /// named like the gateway's session cookie is dropped entirely.
-pub fn rewrite_set_cookie(value: &str, mount: &Mount<'_>) -> Option<String> {
+///
+/// Rewritten by hand, the one place the gateway splits a cookie itself:
+/// the `cookie` crate parses only the attributes it knows and writes them
+/// back in its own order, so it would silently drop an upstream's
+/// `Priority=High` or any attribute newer than the crate. Here every
+/// attribute but `Path` and `Domain` passes through as the upstream wrote it.
+fn rewrite_set_cookie(value: &str, mount: &Mount<'_>) -> Option<String> {
     let mut parts = value.split(';');
     let pair = parts.next()?.trim();
     let name = pair.split('=').next().unwrap_or("").trim();

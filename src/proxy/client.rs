@@ -19,7 +19,7 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// A cheap-to-clone handle on the connection pool.
 #[derive(Clone, Debug)]
-pub struct UpstreamClient {
+pub(crate) struct UpstreamClient {
     inner: Client<Connector, Incoming>,
 }
 
@@ -27,7 +27,7 @@ impl UpstreamClient {
     /// A pool whose TCP connects give up after `connect_timeout`. TLS
     /// upstreams are verified against the Web PKI roots plus `extra_roots`
     /// (an operator's private CA).
-    pub fn new(connect_timeout: Duration, extra_roots: Vec<CertificateDer<'static>>) -> Result<Self, rustls::Error> {
+    pub(crate) fn new(connect_timeout: Duration, extra_roots: Vec<CertificateDer<'static>>) -> Result<Self, rustls::Error> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -58,7 +58,7 @@ impl UpstreamClient {
     }
 
     /// The underlying hyper client.
-    pub fn hyper(&self) -> &Client<Connector, Incoming> {
+    pub(crate) fn hyper(&self) -> &Client<Connector, Incoming> {
         &self.inner
     }
 }

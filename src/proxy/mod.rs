@@ -1,12 +1,14 @@
 //! The proxy engine: one request in, one request to an upstream, its response
-//! back. It knows upstreams and headers, nothing of PATs or sessions; the
-//! routes that use it add what they vouch for through [`Forward::extra`].
+//! back. It knows upstreams, headers and the client connection, nothing of
+//! PATs or sessions; the routes that use it add the identity they vouch for
+//! through [`Forward::vouched`].
 
-pub mod client;
-pub mod headers;
-pub mod upgrade;
+pub(crate) mod client;
+pub(crate) mod headers;
+pub(crate) mod upgrade;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -19,35 +21,83 @@ use crate::body::Body;
 use crate::config::Upstream;
 use crate::drain::Watch;
 use crate::error::GatewayError;
-pub use client::UpstreamClient;
-use headers::forwarded::{self, Peer};
+pub(crate) use client::UpstreamClient;
+use headers::forwarded::{self, Peer, Scheme};
 use headers::{hop, identity};
+use ipnet::IpNet;
+
+/// The client connection a request came on, as the proxy needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Downstream {
+    /// The TCP peer.
+    pub(crate) addr: SocketAddr,
+    /// Whether the client spoke TLS to the gateway.
+    pub(crate) scheme: Scheme,
+    /// Held by every tunnel opened on this connection, so a drain waits
+    /// for them.
+    pub(crate) watch: Watch,
+}
+
+impl Downstream {
+    /// The facts the forwarding headers report, with `trusted_proxies`
+    /// (`server.trusted_proxies`) deciding whose headers are believed.
+    pub(crate) fn peer<'a>(&self, trusted_proxies: &'a [IpNet]) -> Peer<'a> {
+        Peer {
+            ip: self.addr.ip(),
+            scheme: self.scheme,
+            trusted_proxies,
+        }
+    }
+}
 
 /// Everything one forward needs beyond the request itself.
-pub struct Forward<'a> {
-    pub upstream: &'a Upstream,
+pub(crate) struct Forward<'a> {
+    pub(crate) upstream: &'a Upstream,
     /// Path and query to ask the upstream for, below its own base path;
     /// starts with `/`.
-    pub path_and_query: &'a str,
-    pub peer: Peer<'a>,
+    pub(crate) path_and_query: &'a str,
+    pub(crate) peer: Peer<'a>,
     /// Longest wait for the upstream's response head.
-    pub timeout: Duration,
-    /// Headers the calling route vouches for, set after the client's own
-    /// `X-Embed-*` are stripped.
-    pub extra: HeaderMap,
+    pub(crate) timeout: Duration,
+    /// Headers the calling route vouches for — the embed route's identity
+    /// and mount prefix — set after the client's own `X-Embed-*` and
+    /// forwarding headers are dealt with, so they always win.
+    pub(crate) vouched: HeaderMap,
     /// Held by a tunnel, if the request upgrades.
-    pub watch: &'a Watch,
+    pub(crate) watch: &'a Watch,
     /// Ends the tunnel early when it resolves (a revoked session).
-    pub tunnel_cancel: Option<Cancel>,
+    pub(crate) tunnel_cancel: Option<Cancel>,
+}
+
+impl<'a> Forward<'a> {
+    /// A plain forward of a request that came on `downstream`: nothing
+    /// vouched for, no early end to a tunnel.
+    pub(crate) fn new(
+        upstream: &'a Upstream,
+        path_and_query: &'a str,
+        downstream: &'a Downstream,
+        trusted_proxies: &'a [IpNet],
+        timeout: Duration,
+    ) -> Self {
+        Forward {
+            upstream,
+            path_and_query,
+            peer: downstream.peer(trusted_proxies),
+            timeout,
+            vouched: HeaderMap::new(),
+            watch: &downstream.watch,
+            tunnel_cancel: None,
+        }
+    }
 }
 
 /// A future that ends a tunnel.
-pub type Cancel = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type Cancel = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Forwards `req` as `fwd` says and returns the upstream's response with its
 /// hop-by-hop headers removed. Errors are the upstream's (502, 504) or the
 /// request's (400).
-pub async fn forward(
+pub(crate) async fn forward(
     client: &UpstreamClient,
     mut req: Request<Incoming>,
     fwd: Forward<'_>,
@@ -83,7 +133,7 @@ pub async fn forward(
     // Validated with the config, so this cannot fail in practice.
     let authority = HeaderValue::from_str(fwd.upstream.authority()).map_err(|e| GatewayError::Internal(Box::new(e)))?;
     headers.insert(header::HOST, authority);
-    for (name, value) in fwd.extra {
+    for (name, value) in fwd.vouched {
         if let Some(name) = name {
             headers.insert(name, value);
         }

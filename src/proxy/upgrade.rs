@@ -19,12 +19,12 @@ static SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket
 
 /// Whether `req` asks for a tunnel: an HTTP/1.1 `Upgrade`, or an HTTP/2
 /// extended CONNECT (RFC 8441).
-pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
     is_extended_connect(req) || (req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE))
 }
 
 /// An HTTP/2 `CONNECT` with `:protocol = websocket` (RFC 8441 §4).
-pub fn is_extended_connect<B>(req: &Request<B>) -> bool {
+pub(crate) fn is_extended_connect<B>(req: &Request<B>) -> bool {
     req.method() == Method::CONNECT
         && req.version() == Version::HTTP_2
         && req
@@ -37,7 +37,7 @@ pub fn is_extended_connect<B>(req: &Request<B>) -> bool {
 /// the gateway supplies the `Sec-WebSocket-Key` that RFC 8441 §5 leaves out
 /// (the caller adds `Connection`/`Upgrade`). The client's
 /// `Sec-WebSocket-Version`, `-Protocol` and `-Extensions` pass as they are.
-pub fn connect_to_get<B>(req: &mut Request<B>) -> Result<(), GatewayError> {
+pub(crate) fn connect_to_get<B>(req: &mut Request<B>) -> Result<(), GatewayError> {
     let mut nonce = [0u8; 16];
     SystemRandom::new()
         .fill(&mut nonce)
@@ -52,7 +52,7 @@ pub fn connect_to_get<B>(req: &mut Request<B>) -> Result<(), GatewayError> {
 /// Turns the upstream's `101 Switching Protocols` into the `200` that opens
 /// an HTTP/2 extended CONNECT stream (RFC 8441 §5), without the HTTP/1.1
 /// handshake's fields.
-pub fn get_to_connect_response<B>(response: &mut Response<B>) {
+pub(crate) fn get_to_connect_response<B>(response: &mut Response<B>) {
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.remove(&SEC_WEBSOCKET_ACCEPT);
@@ -62,7 +62,7 @@ pub fn get_to_connect_response<B>(response: &mut Response<B>) {
 /// Spawns the tunnel between the client's and the upstream's upgraded
 /// connections. It holds `watch` while open, so a drain waits for it (up to
 /// the grace period), and ends early when `cancel` resolves.
-pub fn spawn_tunnel<F>(client: OnUpgrade, upstream: OnUpgrade, watch: Watch, cancel: F)
+pub(crate) fn spawn_tunnel<F>(client: OnUpgrade, upstream: OnUpgrade, watch: Watch, cancel: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {

@@ -18,7 +18,7 @@ use crate::error::json_error;
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves the admin endpoints until draining begins.
-pub async fn serve(listener: TcpListener, mut watch: Watch) {
+pub(crate) async fn serve(listener: TcpListener, mut watch: Watch) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,

@@ -1,44 +1,39 @@
 //! One request's way through: route it, run the route, log one access line.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
-use tracing::{info, info_span, Instrument};
+use tracing::{field, info, info_span, Instrument};
 
 use crate::body::Body;
-use crate::drain::Watch;
 use crate::error::GatewayError;
-use crate::proxy::headers::forwarded::Peer;
-use crate::proxy::{self, Forward};
+use crate::proxy::{self, Downstream, Forward};
 use crate::router::{route, Route};
 use crate::state::State;
 use crate::telemetry;
 use crate::{api, embed};
 
-/// What every request on one connection shares.
-#[derive(Clone)]
-pub struct ConnContext {
-    pub peer: SocketAddr,
-    /// `https` on the TLS listener, else `http`.
-    pub proto: &'static str,
-    pub watch: Watch,
-}
-
 static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Serves one request; every failure becomes its JSON error response.
-pub async fn handle(req: Request<Incoming>, state: &State, conn: &ConnContext) -> Response<Body> {
+pub(super) async fn handle(
+    req: Request<Incoming>,
+    state: &State,
+    local: &Arc<embed::Local>,
+    downstream: &Downstream,
+) -> Response<Body> {
     let id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
-    let span = info_span!("request", id);
+    // `app` and `user` are recorded by the embed route's access-log phase.
+    let span = info_span!("request", id, app = field::Empty, user = field::Empty);
     async move {
         let started = Instant::now();
         let method = req.method().clone();
         let target = telemetry::redacted_target(req.uri()).into_owned();
         let version = req.version();
-        let response = dispatch(req, state, conn)
+        let response = dispatch(req, state, local, downstream)
             .await
             .unwrap_or_else(GatewayError::into_response);
         info!(
@@ -55,7 +50,12 @@ pub async fn handle(req: Request<Incoming>, state: &State, conn: &ConnContext) -
     .await
 }
 
-async fn dispatch(req: Request<Incoming>, state: &State, conn: &ConnContext) -> Result<Response<Body>, GatewayError> {
+async fn dispatch(
+    req: Request<Incoming>,
+    state: &State,
+    local: &Arc<embed::Local>,
+    downstream: &Downstream,
+) -> Result<Response<Body>, GatewayError> {
     let config = &state.config;
     match route(req.uri().path(), config.passthrough.is_some()) {
         Route::Api(rest) => {
@@ -64,29 +64,22 @@ async fn dispatch(req: Request<Incoming>, state: &State, conn: &ConnContext) -> 
         }
         Route::Embed(rest) => {
             let rest = rest.to_owned();
-            embed::handle(&rest, req, state, conn).await
+            embed::handle(&rest, req, state, local, downstream).await
         }
         Route::WellKnown("jwks.json") => Ok(jwks(state)),
-        Route::WellKnown(_) => Err(GatewayError::NotFound("not found")),
-        Route::NotFound => Err(GatewayError::NotFound("not found")),
+        Route::WellKnown(_) | Route::NotFound => Err(GatewayError::PathNotFound("not found")),
         Route::Passthrough => {
             let Some(passthrough) = &config.passthrough else {
-                return Err(GatewayError::NotFound("not found"));
+                return Err(GatewayError::PathNotFound("not found"));
             };
             let path_and_query = origin_form(&req)?;
-            let forward = Forward {
-                upstream: &passthrough.upstream,
-                path_and_query: &path_and_query,
-                peer: Peer {
-                    ip: conn.peer.ip(),
-                    proto: conn.proto,
-                    trusted_proxies: &config.server.trusted_proxies,
-                },
-                timeout: config.server.upstream_timeout,
-                extra: HeaderMap::new(),
-                watch: &conn.watch,
-                tunnel_cancel: None,
-            };
+            let forward = Forward::new(
+                &passthrough.upstream,
+                &path_and_query,
+                downstream,
+                &config.server.trusted_proxies,
+                config.server.upstream_timeout,
+            );
             proxy::forward(&state.client, req, forward).await
         }
     }

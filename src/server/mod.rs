@@ -2,9 +2,8 @@
 //! handshake, first request, request head size, connection count), serve
 //! HTTP/1.1 and HTTP/2 on one port, and drain on shutdown.
 
-pub mod admin;
-pub mod handler;
-pub mod tls;
+pub(crate) mod admin;
+mod handler;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::Request;
@@ -23,14 +23,47 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::drain::Watch;
-use crate::state::{Shared, State};
+use crate::embed;
+use crate::proxy::headers::forwarded::Scheme;
+use crate::proxy::Downstream;
+use crate::state::State;
 
 /// HTTP/2 keep-alive pings find dead peers on long-idle connections.
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 
+/// What every connection and request shares for the life of the process.
+pub(crate) struct Shared {
+    /// The state in force; a reload swaps a whole new one in, and a request
+    /// keeps the one it started with.
+    state: ArcSwap<State>,
+    /// What the embed route keeps in this process about the sessions it
+    /// serves; it outlives reloads, like the store.
+    pub(crate) embed: Arc<embed::Local>,
+}
+
+impl Shared {
+    /// Starts with `state`.
+    pub(crate) fn new(state: State) -> Self {
+        Shared {
+            state: ArcSwap::from_pointee(state),
+            embed: Arc::default(),
+        }
+    }
+
+    /// The state in force now.
+    pub(crate) fn load(&self) -> Arc<State> {
+        self.state.load_full()
+    }
+
+    /// Puts `state` in force for every request that starts from now on.
+    pub(crate) fn store(&self, state: State) {
+        self.state.store(Arc::new(state));
+    }
+}
+
 /// Accepts public connections until draining begins.
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut watch: Watch, max_connections: usize) {
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut watch: Watch, max_connections: usize) {
     let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let accepted = tokio::select! {
@@ -83,9 +116,9 @@ impl Connection {
             tls => tls.as_ref(),
         };
         match tls {
-            None => self.serve_http(stream, "http", &state).await,
+            None => self.serve_http(stream, Scheme::Http, &state).await,
             Some(acceptor) => match tokio::time::timeout(server.tls_handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => self.serve_http(tls, "https", &state).await,
+                Ok(Ok(tls)) => self.serve_http(tls, Scheme::Https, &state).await,
                 Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
                 Err(_) => debug!("TLS handshake timed out"),
             },
@@ -94,24 +127,25 @@ impl Connection {
 
     /// Serves HTTP/1.1 or HTTP/2 (by ALPN or preface) until the client
     /// leaves, a limit is broken, or draining finishes the last request.
-    async fn serve_http<I>(self, io: I, proto: &'static str, state: &State)
+    async fn serve_http<I>(self, io: I, scheme: Scheme, state: &State)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let server = &state.config.server;
         let first_request_seen = Arc::new(AtomicBool::new(false));
-        let context = handler::ConnContext {
-            peer: self.peer,
-            proto,
+        let downstream = Arc::new(Downstream {
+            addr: self.peer,
+            scheme,
             watch: self.watch.clone(),
-        };
+        });
         let shared = self.shared.clone();
         let seen = first_request_seen.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             seen.store(true, Ordering::Relaxed);
             let state = shared.load();
-            let context = context.clone();
-            async move { Ok::<_, Infallible>(handler::handle(req, &state, &context).await) }
+            let shared = shared.clone();
+            let downstream = downstream.clone();
+            async move { Ok::<_, Infallible>(handler::handle(req, &state, &shared.embed, &downstream).await) }
         });
 
         let mut builder = auto::Builder::new(TokioExecutor::new());

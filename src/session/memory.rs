@@ -1,241 +1,276 @@
-//! The in-process store (`store.kind = "memory"`): two `dashmap`s keyed by
-//! token hash. Every operation is one shard-locked step, so single use is
-//! atomic: of many concurrent exchanges of one PAT exactly one removes it.
+//! The in-process store (`store.kind = "memory"`): `dashmap`s keyed by token
+//! hash, plus an index from each user to the hashes of their PATs and
+//! sessions so that revoking one user touches only that user's records.
+//!
+//! Every decision is one shard-locked step, so single use is atomic: of
+//! many concurrent exchanges of one PAT exactly one removes it. Where the
+//! index and a record map are both locked, the index entry is always taken
+//! first, so a revocation and a concurrent insert for the same user are
+//! ordered: the insert lands either before (and is revoked) or after.
 
-use std::future::Future;
-use std::time::Instant;
+use std::collections::HashSet;
 
 use dashmap::DashMap;
+use tokio::sync::broadcast;
 
-use super::{PatRecord, Revoked, Session, SessionView};
+use super::{Counts, PatRecord, Revocation, Revoked, SessionRecord, Store, StoreError};
 use crate::token::TokenHash;
 
-/// Sessions and PATs of this process.
+/// Revocations a listener may fall behind by before it is told it lagged.
+const REVOCATION_BACKLOG: usize = 1024;
+
+/// The hashes one user owns.
 #[derive(Debug, Default)]
-pub struct MemoryStore {
+struct Owned {
+    pats: HashSet<TokenHash>,
+    sessions: HashSet<TokenHash>,
+}
+
+impl Owned {
+    fn is_empty(&self) -> bool {
+        self.pats.is_empty() && self.sessions.is_empty()
+    }
+}
+
+/// Sessions and PATs of this process.
+#[derive(Debug)]
+pub(crate) struct MemoryStore {
     pats: DashMap<TokenHash, PatRecord>,
-    sessions: DashMap<TokenHash, Session>,
+    sessions: DashMap<TokenHash, SessionRecord>,
+    /// Lowercased email → what that user owns.
+    by_user: DashMap<String, Owned>,
+    revocations: broadcast::Sender<Revocation>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            pats: DashMap::new(),
+            sessions: DashMap::new(),
+            by_user: DashMap::new(),
+            revocations: broadcast::channel(REVOCATION_BACKLOG).0,
+        }
+    }
 }
 
 impl MemoryStore {
     /// An empty store.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
-    /// Keeps a minted PAT under its hash.
-    pub fn insert_pat(&self, hash: TokenHash, record: PatRecord) {
-        self.pats.insert(hash, record);
-    }
-
-    /// The PAT with this hash, if it exists, is scoped to `app_id` and is
-    /// unexpired at `now`. With `single_use` it is removed in the same step,
-    /// so it can never be taken twice.
-    pub fn take_pat(&self, hash: &TokenHash, app_id: &str, single_use: bool, now: Instant) -> Option<PatRecord> {
-        let record = if single_use {
-            self.pats.remove_if(hash, |_, r| r.app_id == app_id).map(|(_, r)| r)?
-        } else {
-            self.pats.get(hash).filter(|r| r.app_id == app_id).map(|r| r.clone())?
-        };
-        (now < record.expires_at).then_some(record)
-    }
-
-    /// Keeps a new session under its token's hash.
-    pub fn insert_session(&self, hash: TokenHash, session: Session) {
-        self.sessions.insert(hash, session);
-    }
-
-    /// The session with this hash, if live at `now` and bound to `app_id`;
-    /// the request counts as activity (sliding expiry).
-    pub fn use_session(&self, hash: &TokenHash, app_id: &str, now: Instant) -> Option<SessionView> {
-        let mut session = self.sessions.get_mut(hash)?;
-        if session.identity.app_id != app_id || !session.is_live(now) {
-            return None;
+    /// Forgets `hash` in `email`'s index entry, and the entry once empty.
+    fn unindex(&self, email: &str, hash: &TokenHash) {
+        if let Some(mut owned) = self.by_user.get_mut(email) {
+            owned.pats.remove(hash);
+            owned.sessions.remove(hash);
         }
-        session.touch(now);
-        Some(SessionView {
-            identity: session.identity.clone(),
-            assertion: session.assertion.clone(),
+        self.by_user.remove_if(email, |_, owned| owned.is_empty());
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn insert_pat(&self, hash: TokenHash, pat: PatRecord) -> Result<(), StoreError> {
+        let mut owned = self.by_user.entry(pat.email.clone()).or_default();
+        owned.pats.insert(hash);
+        self.pats.insert(hash, pat);
+        Ok(())
+    }
+
+    async fn take_pat(
+        &self,
+        hash: &TokenHash,
+        app_id: &str,
+        single_use: bool,
+        now_ms: u64,
+    ) -> Result<Option<PatRecord>, StoreError> {
+        let pat = if single_use {
+            let taken = self.pats.remove_if(hash, |_, p| p.app_id == app_id).map(|(_, p)| p);
+            if let Some(pat) = &taken {
+                self.unindex(&pat.email, hash);
+            }
+            taken
+        } else {
+            self.pats.get(hash).filter(|p| p.app_id == app_id).map(|p| p.clone())
+        };
+        Ok(pat.filter(|p| p.is_live(now_ms)))
+    }
+
+    async fn insert_session(&self, hash: TokenHash, session: SessionRecord) -> Result<(), StoreError> {
+        let mut owned = self.by_user.entry(session.email.clone()).or_default();
+        owned.sessions.insert(hash);
+        self.sessions.insert(hash, session);
+        Ok(())
+    }
+
+    async fn use_session(
+        &self,
+        hash: &TokenHash,
+        app_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let Some(mut session) = self.sessions.get_mut(hash) else {
+            return Ok(None);
+        };
+        if session.app_id != app_id || !session.is_live(now_ms) {
+            return Ok(None);
+        }
+        session.touch(now_ms);
+        Ok(Some(session.clone()))
+    }
+
+    async fn revoke(&self, email: &str, app_id: Option<&str>) -> Result<Revoked, StoreError> {
+        let in_scope = |app: &str| app_id.is_none_or(|id| id == app);
+        let mut ended = Vec::new();
+        let mut tokens = 0;
+        if let Some(mut owned) = self.by_user.get_mut(email) {
+            owned.sessions.retain(|hash| {
+                if self.sessions.remove_if(hash, |_, s| in_scope(&s.app_id)).is_some() {
+                    ended.push(*hash);
+                    return false;
+                }
+                // Kept only while its session exists (another app's).
+                self.sessions.contains_key(hash)
+            });
+            owned.pats.retain(|hash| {
+                if self.pats.remove_if(hash, |_, p| in_scope(&p.app_id)).is_some() {
+                    tokens += 1;
+                    return false;
+                }
+                self.pats.contains_key(hash)
+            });
+        }
+        self.by_user.remove_if(email, |_, owned| owned.is_empty());
+        let revoked = Revoked {
+            sessions: ended.len(),
+            tokens,
+        };
+        if !ended.is_empty() {
+            // No listener (nothing tunnelled yet) is not a failure.
+            let _ = self.revocations.send(ended.into());
+        }
+        Ok(revoked)
+    }
+
+    async fn count(&self, now_ms: u64) -> Result<Counts, StoreError> {
+        Ok(Counts {
+            sessions: self.sessions.iter().filter(|s| s.is_live(now_ms)).count(),
+            pats: self.pats.iter().filter(|p| p.is_live(now_ms)).count(),
         })
     }
 
-    /// A future that resolves when the session with this hash is revoked
-    /// (at once if there is no such session).
-    pub fn revoked(&self, hash: &TokenHash) -> Option<impl Future<Output = ()> + Send + 'static> {
-        self.sessions.get(hash).map(|s| s.revoked())
-    }
-
-    /// Ends every session and unused PAT of `email` (for `app_id` only, when
-    /// given), and signals the sessions' open tunnels.
-    pub fn revoke(&self, email: &str, app_id: Option<&str>) -> Revoked {
-        let matches = |e: &str, a: &str| e == email && app_id.is_none_or(|id| id == a);
-        let mut revoked = Revoked::default();
-        self.sessions.retain(|_, s| {
-            let hit = matches(&s.identity.email, &s.identity.app_id);
-            if hit {
-                s.revoke();
-                revoked.sessions += 1;
+    async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError> {
+        // Collected first and unindexed after: the index is never locked
+        // while a record shard is (see the module doc).
+        let mut dropped: Vec<(String, TokenHash)> = Vec::new();
+        self.sessions.retain(|hash, s| {
+            let live = s.is_live(now_ms);
+            if !live {
+                dropped.push((std::mem::take(&mut s.email), *hash));
             }
-            !hit
+            live
         });
-        self.pats.retain(|_, p| {
-            let hit = matches(&p.email, &p.app_id);
-            revoked.tokens += usize::from(hit);
-            !hit
+        self.pats.retain(|hash, p| {
+            let live = p.is_live(now_ms);
+            if !live {
+                dropped.push((std::mem::take(&mut p.email), *hash));
+            }
+            live
         });
-        revoked
+        for (email, hash) in &dropped {
+            self.unindex(email, hash);
+        }
+        Ok(dropped.len())
     }
 
-    /// Drops expired sessions and PATs; returns how many.
-    pub fn sweep(&self, now: Instant) -> usize {
-        let before = self.sessions.len() + self.pats.len();
-        self.sessions.retain(|_, s| s.is_live(now));
-        self.pats.retain(|_, p| now < p.expires_at);
-        before - (self.sessions.len() + self.pats.len())
-    }
-
-    /// Live entries (sessions, PATs), for tests and metrics.
-    pub fn len(&self) -> (usize, usize) {
-        (self.sessions.len(), self.pats.len())
-    }
-
-    /// Whether the store holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty() && self.pats.is_empty()
+    fn revocations(&self) -> broadcast::Receiver<Revocation> {
+        self.revocations.subscribe()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::Identity;
     use super::*;
-    use std::sync::Arc;
-    use std::time::Duration;
+    use crate::session::conformance::{self, pat, session, APP, OTHER, USER};
 
-    const APP: &str = "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc";
-    const OTHER: &str = "00000000-0000-4000-8000-000000000000";
+    crate::store_conformance_tests!(MemoryStore::new());
 
-    fn pat(app: &str, now: Instant, ttl: u64) -> PatRecord {
-        PatRecord {
-            email: "u@example.com".into(),
-            app_id: app.into(),
-            session_idle: Duration::from_secs(60),
-            expires_at: now + Duration::from_secs(ttl),
-        }
-    }
-
-    fn session(app: &str, now: Instant, idle: u64, max: u64) -> Session {
-        let identity = Identity {
-            email: "u@example.com".into(),
-            groups: vec![],
-            app_id: app.into(),
-        };
-        Session::new(identity, Duration::from_secs(idle), Duration::from_secs(max), now)
-    }
-
-    #[test]
-    fn single_use_pat_is_taken_once_and_only_for_its_app() {
+    #[tokio::test]
+    async fn sweep_drops_only_expired_entries_and_their_index() {
         let store = MemoryStore::new();
-        let now = Instant::now();
-        store.insert_pat([1; 32], pat(APP, now, 60));
-        assert!(store.take_pat(&[1; 32], OTHER, true, now).is_none());
+        let t0 = conformance::T0;
+        store.insert_session([10; 32], session(USER, APP, t0, 10, 100)).await.unwrap();
+        store.insert_session([11; 32], session(USER, APP, t0, 100, 100)).await.unwrap();
+        store.insert_pat([12; 32], pat(USER, APP, t0, 5)).await.unwrap();
+        store.insert_pat([13; 32], pat("other@example.com", APP, t0, 5)).await.unwrap();
+        assert_eq!(store.sweep(t0 + 20_000).await.unwrap(), 3);
+        assert_eq!(store.sessions.len(), 1);
+        assert!(store.pats.is_empty());
+        let owned = store.by_user.get(USER).expect("alice still owns a session");
+        assert_eq!(owned.sessions, HashSet::from([[11; 32]]));
+        assert!(owned.pats.is_empty());
+        drop(owned);
         assert!(
-            store.take_pat(&[1; 32], APP, true, now).is_some(),
-            "a wrong-app try must not burn it"
+            !store.by_user.contains_key("other@example.com"),
+            "an index entry with nothing left goes"
         );
-        assert!(store.take_pat(&[1; 32], APP, true, now).is_none());
-    }
-
-    #[test]
-    fn reusable_pat_works_until_expiry() {
-        let store = MemoryStore::new();
-        let now = Instant::now();
-        store.insert_pat([2; 32], pat(APP, now, 10));
-        assert!(store.take_pat(&[2; 32], APP, false, now).is_some());
-        assert!(store.take_pat(&[2; 32], APP, false, now).is_some());
-        assert!(store
-            .take_pat(&[2; 32], APP, false, now + Duration::from_secs(10))
-            .is_none());
-    }
-
-    #[test]
-    fn concurrent_takes_of_one_pat_yield_exactly_one() {
-        let store = Arc::new(MemoryStore::new());
-        let now = Instant::now();
-        store.insert_pat([3; 32], pat(APP, now, 60));
-        let winners: usize = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..50)
-                .map(|_| s.spawn(|| usize::from(store.take_pat(&[3; 32], APP, true, now).is_some())))
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
-        });
-        assert_eq!(winners, 1);
-    }
-
-    #[test]
-    fn session_idle_expiry_slides_but_never_past_max_lifetime() {
-        let store = MemoryStore::new();
-        let t0 = Instant::now();
-        store.insert_session([4; 32], session(APP, t0, 10, 25));
-        let s = |secs| t0 + Duration::from_secs(secs);
-        assert!(store.use_session(&[4; 32], APP, s(9)).is_some());
-        assert!(store.use_session(&[4; 32], APP, s(18)).is_some(), "slid to 19");
-        assert!(store.use_session(&[4; 32], APP, s(24)).is_some(), "slid to the cap, 25");
-        assert!(
-            store.use_session(&[4; 32], APP, s(25)).is_none(),
-            "capped at max lifetime"
-        );
-    }
-
-    #[test]
-    fn idle_session_expires() {
-        let store = MemoryStore::new();
-        let t0 = Instant::now();
-        store.insert_session([5; 32], session(APP, t0, 10, 100));
-        assert!(store.use_session(&[5; 32], APP, t0 + Duration::from_secs(10)).is_none());
-    }
-
-    #[test]
-    fn session_is_refused_on_another_app() {
-        let store = MemoryStore::new();
-        let t0 = Instant::now();
-        store.insert_session([6; 32], session(APP, t0, 10, 100));
-        assert!(store.use_session(&[6; 32], OTHER, t0).is_none());
-        assert!(store.use_session(&[6; 32], APP, t0).is_some());
     }
 
     #[tokio::test]
-    async fn revoke_ends_sessions_and_pats_and_signals_tunnels() {
+    async fn taken_pats_leave_the_index() {
         let store = MemoryStore::new();
-        let t0 = Instant::now();
-        store.insert_session([7; 32], session(APP, t0, 10, 100));
-        store.insert_session([8; 32], session(OTHER, t0, 10, 100));
-        store.insert_pat([9; 32], pat(APP, t0, 60));
-        let signal = store.revoked(&[7; 32]);
-        assert_eq!(
-            store.revoke("u@example.com", Some(APP)),
-            Revoked { sessions: 1, tokens: 1 }
-        );
-        assert!(store.use_session(&[7; 32], APP, t0).is_none());
-        assert!(store.use_session(&[8; 32], OTHER, t0).is_some());
-        let signalled = tokio::time::timeout(Duration::from_secs(1), async move {
-            if let Some(f) = signal {
-                f.await
-            }
-        })
-        .await;
-        assert!(signalled.is_ok());
-        assert_eq!(store.revoke("u@example.com", None), Revoked { sessions: 1, tokens: 0 });
+        store.insert_pat([1; 32], pat(USER, APP, conformance::T0, 60)).await.unwrap();
+        assert!(store.by_user.contains_key(USER));
+        let taken = store.take_pat(&[1; 32], APP, true, conformance::T0).await.unwrap();
+        assert!(taken.is_some());
+        assert!(!store.by_user.contains_key(USER));
     }
 
-    #[test]
-    fn sweep_drops_only_expired_entries() {
+    /// Revocation goes through the user's index entry: with 100k live
+    /// sessions of other users, none of their records or index entries
+    /// changes.
+    #[tokio::test]
+    async fn revoking_one_user_among_100k_touches_no_other() {
+        const OTHERS: u32 = 100_000;
         let store = MemoryStore::new();
-        let t0 = Instant::now();
-        store.insert_session([10; 32], session(APP, t0, 10, 100));
-        store.insert_session([11; 32], session(APP, t0, 100, 100));
-        store.insert_pat([12; 32], pat(APP, t0, 5));
-        assert_eq!(store.sweep(t0 + Duration::from_secs(20)), 2);
-        assert_eq!(store.len(), (1, 0));
+        let t0 = conformance::T0;
+        let mut hash = [0u8; 32];
+        for i in 0..OTHERS {
+            hash[..4].copy_from_slice(&i.to_be_bytes());
+            let email = format!("user{}@example.com", i % 5_000);
+            store.insert_session(hash, session(&email, APP, t0, 600, 3_600)).await.unwrap();
+        }
+        for i in 0..3u8 {
+            let mut mine = [0xAA; 32];
+            mine[0] = i;
+            store.insert_session(mine, session(USER, APP, t0, 600, 3_600)).await.unwrap();
+        }
+        store.insert_pat([0xBB; 32], pat(USER, OTHER, t0, 60)).await.unwrap();
+        let before: Vec<(TokenHash, SessionRecord)> = store
+            .sessions
+            .iter()
+            .filter(|e| e.email != USER)
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        let index_before: Vec<(String, usize)> = store
+            .by_user
+            .iter()
+            .filter(|e| e.key() != USER)
+            .map(|e| (e.key().clone(), e.sessions.len()))
+            .collect();
+
+        let revoked = store.revoke(USER, None).await.unwrap();
+        assert_eq!(revoked, Revoked { sessions: 3, tokens: 1 });
+
+        assert_eq!(store.sessions.len(), OTHERS as usize);
+        for (hash, record) in &before {
+            assert_eq!(store.sessions.get(hash).as_deref(), Some(record));
+        }
+        assert!(!store.by_user.contains_key(USER));
+        for (email, sessions) in &index_before {
+            assert_eq!(store.by_user.get(email).map(|o| o.sessions.len()), Some(*sessions), "{email}");
+        }
+        assert_eq!(store.by_user.len(), index_before.len());
     }
 }

@@ -1,110 +1,214 @@
-//! PATs and embed sessions: what the store keeps (only hashes of the
-//! secrets) and the rules on them — single use, expiry, the sliding idle
-//! timeout capped by a hard lifetime, the app binding, revocation.
+//! PATs and embed sessions as a store keeps them: plain records with
+//! wall-clock times (Unix milliseconds, so another process or replica can
+//! read them), keyed by the SHA-256 of their token — never the token — and
+//! the [`Store`] interface the handlers use, whatever holds the records.
+//!
+//! The rules on the records live here too: single use, expiry, the sliding
+//! idle timeout capped by a hard lifetime (SPEC §4), the app binding and
+//! revocation by user (SPEC §6). What a single process keeps beside them
+//! (the open tunnels' revocation signals, the identity headers it last
+//! built) is the embed layer's, keyed by the same hash.
 
-pub mod memory;
+mod memory;
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+#[cfg(test)]
+pub(crate) mod conformance;
 
-use tokio::sync::watch;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::assertion::Cached;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
-pub use memory::MemoryStore;
+use crate::error::GatewayError;
+use crate::token::TokenHash;
 
-/// A minted, not yet exchanged PAT.
-#[derive(Debug, Clone)]
-pub struct PatRecord {
+pub(crate) use memory::MemoryStore;
+
+/// Now, in milliseconds since the Unix epoch: the clock of every record.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Whole milliseconds of a duration, saturating.
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A minted PAT that has not been exchanged (or, with `single_use = false`,
+/// has not expired).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PatRecord {
     /// Lowercased.
-    pub email: String,
+    pub(crate) email: String,
+    /// The groups vouched for when it was minted. With users from the
+    /// config file, the exchange reads the directory again instead.
+    pub(crate) groups: Vec<String>,
     /// Canonical (lowercase) app id.
-    pub app_id: String,
-    /// The session's idle timeout (`sessionExpiry`).
-    pub session_idle: Duration,
-    pub expires_at: Instant,
+    pub(crate) app_id: String,
+    /// The idle timeout of the session it will start (`sessionExpiry`).
+    pub(crate) session_idle_ms: u64,
+    /// Unusable from this instant on.
+    pub(crate) expires_ms: u64,
 }
 
-/// Who a session belongs to; fixed for its life.
-#[derive(Debug)]
-pub struct Identity {
-    pub email: String,
-    pub groups: Vec<String>,
-    pub app_id: String,
+impl PatRecord {
+    /// Whether the PAT can still be exchanged at `now_ms`.
+    pub(crate) fn is_live(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_ms
+    }
 }
 
-/// A live embed session.
-#[derive(Debug)]
-pub struct Session {
-    pub identity: Arc<Identity>,
-    pub created: Instant,
-    pub last_seen: Instant,
-    /// `sessionExpiry`: each request moves `expires_at` to `now + idle`...
-    pub idle: Duration,
-    /// ...never past `created + max_lifetime`.
-    pub max_lifetime: Duration,
-    pub expires_at: Instant,
-    /// Raised once on revocation; open tunnels of the session watch it.
-    revoked: watch::Sender<bool>,
-    /// The last assertion signed for this session, reused until near expiry.
-    pub assertion: Arc<Mutex<Option<Cached>>>,
+/// A live embed session: who it is for and when it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SessionRecord {
+    /// Lowercased.
+    pub(crate) email: String,
+    pub(crate) groups: Vec<String>,
+    /// Canonical (lowercase) app id: the only app it opens.
+    pub(crate) app_id: String,
+    pub(crate) created_ms: u64,
+    /// Unusable from this instant on; each use moves it to `now + idle`...
+    pub(crate) expires_ms: u64,
+    /// ...(`sessionExpiry`)...
+    pub(crate) idle_ms: u64,
+    /// ...never past this (`created + session.max_lifetime_minutes`).
+    pub(crate) cap_ms: u64,
 }
 
-impl Session {
-    /// A new session starting `now`.
-    pub fn new(identity: Identity, idle: Duration, max_lifetime: Duration, now: Instant) -> Self {
-        let (revoked, _) = watch::channel(false);
-        let mut session = Session {
-            identity: Arc::new(identity),
-            created: now,
-            last_seen: now,
-            idle,
-            max_lifetime,
-            expires_at: now,
-            revoked,
-            assertion: Arc::new(Mutex::new(None)),
+impl SessionRecord {
+    /// A session starting at `now_ms`, for the identity a PAT carried.
+    pub(crate) fn start(pat: &PatRecord, groups: Vec<String>, max_lifetime: Duration, now_ms: u64) -> Self {
+        let mut session = SessionRecord {
+            email: pat.email.clone(),
+            groups,
+            app_id: pat.app_id.clone(),
+            created_ms: now_ms,
+            expires_ms: now_ms,
+            idle_ms: pat.session_idle_ms,
+            cap_ms: now_ms.saturating_add(millis(max_lifetime)),
         };
-        session.touch(now);
+        session.touch(now_ms);
         session
     }
 
-    /// Records a request at `now`: slides the idle expiry, capped.
-    pub fn touch(&mut self, now: Instant) {
-        self.last_seen = now;
-        let cap = self.created + self.max_lifetime;
-        self.expires_at = (now + self.idle).min(cap);
+    /// Records a request at `now_ms`: slides the idle expiry, capped.
+    pub(crate) fn touch(&mut self, now_ms: u64) {
+        self.expires_ms = now_ms.saturating_add(self.idle_ms).min(self.cap_ms);
     }
 
-    /// Whether the session is still valid at `now`.
-    pub fn is_live(&self, now: Instant) -> bool {
-        now < self.expires_at
+    /// Whether the session is valid at `now_ms`.
+    pub(crate) fn is_live(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_ms
     }
-
-    /// Resolves when the session is revoked.
-    pub fn revoked(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.revoked.subscribe();
-        async move {
-            // The sender lives in the store; if the session is dropped
-            // (swept or revoked) the wait ends too.
-            let _ = rx.wait_for(|revoked| *revoked).await;
-        }
-    }
-
-    fn revoke(&self) {
-        self.revoked.send_replace(true);
-    }
-}
-
-/// What a request through a valid session gets.
-#[derive(Debug, Clone)]
-pub struct SessionView {
-    pub identity: Arc<Identity>,
-    pub assertion: Arc<Mutex<Option<Cached>>>,
 }
 
 /// What a revocation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Revoked {
-    pub sessions: usize,
-    pub tokens: usize,
+pub(crate) struct Revoked {
+    pub(crate) sessions: usize,
+    pub(crate) tokens: usize,
+}
+
+/// How many records a store holds that are still live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Counts {
+    pub(crate) sessions: usize,
+    pub(crate) pats: usize,
+}
+
+/// The hashes of the sessions one revocation ended, as every listener
+/// hears it (the embed layer closes their open tunnels).
+pub(crate) type Revocation = Arc<[TokenHash]>;
+
+/// A store that could not answer: unreachable, too slow, or refusing.
+/// Requests that need it get 503 (SPEC §7); the in-process store never
+/// returns it.
+#[derive(Debug, thiserror::Error)]
+#[error("session store: {0}")]
+pub(crate) struct StoreError(#[source] pub(crate) Box<dyn std::error::Error + Send + Sync>);
+
+impl From<StoreError> for GatewayError {
+    fn from(error: StoreError) -> Self {
+        GatewayError::StoreUnavailable(Box::new(error))
+    }
+}
+
+/// Where PATs and sessions live. Every operation that decides something
+/// (single use, the app binding, expiry) is one atomic step of the store,
+/// so several handlers — or several replicas, with a shared store — can
+/// never both win.
+#[async_trait::async_trait]
+pub(crate) trait Store: Send + Sync {
+    /// Keeps a minted PAT under its hash until it expires.
+    async fn insert_pat(&self, hash: TokenHash, pat: PatRecord) -> Result<(), StoreError>;
+
+    /// The PAT with this hash, if it exists, is scoped to `app_id` and is
+    /// live at `now_ms`. With `single_use` it is removed in the same step,
+    /// so that it can never be taken twice; a try for another app leaves
+    /// it in place.
+    async fn take_pat(
+        &self,
+        hash: &TokenHash,
+        app_id: &str,
+        single_use: bool,
+        now_ms: u64,
+    ) -> Result<Option<PatRecord>, StoreError>;
+
+    /// Keeps a new session under its token's hash.
+    async fn insert_session(&self, hash: TokenHash, session: SessionRecord) -> Result<(), StoreError>;
+
+    /// The session with this hash, if it is live at `now_ms` and bound to
+    /// `app_id`; the request counts as activity (sliding expiry, capped).
+    async fn use_session(&self, hash: &TokenHash, app_id: &str, now_ms: u64)
+        -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Ends every session and unused PAT of `email` (for `app_id` only,
+    /// when given), found through a per-user index rather than a scan, and
+    /// announces the ended sessions on [`Store::revocations`].
+    async fn revoke(&self, email: &str, app_id: Option<&str>) -> Result<Revoked, StoreError>;
+
+    /// Sessions and PATs live at `now_ms`.
+    async fn count(&self, now_ms: u64) -> Result<Counts, StoreError>;
+
+    /// Drops what expired by `now_ms`; returns how many records went. A
+    /// store with native expiry has nothing to do.
+    async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError>;
+
+    /// Every revocation from now on, as the hashes of the sessions it ended.
+    fn revocations(&self) -> broadcast::Receiver<Revocation>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store's failure answers 503 with the SPEC §3 error shape wherever
+    /// a handler meets it (`?` converts it).
+    #[test]
+    fn store_errors_answer_503() {
+        fn fails() -> Result<(), GatewayError> {
+            Err(StoreError(Box::new(std::io::Error::other("connection refused"))))?;
+            Ok(())
+        }
+        let response = fails().map_err(GatewayError::into_response).err();
+        assert_eq!(response.map(|r| r.status().as_u16()), Some(503));
+    }
+
+    #[test]
+    fn a_session_starts_with_the_pats_idle_timeout_under_its_cap() {
+        let pat = PatRecord {
+            email: "u@example.com".into(),
+            groups: vec![],
+            app_id: "a".into(),
+            session_idle_ms: 60_000,
+            expires_ms: 10,
+        };
+        let s = SessionRecord::start(&pat, vec!["g".into()], Duration::from_secs(30), 1_000);
+        assert_eq!((s.created_ms, s.expires_ms, s.cap_ms), (1_000, 31_000, 31_000));
+        assert_eq!(s.groups, ["g"]);
+        assert!(s.is_live(30_999) && !s.is_live(31_000));
+    }
 }

@@ -8,35 +8,54 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 /// `X-Forwarded-For`.
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`.
-pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`.
-pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// `X-Forwarded-Prefix`: set by the embed route, never taken from an untrusted client.
-pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+pub(crate) static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// How the client reached the gateway: what `X-Forwarded-Proto` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+impl Scheme {
+    /// `http` or `https`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
 
 /// The facts about one client connection that forwarding headers report.
 #[derive(Debug, Clone, Copy)]
-pub struct Peer<'a> {
+pub(crate) struct Peer<'a> {
     /// The TCP peer's address.
-    pub ip: IpAddr,
-    /// `https` on the TLS listener, else `http`.
-    pub proto: &'static str,
+    pub(crate) ip: IpAddr,
+    /// Whether it spoke TLS to the gateway.
+    pub(crate) scheme: Scheme,
     /// `server.trusted_proxies`.
-    pub trusted_proxies: &'a [IpNet],
+    pub(crate) trusted_proxies: &'a [IpNet],
 }
 
 impl Peer<'_> {
     /// Whether the peer is a proxy whose forwarding headers are believed.
-    pub fn is_trusted(&self) -> bool {
+    pub(crate) fn is_trusted(&self) -> bool {
         let ip = canonical(self.ip);
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
     /// The client's address: the left-most `X-Forwarded-For` entry behind a
     /// trusted proxy (when it parses), else the peer itself.
-    pub fn client_ip(&self, headers: &HeaderMap) -> IpAddr {
+    pub(crate) fn client_ip(&self, headers: &HeaderMap) -> IpAddr {
         if self.is_trusted() {
             let first = headers
                 .get_all(&X_FORWARDED_FOR)
@@ -55,7 +74,7 @@ impl Peer<'_> {
 
 /// Sets the `X-Forwarded-*` fields for the upstream request. `host` is the
 /// client's `Host` (or HTTP/2 `:authority`) as received.
-pub fn apply(headers: &mut HeaderMap, peer: &Peer<'_>, host: Option<HeaderValue>) {
+pub(crate) fn apply(headers: &mut HeaderMap, peer: &Peer<'_>, host: Option<HeaderValue>) {
     let peer_ip = canonical(peer.ip).to_string();
     if peer.is_trusted() {
         let prior: Vec<&str> = headers
@@ -70,7 +89,7 @@ pub fn apply(headers: &mut HeaderMap, peer: &Peer<'_>, host: Option<HeaderValue>
         };
         set(headers, &X_FORWARDED_FOR, &chain);
         if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(peer.proto));
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(peer.scheme.as_str()));
         }
         if !headers.contains_key(&X_FORWARDED_HOST) {
             if let Some(host) = host {
@@ -79,7 +98,7 @@ pub fn apply(headers: &mut HeaderMap, peer: &Peer<'_>, host: Option<HeaderValue>
         }
     } else {
         set(headers, &X_FORWARDED_FOR, &peer_ip);
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(peer.proto));
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(peer.scheme.as_str()));
         headers.remove(&X_FORWARDED_PREFIX);
         match host {
             Some(host) => {
@@ -114,8 +133,8 @@ mod tests {
 
     fn peer<'a>(ip: &str, trusted: &'a [IpNet]) -> Peer<'a> {
         Peer {
-            ip: ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            proto: "https",
+            ip: ip.parse().expect("an IP address"),
+            scheme: Scheme::Https,
             trusted_proxies: trusted,
         }
     }
@@ -137,7 +156,7 @@ mod tests {
 
     #[test]
     fn trusted_peer_chain_is_extended() {
-        let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap_or_else(|_| IpNet::default())];
+        let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("a CIDR")];
         let mut h = HeaderMap::new();
         h.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("1.2.3.4, 5.6.7.8"));
         h.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("9.9.9.9"));

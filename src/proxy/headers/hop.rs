@@ -20,7 +20,7 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes every hop-by-hop field, including those named by `Connection`
 /// and `Upgrade`. The protocol `Upgrade` asked for, if any, is returned so a
 /// caller that tunnels it can put the two fields back.
-pub fn strip(headers: &mut HeaderMap) -> Option<HeaderValue> {
+pub(crate) fn strip(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -41,7 +41,7 @@ pub fn strip(headers: &mut HeaderMap) -> Option<HeaderValue> {
 
 /// Puts back `Connection: upgrade` and `Upgrade: <protocol>` for a tunnelled
 /// upgrade (RFC 9110 §7.8).
-pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+pub(crate) fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, protocol);
 }

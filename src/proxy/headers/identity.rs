@@ -7,7 +7,7 @@ use http::header::{HeaderMap, HeaderName};
 const PREFIX: &[u8] = b"x-embed-";
 
 /// Removes every `X-Embed-*` field (header names are lowercase in `http`).
-pub fn strip_client_identity(headers: &mut HeaderMap) {
+pub(crate) fn strip_client_identity(headers: &mut HeaderMap) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| name.as_str().as_bytes().starts_with(PREFIX))

@@ -1,5 +1,5 @@
 //! Header rules of the proxy, one concern per file.
 
-pub mod forwarded;
-pub mod hop;
-pub mod identity;
+pub(crate) mod forwarded;
+pub(crate) mod hop;
+pub(crate) mod identity;

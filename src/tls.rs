@@ -1,5 +1,7 @@
-//! The public listener's TLS: a PEM chain and key from `[tls]`, TLS 1.2 and
-//! 1.3 only, ALPN `h2` then `http/1.1` (RFC 7301).
+//! Certificates from PEM files: the public listener's TLS (a chain and key
+//! from `[tls]`, TLS 1.2 and 1.3 only, ALPN `h2` then `http/1.1`, RFC 7301)
+//! and the extra CA roots an operator trusts for `https://` upstreams
+//! (`server.upstream_ca`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,13 +16,13 @@ use crate::config::Tls;
 /// A problem with a file `[tls]` names: the key, and why (never the key
 /// material).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsError {
-    pub key: &'static str,
-    pub why: String,
+pub(crate) struct TlsError {
+    pub(crate) key: &'static str,
+    pub(crate) why: String,
 }
 
 /// Builds the acceptor from the files `[tls]` names.
-pub fn acceptor(tls: &Tls) -> Result<TlsAcceptor, TlsError> {
+pub(crate) fn acceptor(tls: &Tls) -> Result<TlsAcceptor, TlsError> {
     let error = |key: &'static str, why: String| TlsError { key, why };
     let chain = load_certificates(&tls.cert).map_err(|why| error("tls.cert", why))?;
     let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| {
@@ -46,7 +48,7 @@ pub fn acceptor(tls: &Tls) -> Result<TlsAcceptor, TlsError> {
 
 /// Every certificate of a PEM file: the `[tls]` chain, or an operator's
 /// upstream CA bundle (`server.upstream_ca`).
-pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let chain = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("{}: {}", path.display(), describe(&e)))?
         .collect::<Result<Vec<_>, _>>()

@@ -1,0 +1,294 @@
+//! What this process keeps about the sessions it serves, beside the store:
+//! the identity headers and signed assertion it last built for each (so a
+//! busy session costs no signature per request), and a revocation signal
+//! per session with open tunnels. Keyed by the session's hash; never
+//! stored, never shared — another replica builds its own.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::{broadcast, watch};
+use tracing::{debug, warn};
+
+use crate::assertion::{self, Cached, Claims, Signer};
+use crate::drain::Watch;
+use crate::error::GatewayError;
+use crate::proxy::Cancel;
+use crate::session::{Revocation, SessionRecord};
+use crate::token::TokenHash;
+
+static X_EMBED_USER: HeaderName = HeaderName::from_static("x-embed-user");
+static X_EMBED_GROUPS: HeaderName = HeaderName::from_static("x-embed-groups");
+static X_EMBED_APP: HeaderName = HeaderName::from_static("x-embed-app");
+static X_EMBED_ASSERTION: HeaderName = HeaderName::from_static("x-embed-assertion");
+
+/// The embed layer's per-process session state.
+#[derive(Debug, Default)]
+pub(crate) struct Local {
+    identities: DashMap<TokenHash, Identity>,
+    /// Raised once when the session is revoked; its open tunnels watch it.
+    tunnels: DashMap<TokenHash, watch::Sender<bool>>,
+}
+
+/// One session's identity headers, built once, and its last assertion.
+#[derive(Debug)]
+struct Identity {
+    /// What the headers were built from; a record that differs rebuilds.
+    email: String,
+    groups: Vec<String>,
+    app_id: String,
+    user: HeaderValue,
+    groups_header: HeaderValue,
+    app: HeaderValue,
+    assertion: Option<Cached>,
+}
+
+impl Identity {
+    fn new(session: &SessionRecord) -> Result<Self, GatewayError> {
+        let value = |s: &str| HeaderValue::from_str(s).map_err(|e| GatewayError::Internal(Box::new(e)));
+        Ok(Identity {
+            email: session.email.clone(),
+            groups: session.groups.clone(),
+            app_id: session.app_id.clone(),
+            user: value(&session.email)?,
+            groups_header: value(&session.groups.join(","))?,
+            app: value(&session.app_id)?,
+            assertion: None,
+        })
+    }
+
+    fn is_for(&self, session: &SessionRecord) -> bool {
+        self.email == session.email && self.groups == session.groups && self.app_id == session.app_id
+    }
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Local {
+    /// `X-Embed-User`, `-Groups`, `-App` and `-Assertion` for the session
+    /// with this hash (SPEC §5). The assertion is reused while it has time
+    /// left and was signed by `signer` for this identity and `issuer`.
+    pub(crate) fn identity_headers(
+        &self,
+        hash: &TokenHash,
+        session: &SessionRecord,
+        signer: &Signer,
+        issuer: &str,
+    ) -> Result<HeaderMap, GatewayError> {
+        let mut entry = self
+            .identities
+            .entry(*hash)
+            .or_try_insert_with(|| Identity::new(session))?;
+        if !entry.is_for(session) {
+            *entry = Identity::new(session)?;
+        }
+        let now = unix_seconds();
+        let claims = Claims {
+            iss: issuer,
+            aud: &session.app_id,
+            sub: &session.email,
+            groups: &session.groups,
+            iat: now,
+            exp: now + assertion::LIFETIME_SECONDS,
+        };
+        let jwt = assertion::reuse_or_sign(&mut entry.assertion, signer, &claims, now)
+            .map_err(|e| GatewayError::Internal(Box::new(e)))?;
+        let jwt = HeaderValue::from_str(&jwt).map_err(|e| GatewayError::Internal(Box::new(e)))?;
+        let mut headers = HeaderMap::with_capacity(5);
+        headers.insert(X_EMBED_USER.clone(), entry.user.clone());
+        headers.insert(X_EMBED_GROUPS.clone(), entry.groups_header.clone());
+        headers.insert(X_EMBED_APP.clone(), entry.app.clone());
+        headers.insert(X_EMBED_ASSERTION.clone(), jwt);
+        Ok(headers)
+    }
+
+    /// Forgets the identities whose assertion has expired: sessions not
+    /// used for a minute are rebuilt on their next request.
+    pub(crate) fn sweep(&self) {
+        let now = unix_seconds();
+        self.identities
+            .retain(|_, identity| identity.assertion.as_ref().is_some_and(|a| a.expires_after(now)));
+    }
+
+    /// A future that resolves when the session with this hash is revoked,
+    /// for a tunnel to select on. The signal is dropped with the last
+    /// tunnel that watches it.
+    pub(crate) fn watch_tunnel(self: &Arc<Self>, hash: TokenHash) -> Cancel {
+        let receiver = self
+            .tunnels
+            .entry(hash)
+            .or_insert_with(|| watch::channel(false).0)
+            .subscribe();
+        let mut watching = TunnelWatch {
+            local: self.clone(),
+            hash,
+            receiver: Some(receiver),
+        };
+        Box::pin(async move {
+            if let Some(receiver) = watching.receiver.as_mut() {
+                // An error means the signal was dropped: revoked, too.
+                let _ = receiver.wait_for(|revoked| *revoked).await;
+            }
+        })
+    }
+
+    /// Ends the tunnels of these sessions and forgets their identities.
+    fn revoked(&self, hashes: &[TokenHash]) {
+        for hash in hashes {
+            self.identities.remove(hash);
+            if let Some((_, signal)) = self.tunnels.remove(hash) {
+                signal.send_replace(true);
+            }
+        }
+    }
+
+    /// Follows the store's revocations until draining begins, ending the
+    /// revoked sessions' tunnels at once (SPEC §6). Should it fall behind
+    /// the feed, it cannot know which sessions it missed, so it ends every
+    /// open tunnel: clients reconnect, and a revoked one cannot.
+    pub(crate) async fn follow_revocations(self: Arc<Self>, mut feed: broadcast::Receiver<Revocation>, mut drain: Watch) {
+        loop {
+            let heard = tokio::select! {
+                heard = feed.recv() => heard,
+                () = drain.signaled() => return,
+            };
+            match heard {
+                Ok(hashes) => self.revoked(&hashes),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    warn!(missed, "fell behind the revocation feed; closing every open tunnel");
+                    self.tunnels.retain(|_, signal| {
+                        signal.send_replace(true);
+                        false
+                    });
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    debug!("the revocation feed closed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One tunnel's hold on its session's revocation signal.
+struct TunnelWatch {
+    local: Arc<Local>,
+    hash: TokenHash,
+    receiver: Option<watch::Receiver<bool>>,
+}
+
+impl Drop for TunnelWatch {
+    fn drop(&mut self) {
+        drop(self.receiver.take());
+        self.local
+            .tunnels
+            .remove_if(&self.hash, |_, signal| signal.receiver_count() == 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn record(email: &str, groups: &[&str]) -> SessionRecord {
+        SessionRecord {
+            email: email.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            app_id: "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc".into(),
+            created_ms: 0,
+            expires_ms: u64::MAX,
+            idle_ms: 60_000,
+            cap_ms: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn identity_headers_are_built_once_and_the_assertion_reused() {
+        let local = Local::default();
+        let signer = Signer::generate().expect("a key");
+        let session = record("ann@example.com", &["sales", "ops"]);
+        let first = local
+            .identity_headers(&[1; 32], &session, &signer, "https://gw")
+            .expect("headers");
+        assert_eq!(first[&X_EMBED_USER], "ann@example.com");
+        assert_eq!(first[&X_EMBED_GROUPS], "sales,ops");
+        assert_eq!(first[&X_EMBED_APP], "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc");
+        let second = local
+            .identity_headers(&[1; 32], &session, &signer, "https://gw")
+            .expect("headers");
+        assert_eq!(first[&X_EMBED_ASSERTION], second[&X_EMBED_ASSERTION], "reused");
+
+        // Another issuer (a reload changed public_url) re-signs.
+        let other = local
+            .identity_headers(&[1; 32], &session, &signer, "https://gw2")
+            .expect("headers");
+        assert_ne!(first[&X_EMBED_ASSERTION], other[&X_EMBED_ASSERTION]);
+        // A record with other groups under the same hash is rebuilt.
+        let regrouped = record("ann@example.com", &["ops"]);
+        let rebuilt = local
+            .identity_headers(&[1; 32], &regrouped, &signer, "https://gw2")
+            .expect("headers");
+        assert_eq!(rebuilt[&X_EMBED_GROUPS], "ops");
+        assert_ne!(rebuilt[&X_EMBED_ASSERTION], other[&X_EMBED_ASSERTION]);
+    }
+
+    #[test]
+    fn sweep_forgets_only_identities_without_a_live_assertion() {
+        let local = Local::default();
+        let signer = Signer::generate().expect("a key");
+        local
+            .identity_headers(&[1; 32], &record("a@example.com", &[]), &signer, "https://gw")
+            .expect("headers");
+        local
+            .identities
+            .insert([2; 32], Identity::new(&record("b@example.com", &[])).expect("identity"));
+        local.sweep();
+        assert!(local.identities.contains_key(&[1; 32]));
+        assert!(!local.identities.contains_key(&[2; 32]));
+    }
+
+    #[tokio::test]
+    async fn a_revocation_ends_that_sessions_tunnels_only() {
+        let local = Arc::new(Local::default());
+        let (feed, heard) = broadcast::channel(4);
+        let (drain, watch) = crate::drain::Drain::new();
+        let follower = tokio::spawn(local.clone().follow_revocations(heard, watch));
+        let first = local.watch_tunnel([1; 32]);
+        let second = local.watch_tunnel([1; 32]);
+        let other = local.watch_tunnel([2; 32]);
+        feed.send(Arc::from([[1u8; 32]].as_slice())).expect("a listener");
+        for tunnel in [first, second] {
+            tokio::time::timeout(Duration::from_secs(5), tunnel)
+                .await
+                .expect("the revoked session's tunnels end");
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), other).await.is_err(),
+            "another session's tunnel stays open"
+        );
+        // The dropped watch took its signal with it.
+        assert!(local.tunnels.is_empty(), "{:?}", local.tunnels);
+        drain.drain().await;
+        follower.await.expect("the follower stops on drain");
+    }
+
+    #[tokio::test]
+    async fn falling_behind_the_feed_ends_every_tunnel() {
+        let local = Arc::new(Local::default());
+        let (feed, heard) = broadcast::channel(1);
+        let tunnel = local.watch_tunnel([3; 32]);
+        // Two sends into a backlog of one: the follower has lagged.
+        feed.send(Arc::from([[8u8; 32]].as_slice())).expect("a listener");
+        feed.send(Arc::from([[9u8; 32]].as_slice())).expect("a listener");
+        let (_drain, watch) = crate::drain::Drain::new();
+        tokio::spawn(local.clone().follow_revocations(heard, watch));
+        tokio::time::timeout(Duration::from_secs(5), tunnel)
+            .await
+            .expect("every tunnel ends after a lag");
+    }
+}

@@ -1,0 +1,212 @@
+//! A request through an embed session to the app's upstream (SPEC §5), as
+//! named phases in the order they run — the shape of pingora's `ProxyHttp`:
+//!
+//! 1. `session_check`: the request filter; finds the session or answers 401;
+//! 2. `identity_headers`: what the gateway vouches for to the upstream;
+//! 3. `upstream_request`: the forward itself;
+//! 4. `response_rewrite`: the response filter;
+//! 5. `access_log`: what the request's access line records.
+//!
+//! Each phase's doc says what it may change; none changes anything else.
+
+use std::sync::Arc;
+
+use http::header::{HeaderMap, HeaderValue};
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::{cookies, expired, rewrite, Local};
+use crate::body::{self, Body};
+use crate::config::App;
+use crate::error::GatewayError;
+use crate::proxy::headers::forwarded::X_FORWARDED_PREFIX;
+use crate::proxy::{self, upgrade, Downstream, Forward};
+use crate::query;
+use crate::session::{self, SessionRecord};
+use crate::state::State;
+use crate::token::{self, TokenHash};
+
+/// A session found for this request.
+struct Session {
+    hash: TokenHash,
+    record: SessionRecord,
+}
+
+/// What every phase of one request may read.
+struct Embed<'a> {
+    app: &'a App,
+    /// `/embed-apps/<appId>`.
+    prefix: String,
+    state: &'a State,
+    local: &'a Arc<Local>,
+    downstream: &'a Downstream,
+}
+
+/// Runs the phases for `/embed-apps/<app.id>/<below>`.
+pub(super) async fn proxy(
+    app: &App,
+    below: &str,
+    mut req: Request<Incoming>,
+    state: &State,
+    local: &Arc<Local>,
+    downstream: &Downstream,
+) -> Result<Response<Body>, GatewayError> {
+    if has_dot_segment(below) {
+        return Err(GatewayError::BadRequest("dot segments are not allowed in embed paths"));
+    }
+    let embed = Embed {
+        app,
+        prefix: format!("/embed-apps/{}", app.id),
+        state,
+        local,
+        downstream,
+    };
+    let Some(session) = embed.session_check(&mut req).await? else {
+        return Ok(embed.no_session(req).await);
+    };
+    let vouched = embed.identity_headers(&session)?;
+    let mut response = embed.upstream_request(req, below, vouched, &session).await?;
+    embed.response_rewrite(response.headers_mut());
+    embed.access_log(&session);
+    Ok(response)
+}
+
+impl Embed<'_> {
+    /// Request filter. Finds the first session cookie that is a live
+    /// session of this very app (SPEC §4.4: checked on every request, never
+    /// left to the cookie's path) whose user is still configured and still
+    /// admitted (a reload may have removed either); using it slides its
+    /// idle expiry.
+    ///
+    /// May change: the request's `Cookie` fields, from which the gateway's
+    /// own cookie is taken out (the upstream never sees it). Nothing else.
+    async fn session_check(&self, req: &mut Request<Incoming>) -> Result<Option<Session>, GatewayError> {
+        let state = self.state;
+        let now = session::now_ms();
+        for value in cookies::take(req.headers_mut(), &state.config.session.cookie_name) {
+            let hash = token::hash(&value);
+            let Some(record) = state.store.use_session(&hash, &self.app.id, now).await? else {
+                continue;
+            };
+            let admitted = state.user(&record.email).is_some_and(|user| self.app.admits(user));
+            if admitted {
+                return Ok(Some(Session { hash, record }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// No valid session: the 401 of SPEC §5, after reading what is left of
+    /// a small request body so that a client still sending it gets the
+    /// answer.
+    async fn no_session(&self, req: Request<Incoming>) -> Response<Body> {
+        let response = expired::respond(req.headers(), self.app);
+        let (parts, body) = req.into_parts();
+        body::discard(&parts.headers, body, 0, self.state.config.server.header_read_timeout).await;
+        response
+    }
+
+    /// The headers the gateway vouches for: `X-Embed-User`, `-Groups`,
+    /// `-App`, `-Assertion` (signed, reused while fresh) and
+    /// `X-Forwarded-Prefix`.
+    ///
+    /// May change: nothing of the request; the proxy sets these after
+    /// removing whatever `X-Embed-*` the client sent.
+    fn identity_headers(&self, session: &Session) -> Result<HeaderMap, GatewayError> {
+        let state = self.state;
+        let mut vouched = self.local.identity_headers(
+            &session.hash,
+            &session.record,
+            &state.signer,
+            &state.config.server.public_url,
+        )?;
+        if let Ok(prefix) = HeaderValue::from_str(&self.prefix) {
+            vouched.insert(X_FORWARDED_PREFIX.clone(), prefix);
+        }
+        Ok(vouched)
+    }
+
+    /// The forward: `/<below>?<query>` to the app's upstream with the
+    /// vouched headers. An upgrade becomes a tunnel that the session's
+    /// revocation ends.
+    ///
+    /// May change: the request, as the proxy engine does (hop-by-hop and
+    /// forwarding headers, `Host`, the URI, the version). The response is
+    /// the upstream's.
+    async fn upstream_request(
+        &self,
+        req: Request<Incoming>,
+        below: &str,
+        vouched: HeaderMap,
+        session: &Session,
+    ) -> Result<Response<Body>, GatewayError> {
+        let path_and_query = match req.uri().query() {
+            Some(q) => format!("/{below}?{q}"),
+            None => format!("/{below}"),
+        };
+        let server = &self.state.config.server;
+        let mut forward = Forward::new(
+            &self.app.upstream,
+            &path_and_query,
+            self.downstream,
+            &server.trusted_proxies,
+            server.upstream_timeout,
+        );
+        forward.vouched = vouched;
+        if upgrade::is_upgrade(&req) {
+            forward.tunnel_cancel = Some(self.local.watch_tunnel(session.hash));
+        }
+        proxy::forward(&self.state.client, req, forward).await
+    }
+
+    /// Response filter: the app is framed only by its `frame_ancestors`
+    /// (CSP set, `X-Frame-Options` removed), and its redirects and cookies
+    /// stay under the mount.
+    ///
+    /// May change: `Content-Security-Policy`, `X-Frame-Options`,
+    /// `Location`, `Set-Cookie`. Nothing else; the body streams through
+    /// untouched.
+    fn response_rewrite(&self, headers: &mut HeaderMap) {
+        let mount = rewrite::Mount {
+            prefix: &self.prefix,
+            public_url: &self.state.config.server.public_url,
+            upstream_authority: self.app.upstream.authority(),
+            upstream_base: self.app.upstream.base_path(),
+            frame_ancestors: &self.app.frame_ancestors,
+            cookie_name: &self.state.config.session.cookie_name,
+        };
+        rewrite::apply(headers, &mount);
+    }
+
+    /// Logging: adds the app and the user to the request's access line (the
+    /// `request` span the server opened). Never the cookie or the assertion.
+    ///
+    /// May change: nothing of the request or the response.
+    fn access_log(&self, session: &Session) {
+        let span = tracing::Span::current();
+        span.record("app", self.app.id.as_str());
+        span.record("user", session.record.email.as_str());
+    }
+}
+
+/// Whether `path` has a `.` or `..` segment, plain or percent-encoded.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = query::decode(segment);
+        decoded == "." || decoded == ".."
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_detected_even_encoded() {
+        assert!(has_dot_segment("../x"));
+        assert!(has_dot_segment("a/%2e%2E/b"));
+        assert!(has_dot_segment("a/./b"));
+        assert!(!has_dot_segment("a/..b/c.d"));
+        assert!(!has_dot_segment(""));
+    }
+}
