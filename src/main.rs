@@ -66,8 +66,8 @@ fn run(path: &Path) -> ExitCode {
     };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
-    if config.server.worker_threads > 0 {
-        runtime.worker_threads(config.server.worker_threads);
+    if config.worker_threads() > 0 {
+        runtime.worker_threads(config.worker_threads());
     }
     let runtime = match runtime.build() {
         Ok(rt) => rt,
@@ -89,8 +89,8 @@ async fn serve(path: &Path, config: config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let public_url = config.server.public_url.clone();
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let public_url = config.public_url().to_string();
+    let scheme = if config.serves_tls() { "https" } else { "http" };
     let gateway = match Gateway::start(config).await {
         Ok(g) => g,
         Err(e) => {
@@ -113,7 +113,7 @@ async fn serve(path: &Path, config: config::Config) -> ExitCode {
         }
     }
 
-    let grace = gateway.state().config.server.shutdown_grace;
+    let grace = gateway.state().config.shutdown_grace();
     info!(grace_seconds = grace.as_secs(), "draining");
     if tokio::time::timeout(grace, gateway.shutdown()).await.is_err() {
         warn!("grace period over; closing what is still open");

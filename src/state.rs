@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use tokio_rustls::TlsAcceptor;
 
 use crate::assertion::Signer;
-use crate::config::{App, Config, ConfigErrors, Store, User};
+use crate::config::{App, Config, ConfigErrors, StoreConfig, User};
 use crate::limits::Limits;
 use crate::proxy::UpstreamClient;
 use crate::server::tls;
@@ -41,7 +41,7 @@ impl State {
     /// `previous` has where it must survive a reload.
     pub fn build(config: Config, previous: Option<&State>) -> Result<State, ConfigErrors> {
         let mut errors = Vec::new();
-        if matches!(config.store, Store::Redis { .. }) {
+        if matches!(config.store, StoreConfig::Redis { .. }) {
             // Refused rather than quietly served from memory: replicas would
             // each think they hold every session (SPEC §7).
             errors.push(config.error(
