@@ -53,13 +53,6 @@ use drain::{Drain, Watch};
 use server::Shared;
 use state::State;
 
-impl Config {
-    /// `server.worker_threads`: 0 for one per core.
-    pub fn worker_threads(&self) -> usize {
-        self.server.worker_threads
-    }
-}
-
 /// Why the gateway could not start (or a reload was refused).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::assertion::Signer;
-use crate::config::{App, Config, ConfigErrors, Store as StoreConfig, User};
+use crate::config::{App, Config, ConfigErrors, StoreConfig, User};
 use crate::limits::Limits;
 use crate::proxy::UpstreamClient;
 use crate::session::{MemoryStore, Store};

@@ -27,7 +27,7 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError
         let name: String = error
             .path()
             .iter()
-            .last()
+            .next_back()
             .map(|segment| match segment {
                 serde_path_to_error::Segment::Map { key } => key.clone(),
                 other => other.to_string(),
@@ -157,7 +157,10 @@ mod tests {
         assert_eq!(message(r#"{"name": "  "}"#), "name: must not be empty");
         assert_eq!(message(r#"{"name": "x", "count": null}"#), "count: must be an integer");
         assert_eq!(message(r#"{"name": "x", "count": 1e3}"#), "count: must be an integer");
-        assert_eq!(message(r#"{"name": "x", "count": -1}"#), "count: must be between 1 and 10");
+        assert_eq!(
+            message(r#"{"name": "x", "count": -1}"#),
+            "count: must be between 1 and 10"
+        );
         assert_eq!(
             message(r#"{"name": "x", "count": 100000000000000000000000}"#),
             "count: must be an integer"

@@ -112,7 +112,9 @@ pub(crate) async fn handle(body: &[u8], state: &State) -> Result<Response<Body>,
 
 /// `2026-11-23T20:42:48Z`: RFC 3339 in UTC, whole seconds.
 pub(crate) fn rfc3339(time: SystemTime) -> String {
-    let whole = time::OffsetDateTime::from(time).replace_nanosecond(0).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let whole = time::OffsetDateTime::from(time)
+        .replace_nanosecond(0)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     whole
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
@@ -225,6 +227,10 @@ mod tests {
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
         let fraction = t + Duration::from_millis(999);
-        assert_eq!(rfc3339(fraction), "2026-11-23T20:42:48Z", "whole seconds, never rounded up");
+        assert_eq!(
+            rfc3339(fraction),
+            "2026-11-23T20:42:48Z",
+            "whole seconds, never rounded up"
+        );
     }
 }

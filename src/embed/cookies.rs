@@ -72,7 +72,10 @@ mod tests {
     #[test]
     fn every_value_is_found_across_fields_and_spacing() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static(" embedgate_session = one ;x=\"q v\""));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static(" embedgate_session = one ;x=\"q v\""),
+        );
         h.append(header::COOKIE, HeaderValue::from_static("embedgate_session=two"));
         assert_eq!(take(&mut h, "embedgate_session"), vec!["one", "two"]);
         assert_eq!(h[header::COOKIE], "x=\"q v\"");

@@ -91,7 +91,12 @@ mod tests {
             response.headers()[header::CONTENT_SECURITY_POLICY],
             "frame-ancestors https://portal.example.com"
         );
-        let page = response.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let page = response
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
         let page = String::from_utf8_lossy(&page);
         assert!(!page.contains("{{"), "{page}");
         assert!(page.contains(&format!("<p>{MESSAGE}</p>")), "{page}");

@@ -150,7 +150,11 @@ impl Local {
     /// revoked sessions' tunnels at once (SPEC §6). Should it fall behind
     /// the feed, it cannot know which sessions it missed, so it ends every
     /// open tunnel: clients reconnect, and a revoked one cannot.
-    pub(crate) async fn follow_revocations(self: Arc<Self>, mut feed: broadcast::Receiver<Revocation>, mut drain: Watch) {
+    pub(crate) async fn follow_revocations(
+        self: Arc<Self>,
+        mut feed: broadcast::Receiver<Revocation>,
+        mut drain: Watch,
+    ) {
         loop {
             let heard = tokio::select! {
                 heard = feed.recv() => heard,

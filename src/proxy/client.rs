@@ -27,7 +27,10 @@ impl UpstreamClient {
     /// A pool whose TCP connects give up after `connect_timeout`. TLS
     /// upstreams are verified against the Web PKI roots plus `extra_roots`
     /// (an operator's private CA).
-    pub(crate) fn new(connect_timeout: Duration, extra_roots: Vec<CertificateDer<'static>>) -> Result<Self, rustls::Error> {
+    pub(crate) fn new(
+        connect_timeout: Duration,
+        extra_roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, rustls::Error> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);

@@ -116,19 +116,37 @@ pub(crate) async fn concurrent_takes_of_one_pat_yield_exactly_one(store: Arc<dyn
 }
 
 pub(crate) async fn session_idle_expiry_slides_but_never_past_its_cap(store: Arc<dyn Store>) {
-    store.insert_session([6; 32], session(USER, APP, T0, 10, 40)).await.unwrap();
+    store
+        .insert_session([6; 32], session(USER, APP, T0, 10, 40))
+        .await
+        .unwrap();
     let used = |at| {
         let store = store.clone();
-        async move { store.use_session(&[6; 32], APP, at).await.unwrap().map(|r| r.expires_ms) }
+        async move {
+            store
+                .use_session(&[6; 32], APP, at)
+                .await
+                .unwrap()
+                .map(|r| r.expires_ms)
+        }
     };
     assert_eq!(used(s(9)).await, Some(s(19)), "slid to 19");
     assert_eq!(used(s(18)).await, Some(s(28)), "alive at 18 (< 19), slid to 28");
     assert_eq!(used(s(35)).await, None, "idle for 17 s: gone at 28");
 
-    store.insert_session([16; 32], session(USER, APP, T0, 10, 25)).await.unwrap();
+    store
+        .insert_session([16; 32], session(USER, APP, T0, 10, 25))
+        .await
+        .unwrap();
     let capped = |at| {
         let store = store.clone();
-        async move { store.use_session(&[16; 32], APP, at).await.unwrap().map(|r| r.expires_ms) }
+        async move {
+            store
+                .use_session(&[16; 32], APP, at)
+                .await
+                .unwrap()
+                .map(|r| r.expires_ms)
+        }
     };
     assert_eq!(capped(s(9)).await, Some(s(19)));
     assert_eq!(capped(s(18)).await, Some(s(25)), "slid only to the cap, 25");
@@ -137,7 +155,10 @@ pub(crate) async fn session_idle_expiry_slides_but_never_past_its_cap(store: Arc
 }
 
 pub(crate) async fn idle_session_expires(store: Arc<dyn Store>) {
-    store.insert_session([7; 32], session(USER, APP, T0, 10, 100)).await.unwrap();
+    store
+        .insert_session([7; 32], session(USER, APP, T0, 10, 100))
+        .await
+        .unwrap();
     assert!(store.use_session(&[7; 32], APP, s(10)).await.unwrap().is_none());
 }
 
@@ -150,18 +171,33 @@ pub(crate) async fn session_is_refused_on_another_app_and_unknown_hashes_are_non
 }
 
 pub(crate) async fn revoke_ends_a_users_sessions_and_pats_for_one_app_or_all(store: Arc<dyn Store>) {
-    store.insert_session([10; 32], session(USER, APP, T0, 10, 100)).await.unwrap();
-    store.insert_session([11; 32], session(USER, OTHER, T0, 10, 100)).await.unwrap();
-    store.insert_session([12; 32], session("bob@example.com", APP, T0, 10, 100)).await.unwrap();
+    store
+        .insert_session([10; 32], session(USER, APP, T0, 10, 100))
+        .await
+        .unwrap();
+    store
+        .insert_session([11; 32], session(USER, OTHER, T0, 10, 100))
+        .await
+        .unwrap();
+    store
+        .insert_session([12; 32], session("bob@example.com", APP, T0, 10, 100))
+        .await
+        .unwrap();
     store.insert_pat([13; 32], pat(USER, APP, T0, 60)).await.unwrap();
     store.insert_pat([14; 32], pat(USER, OTHER, T0, 60)).await.unwrap();
 
-    assert_eq!(store.revoke(USER, Some(APP)).await.unwrap(), Revoked { sessions: 1, tokens: 1 });
+    assert_eq!(
+        store.revoke(USER, Some(APP)).await.unwrap(),
+        Revoked { sessions: 1, tokens: 1 }
+    );
     assert!(store.use_session(&[10; 32], APP, T0).await.unwrap().is_none());
     assert!(store.use_session(&[11; 32], OTHER, T0).await.unwrap().is_some());
     assert!(store.take_pat(&[13; 32], APP, false, T0).await.unwrap().is_none());
 
-    assert_eq!(store.revoke(USER, None).await.unwrap(), Revoked { sessions: 1, tokens: 1 });
+    assert_eq!(
+        store.revoke(USER, None).await.unwrap(),
+        Revoked { sessions: 1, tokens: 1 }
+    );
     assert!(store.use_session(&[11; 32], OTHER, T0).await.unwrap().is_none());
     assert!(store.take_pat(&[14; 32], OTHER, false, T0).await.unwrap().is_none());
     assert!(
@@ -172,8 +208,14 @@ pub(crate) async fn revoke_ends_a_users_sessions_and_pats_for_one_app_or_all(sto
 
 pub(crate) async fn revoke_announces_the_ended_sessions(store: Arc<dyn Store>) {
     let mut heard = store.revocations();
-    store.insert_session([20; 32], session(USER, APP, T0, 10, 100)).await.unwrap();
-    store.insert_session([21; 32], session(USER, OTHER, T0, 10, 100)).await.unwrap();
+    store
+        .insert_session([20; 32], session(USER, APP, T0, 10, 100))
+        .await
+        .unwrap();
+    store
+        .insert_session([21; 32], session(USER, OTHER, T0, 10, 100))
+        .await
+        .unwrap();
     store.revoke(USER, Some(APP)).await.unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(5), heard.recv())
         .await
@@ -186,7 +228,10 @@ pub(crate) async fn revoke_announces_the_ended_sessions(store: Arc<dyn Store>) {
 }
 
 pub(crate) async fn revoke_of_nobody_ends_nothing(store: Arc<dyn Store>) {
-    store.insert_session([30; 32], session(USER, APP, T0, 10, 100)).await.unwrap();
+    store
+        .insert_session([30; 32], session(USER, APP, T0, 10, 100))
+        .await
+        .unwrap();
     assert_eq!(
         store.revoke("nobody@example.com", None).await.unwrap(),
         Revoked::default()
@@ -195,8 +240,14 @@ pub(crate) async fn revoke_of_nobody_ends_nothing(store: Arc<dyn Store>) {
 }
 
 pub(crate) async fn count_counts_live_records_only(store: Arc<dyn Store>) {
-    store.insert_session([40; 32], session(USER, APP, T0, 10, 100)).await.unwrap();
-    store.insert_session([41; 32], session(USER, APP, T0, 100, 100)).await.unwrap();
+    store
+        .insert_session([40; 32], session(USER, APP, T0, 10, 100))
+        .await
+        .unwrap();
+    store
+        .insert_session([41; 32], session(USER, APP, T0, 100, 100))
+        .await
+        .unwrap();
     store.insert_pat([42; 32], pat(USER, APP, T0, 5)).await.unwrap();
     let now = store.count(T0).await.unwrap();
     assert_eq!((now.sessions, now.pats), (2, 1));

@@ -200,10 +200,19 @@ mod tests {
     async fn sweep_drops_only_expired_entries_and_their_index() {
         let store = MemoryStore::new();
         let t0 = conformance::T0;
-        store.insert_session([10; 32], session(USER, APP, t0, 10, 100)).await.unwrap();
-        store.insert_session([11; 32], session(USER, APP, t0, 100, 100)).await.unwrap();
+        store
+            .insert_session([10; 32], session(USER, APP, t0, 10, 100))
+            .await
+            .unwrap();
+        store
+            .insert_session([11; 32], session(USER, APP, t0, 100, 100))
+            .await
+            .unwrap();
         store.insert_pat([12; 32], pat(USER, APP, t0, 5)).await.unwrap();
-        store.insert_pat([13; 32], pat("other@example.com", APP, t0, 5)).await.unwrap();
+        store
+            .insert_pat([13; 32], pat("other@example.com", APP, t0, 5))
+            .await
+            .unwrap();
         assert_eq!(store.sweep(t0 + 20_000).await.unwrap(), 3);
         assert_eq!(store.sessions.len(), 1);
         assert!(store.pats.is_empty());
@@ -220,7 +229,10 @@ mod tests {
     #[tokio::test]
     async fn taken_pats_leave_the_index() {
         let store = MemoryStore::new();
-        store.insert_pat([1; 32], pat(USER, APP, conformance::T0, 60)).await.unwrap();
+        store
+            .insert_pat([1; 32], pat(USER, APP, conformance::T0, 60))
+            .await
+            .unwrap();
         assert!(store.by_user.contains_key(USER));
         let taken = store.take_pat(&[1; 32], APP, true, conformance::T0).await.unwrap();
         assert!(taken.is_some());
@@ -239,12 +251,18 @@ mod tests {
         for i in 0..OTHERS {
             hash[..4].copy_from_slice(&i.to_be_bytes());
             let email = format!("user{}@example.com", i % 5_000);
-            store.insert_session(hash, session(&email, APP, t0, 600, 3_600)).await.unwrap();
+            store
+                .insert_session(hash, session(&email, APP, t0, 600, 3_600))
+                .await
+                .unwrap();
         }
         for i in 0..3u8 {
             let mut mine = [0xAA; 32];
             mine[0] = i;
-            store.insert_session(mine, session(USER, APP, t0, 600, 3_600)).await.unwrap();
+            store
+                .insert_session(mine, session(USER, APP, t0, 600, 3_600))
+                .await
+                .unwrap();
         }
         store.insert_pat([0xBB; 32], pat(USER, OTHER, t0, 60)).await.unwrap();
         let before: Vec<(TokenHash, SessionRecord)> = store
@@ -269,7 +287,11 @@ mod tests {
         }
         assert!(!store.by_user.contains_key(USER));
         for (email, sessions) in &index_before {
-            assert_eq!(store.by_user.get(email).map(|o| o.sessions.len()), Some(*sessions), "{email}");
+            assert_eq!(
+                store.by_user.get(email).map(|o| o.sessions.len()),
+                Some(*sessions),
+                "{email}"
+            );
         }
         assert_eq!(store.by_user.len(), index_before.len());
     }

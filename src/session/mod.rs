@@ -162,8 +162,12 @@ pub(crate) trait Store: Send + Sync {
 
     /// The session with this hash, if it is live at `now_ms` and bound to
     /// `app_id`; the request counts as activity (sliding expiry, capped).
-    async fn use_session(&self, hash: &TokenHash, app_id: &str, now_ms: u64)
-        -> Result<Option<SessionRecord>, StoreError>;
+    async fn use_session(
+        &self,
+        hash: &TokenHash,
+        app_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<SessionRecord>, StoreError>;
 
     /// Ends every session and unused PAT of `email` (for `app_id` only,
     /// when given), found through a per-user index rather than a scan, and

@@ -89,7 +89,10 @@ pub(crate) fn apply(headers: &mut HeaderMap, peer: &Peer<'_>, host: Option<Heade
         };
         set(headers, &X_FORWARDED_FOR, &chain);
         if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(peer.scheme.as_str()));
+            headers.insert(
+                X_FORWARDED_PROTO.clone(),
+                HeaderValue::from_static(peer.scheme.as_str()),
+            );
         }
         if !headers.contains_key(&X_FORWARDED_HOST) {
             if let Some(host) = host {
@@ -98,7 +101,10 @@ pub(crate) fn apply(headers: &mut HeaderMap, peer: &Peer<'_>, host: Option<Heade
         }
     } else {
         set(headers, &X_FORWARDED_FOR, &peer_ip);
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(peer.scheme.as_str()));
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(peer.scheme.as_str()),
+        );
         headers.remove(&X_FORWARDED_PREFIX);
         match host {
             Some(host) => {

@@ -1,0 +1,443 @@
+//! `gateway.toml` → a validated runtime [`Config`] (SPEC §2).
+//!
+//! The file is parsed with `toml_edit`, which keeps every key's span, and then
+//! walked section by section. Every problem found is collected — unknown keys,
+//! wrong types, bad values, missing required keys — so `embedgate check` can
+//! list them all at once, each with the file, line and key.
+//!
+//! Read in this order: this file holds the runtime types and [`load`];
+//! `walk.rs` is the TOML walker that records each problem with its line;
+//! `sections.rs` reads one section each; `checks.rs` holds the pure value
+//! checks they share.
+
+mod checks;
+mod sections;
+mod walk;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use toml_edit::{ImDocument, TableLike};
+
+pub(crate) use checks::is_uuid;
+use walk::{config_dir, Cx, Section};
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from; relative paths inside it are resolved
+    /// against its directory.
+    pub(crate) source: PathBuf,
+    /// `[server]`: listeners, timeouts, trusted proxies.
+    pub(crate) server: Server,
+    /// Absent: the public listener speaks plain HTTP.
+    pub(crate) tls: Option<Tls>,
+    /// Absent: a fresh signing key at each start.
+    pub(crate) assertion: Option<Assertion>,
+    /// `[api]`: who may call `/api/ext/*`.
+    pub(crate) api: Api,
+    /// `[pat]`: PAT and session expiry bounds.
+    pub(crate) pat: Pat,
+    /// `[session]`: the embed cookie.
+    pub(crate) session: SessionConfig,
+    /// `[rate_limit]`: quotas per minute.
+    pub(crate) rate_limit: RateLimit,
+    /// `[store]`: where sessions and PATs live.
+    pub(crate) store: StoreConfig,
+    /// `[[users]]`, in file order.
+    pub(crate) users: Vec<User>,
+    /// `[[apps]]`, in file order.
+    pub(crate) apps: Vec<App>,
+    /// Absent: any path the gateway does not own is not found.
+    pub(crate) passthrough: Option<Passthrough>,
+    /// `[demo]`: the demo app and portal.
+    pub(crate) demo: Demo,
+    /// Lines of the keys checked after parsing (files, sockets), so those
+    /// later errors can name their line too.
+    pub(crate) lines: HashMap<&'static str, usize>,
+}
+
+impl Config {
+    /// The line of a key checked after parsing (see [`LATE_KEYS`]).
+    pub(crate) fn line_of(&self, key: &str) -> Option<usize> {
+        self.lines.get(key).copied()
+    }
+
+    /// A problem found after parsing, at `key`'s line.
+    pub(crate) fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.source.clone(),
+            line: self.line_of(key),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// `server.worker_threads`: the runtime's worker count, 0 for one per
+    /// core.
+    pub fn worker_threads(&self) -> usize {
+        self.server.worker_threads
+    }
+}
+
+/// Keys whose values are only checked after parsing: files read and
+/// sockets bound by the server.
+pub(crate) const LATE_KEYS: [&str; 9] = [
+    "tls.cert",
+    "tls.key",
+    "assertion.key",
+    "server.upstream_ca",
+    "server.listen",
+    "server.admin_listen",
+    "demo.app_listen",
+    "demo.portal_listen",
+    "store.kind",
+];
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Server {
+    /// The public listener.
+    pub(crate) listen: SocketAddr,
+    /// Base of every URL handed out; scheme + authority (+ optional path),
+    /// stored without a trailing slash.
+    pub(crate) public_url: String,
+    /// `/healthz`, `/readyz`, `/metrics`; never the public port.
+    pub(crate) admin_listen: Option<SocketAddr>,
+    /// How long a shutdown waits for what is in flight.
+    pub(crate) shutdown_grace: Duration,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    /// A client's request head must arrive within this.
+    pub(crate) header_read_timeout: Duration,
+    /// Bound on opening a connection to an upstream.
+    pub(crate) upstream_connect_timeout: Duration,
+    /// An upstream's response head must arrive within this, else 504.
+    pub(crate) upstream_timeout: Duration,
+    /// 0: one per core.
+    pub(crate) worker_threads: usize,
+    /// Addition to SPEC §2: `tls_handshake_timeout_seconds`, default 10.
+    pub(crate) tls_handshake_timeout: Duration,
+    /// Addition to SPEC §2: `max_connections`, default 10000. Connections
+    /// past it are closed at once.
+    pub(crate) max_connections: usize,
+    /// Addition to SPEC §2: `max_header_bytes`, default 65536 (at least 8192):
+    /// the largest request head accepted.
+    pub(crate) max_header_bytes: usize,
+    /// Addition to SPEC §2: `upstream_ca`, a PEM file of CA certificates
+    /// trusted for `https://` upstreams besides the Web PKI roots.
+    pub(crate) upstream_ca: Option<PathBuf>,
+}
+
+/// `[tls]`: resolved absolute paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tls {
+    /// PEM certificate chain.
+    pub(crate) cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub(crate) key: PathBuf,
+}
+
+/// `[assertion]`: resolved absolute path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Assertion {
+    /// PKCS#8 PEM key signing `X-Embed-Assertion`.
+    pub(crate) key: PathBuf,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Api {
+    /// SHA-256 of every accepted token: those of `token_sha256` plus the hash
+    /// of the `token_env` variable's value, read at load time.
+    pub(crate) token_hashes: Vec<[u8; 32]>,
+    /// Name of the environment variable, if any (the value is never kept).
+    #[cfg_attr(not(test), allow(dead_code, reason = "only the tests read it back so far"))]
+    pub(crate) token_env: Option<String>,
+    /// Largest request body an API call may send.
+    pub(crate) max_body_bytes: usize,
+}
+
+/// `[pat]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Pat {
+    /// A requested `patExpiry` above this is refused.
+    pub(crate) max_pat_expiry_seconds: u64,
+    /// A requested `sessionExpiry` above this is refused.
+    pub(crate) max_session_expiry_minutes: u64,
+    /// `patExpiry` when the request gives none.
+    pub(crate) default_pat_expiry_seconds: u64,
+    /// `sessionExpiry` when the request gives none.
+    pub(crate) default_session_expiry_minutes: u64,
+    /// Whether a PAT is spent by its first exchange.
+    pub(crate) single_use: bool,
+}
+
+/// `[session]`: the settings of the embed session cookie (the session
+/// itself is `session::Session`).
+#[derive(Debug, Clone)]
+pub(crate) struct SessionConfig {
+    /// Name of the session cookie.
+    pub(crate) cookie_name: String,
+    /// Hard cap on any session, however active.
+    pub(crate) max_lifetime: Duration,
+}
+
+/// `[rate_limit]`: all at least 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RateLimit {
+    /// PAT mints per API token.
+    pub(crate) pat_create_per_minute: u32,
+    /// PAT mints per target email.
+    pub(crate) pat_create_per_user_per_minute: u32,
+    /// Failed PAT exchanges per client IP.
+    pub(crate) bad_pat_per_minute: u32,
+}
+
+/// `[store]`: which store keeps sessions and PATs (the store itself lives in
+/// `session`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoreConfig {
+    /// In this process only.
+    Memory,
+    /// Shared by replicas.
+    Redis {
+        /// `redis://` or `rediss://`; may hold a password, never logged.
+        url: String,
+    },
+}
+
+/// One `[[users]]` entry.
+#[derive(Debug, Clone)]
+pub(crate) struct User {
+    /// Lowercased.
+    pub(crate) email: String,
+    /// Sent in `X-Embed-Groups`; matched against `allow_groups`.
+    pub(crate) groups: Vec<String>,
+}
+
+/// One `[[apps]]` entry.
+#[derive(Debug, Clone)]
+pub(crate) struct App {
+    /// Lowercased canonical UUID text.
+    pub(crate) id: String,
+    /// Where its requests go.
+    pub(crate) upstream: Upstream,
+    /// Lowercased patterns: `*`, `*@domain`, or an exact email.
+    pub(crate) allow_users: Vec<String>,
+    /// Groups whose members are admitted.
+    pub(crate) allow_groups: Vec<String>,
+    /// CSP `frame-ancestors` sources allowed to frame the app.
+    pub(crate) frame_ancestors: Vec<String>,
+}
+
+impl App {
+    /// Whether an `allow_users` pattern (`*`, `*@domain`, exact email) or an
+    /// `allow_groups` entry admits `user`. Emails are compared lowercased.
+    pub(crate) fn admits(&self, user: &User) -> bool {
+        let by_email = self.allow_users.iter().any(|pattern| match pattern.strip_prefix('*') {
+            Some("") => true,
+            Some(domain) => domain.starts_with('@') && user.email.ends_with(domain),
+            None => *pattern == user.email,
+        });
+        by_email || user.groups.iter().any(|g| self.allow_groups.contains(g))
+    }
+}
+
+/// `[passthrough]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Passthrough {
+    /// Where every path the gateway does not own goes, untouched.
+    pub(crate) upstream: Upstream,
+}
+
+/// `[demo]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Demo {
+    /// Also serve the demo app and portal on loopback.
+    pub(crate) enabled: bool,
+    /// Addition to SPEC §2: where the demo app listens, default
+    /// `127.0.0.1:3000` (what the shipped config's upstreams point at).
+    pub(crate) app_listen: SocketAddr,
+    /// Addition to SPEC §2: where the demo portal listens, default
+    /// `127.0.0.1:3001` (another site than the gateway's `localhost`).
+    pub(crate) portal_listen: SocketAddr,
+}
+
+/// A validated upstream base URL: `http://` or `https://`, an authority, an
+/// optional path prefix, no query or fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Upstream {
+    /// The URL as given.
+    pub(crate) uri: http::Uri,
+}
+
+impl Upstream {
+    /// `http` or `https`.
+    pub(crate) fn scheme(&self) -> &str {
+        self.uri.scheme_str().unwrap_or("http")
+    }
+
+    /// The authority (`host[:port]`), used as the upstream `Host`.
+    pub(crate) fn authority(&self) -> &str {
+        self.uri.authority().map(|a| a.as_str()).unwrap_or("")
+    }
+
+    /// The upstream's own path prefix without a trailing slash (`""` for none).
+    pub(crate) fn base_path(&self) -> &str {
+        self.uri.path().trim_end_matches('/')
+    }
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// 1-based line, when the problem has a place in the file.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `server.listen` or `apps[1].id`.
+    pub key: String,
+    /// What is wrong, never echoing a secret.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}: {}", self.file.display(), line, self.key, self.message),
+            None => write!(f, "{}: {}: {}", self.file.display(), self.key, self.message),
+        }
+    }
+}
+
+/// Every problem found in a config file (never empty).
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            key: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    parse(&text, path)
+}
+
+/// Validates `text` as if read from `path`.
+///
+/// Every problem is collected before returning, so the error list is the
+/// whole story: a TOML syntax error (one entry, the parser stops there), or
+/// every unknown key, wrong type, bad value and missing key of the file,
+/// sorted by line.
+pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let mut cx = Cx {
+        file: path,
+        text,
+        dir: config_dir(path),
+        errors: Vec::new(),
+    };
+    let doc = match ImDocument::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let line = e.span().map(|s| cx.line_of(s.start));
+            cx.error(line, "(syntax)", e.message().trim().replace('\n', "; "));
+            return Err(ConfigErrors(cx.errors));
+        }
+    };
+    let root = doc.as_table();
+
+    let mut top = Section::new("", Some(root as &dyn TableLike), Some(1));
+    let server = match top.section(&mut cx, "server") {
+        Some(s) => Some(sections::server(s, &mut cx)),
+        None => {
+            if !top.has("server") {
+                cx.error(None, "server", "required section missing");
+            }
+            None
+        }
+    };
+    let tls = top.section(&mut cx, "tls").map(|s| sections::tls(s, &mut cx));
+    let assertion = top
+        .section(&mut cx, "assertion")
+        .map(|s| sections::assertion(s, &mut cx));
+    let api = sections::api(top.section_or_empty(&mut cx, "api"), &mut cx);
+    let pat = sections::pat(top.section_or_empty(&mut cx, "pat"), &mut cx);
+    let session = sections::session(top.section_or_empty(&mut cx, "session"), &mut cx);
+    let rate_limit = sections::rate_limit(top.section_or_empty(&mut cx, "rate_limit"), &mut cx);
+    let (store, redis_line) = sections::store(top.section_or_empty(&mut cx, "store"), &mut cx);
+    let users = sections::users(&mut top, &mut cx);
+    let apps = sections::apps(&mut top, &mut cx);
+    let passthrough = top
+        .section(&mut cx, "passthrough")
+        .map(|s| sections::passthrough(s, &mut cx));
+    let demo = sections::demo(top.section_or_empty(&mut cx, "demo"), &mut cx);
+    top.finish(&mut cx);
+    let lines = LATE_KEYS
+        .iter()
+        .filter_map(|&dotted| {
+            let (section, key) = dotted.split_once('.')?;
+            let (k, _) = root.get(section)?.as_table_like()?.get_key_value(key)?;
+            Some((dotted, cx.line_of(k.span()?.start)))
+        })
+        .collect();
+
+    // Replicas behind one Redis must sign identity assertions with one key,
+    // or an upstream would reject what another replica signed.
+    if matches!(store, StoreConfig::Redis { .. }) && assertion.is_none() {
+        cx.error(
+            redis_line,
+            "assertion.key",
+            "required with store.kind = \"redis\" (every replica must sign with the same key)",
+        );
+    }
+
+    match server {
+        Some(server) if cx.errors.is_empty() => Ok(Config {
+            source: path.to_path_buf(),
+            server,
+            tls,
+            assertion,
+            api,
+            pat,
+            session,
+            rate_limit,
+            store,
+            users,
+            apps,
+            passthrough,
+            demo,
+            lines,
+        }),
+        _ => {
+            // Read top to bottom; problems without a line come last.
+            cx.errors.sort_by_key(|e| (e.line.is_none(), e.line));
+            Err(ConfigErrors(cx.errors))
+        }
+    }
+}

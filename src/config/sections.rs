@@ -1,0 +1,317 @@
+//! One reader per `gateway.toml` section (SPEC §2): each takes its
+//! [`Section`], reads every key it knows with its default, records what is
+//! wrong in the [`Cx`] and returns the runtime type, placeholders standing in
+//! for wrong values so the walk can go on.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::checks::{
+    check_cookie_name, check_csp_source, check_email, check_group, check_http_url, check_user_pattern,
+    decode_sha256_hex, is_uuid, parse_cidr, same_host,
+};
+use super::walk::{Cx, Section, MAX_MINUTES, MAX_SECONDS};
+use super::{Api, App, Assertion, Demo, Passthrough, Pat, RateLimit, Server, SessionConfig, StoreConfig, Tls, User};
+
+/// `[server]`; `public_url` is required.
+pub(crate) fn server(mut s: Section<'_>, cx: &mut Cx<'_>) -> Server {
+    let listen_given = s.has("listen");
+    let listen = s.socket_addr(cx, "listen");
+    // A bad `listen` is already reported; comparing against it would only
+    // add a confusing second error.
+    let listen_known = listen.is_some() || !listen_given;
+    let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
+    let public_url = match s.required_str(cx, "public_url") {
+        Some(f) => match check_http_url(f.value) {
+            Ok(_) => f.value.trim_end_matches('/').to_string(),
+            Err(why) => {
+                cx.error_at(&f, why);
+                String::new()
+            }
+        },
+        None => String::new(),
+    };
+    let admin_listen = s.socket_addr_field(cx, "admin_listen").map(|f| {
+        let admin = f.value;
+        // /metrics and /readyz must never be reachable on the public port.
+        if listen_known && admin.port() != 0 && admin.port() == listen.port() && same_host(admin.ip(), listen.ip()) {
+            cx.error_at(&f, format!("must not be the public listener ({listen})"));
+        }
+        admin
+    });
+    let shutdown_grace = s.seconds(cx, "shutdown_grace_seconds", 30, 0);
+    let trusted_proxies = s.list(cx, "trusted_proxies", parse_cidr);
+    let header_read_timeout = s.seconds(cx, "header_read_timeout_seconds", 10, 1);
+    let upstream_connect_timeout = s.seconds(cx, "upstream_connect_timeout_seconds", 5, 1);
+    let upstream_timeout = s.seconds(cx, "upstream_timeout_seconds", 60, 1);
+    let worker_threads = s.uint(cx, "worker_threads", 0, 0, 4096) as usize;
+    let tls_handshake_timeout = s.seconds(cx, "tls_handshake_timeout_seconds", 10, 1);
+    let max_connections = s.uint(cx, "max_connections", 10_000, 1, 10_000_000) as usize;
+    let max_header_bytes = s.uint(cx, "max_header_bytes", 65_536, 8192, 1 << 20) as usize;
+    let upstream_ca = s.str(cx, "upstream_ca").and_then(|f| cx.resolve(&f));
+    s.finish(cx);
+    Server {
+        listen,
+        public_url,
+        admin_listen,
+        shutdown_grace,
+        trusted_proxies,
+        header_read_timeout,
+        upstream_connect_timeout,
+        upstream_timeout,
+        worker_threads,
+        tls_handshake_timeout,
+        max_connections,
+        max_header_bytes,
+        upstream_ca,
+    }
+}
+
+/// `[tls]`: both files required, resolved against the config's directory.
+pub(crate) fn tls(mut s: Section<'_>, cx: &mut Cx<'_>) -> Tls {
+    let cert = s.path(cx, "cert").unwrap_or_default();
+    let key = s.path(cx, "key").unwrap_or_default();
+    s.finish(cx);
+    Tls { cert, key }
+}
+
+/// `[assertion]`: the signing key file, resolved like `[tls]`'s.
+pub(crate) fn assertion(mut s: Section<'_>, cx: &mut Cx<'_>) -> Assertion {
+    let key = s.path(cx, "key").unwrap_or_default();
+    s.finish(cx);
+    Assertion { key }
+}
+
+/// `[api]`; the `token_env` variable is read (and hashed) here.
+pub(crate) fn api(mut s: Section<'_>, cx: &mut Cx<'_>) -> Api {
+    let mut token_hashes = s.list(cx, "token_sha256", decode_sha256_hex);
+    let token_env = s.str(cx, "token_env").and_then(|f| {
+        if f.value.is_empty() || f.value.contains(['=', '\0']) {
+            cx.error_at(&f, "expected the name of an environment variable");
+            return None;
+        }
+        // The value is hashed at once and dropped; it is never kept or shown.
+        match std::env::var(f.value) {
+            Ok(v) if !v.is_empty() => {
+                token_hashes.push(Sha256::digest(v.as_bytes()).into());
+            }
+            Ok(_) => cx.error_at(&f, format!("environment variable {} is empty", f.value)),
+            Err(std::env::VarError::NotPresent) => {
+                cx.error_at(&f, format!("environment variable {} is not set", f.value))
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                cx.error_at(&f, format!("environment variable {} is not valid UTF-8", f.value))
+            }
+        }
+        Some(f.value.to_string())
+    });
+    let max_body_bytes = s.uint(cx, "max_body_bytes", 65_536, 1, 1 << 20) as usize;
+    s.finish(cx);
+    Api {
+        token_hashes,
+        token_env,
+        max_body_bytes,
+    }
+}
+
+/// `[pat]`: each default must not be above its max.
+pub(crate) fn pat(mut s: Section<'_>, cx: &mut Cx<'_>) -> Pat {
+    let max_pat = s.uint_field(cx, "max_pat_expiry_seconds", 86_400, 1, MAX_SECONDS);
+    let max_session = s.uint_field(cx, "max_session_expiry_minutes", 1440, 1, MAX_MINUTES);
+    let default_pat = s.uint_field(cx, "default_pat_expiry_seconds", 3600, 1, MAX_SECONDS);
+    let default_session = s.uint_field(cx, "default_session_expiry_minutes", 60, 1, MAX_MINUTES);
+    let single_use = s.bool(cx, "single_use").unwrap_or(true);
+    for (default, max, max_name) in [
+        (&default_pat, &max_pat, "max_pat_expiry_seconds"),
+        (&default_session, &max_session, "max_session_expiry_minutes"),
+    ] {
+        if default.value > max.value {
+            // An implicit default has no line of its own: point at the max.
+            cx.error(
+                default.line.or(max.line),
+                default.key.clone(),
+                format!("{} is above {max_name} ({})", default.value, max.value),
+            );
+        }
+    }
+    s.finish(cx);
+    Pat {
+        max_pat_expiry_seconds: max_pat.value,
+        max_session_expiry_minutes: max_session.value,
+        default_pat_expiry_seconds: default_pat.value,
+        default_session_expiry_minutes: default_session.value,
+        single_use,
+    }
+}
+
+/// `[session]`.
+pub(crate) fn session(mut s: Section<'_>, cx: &mut Cx<'_>) -> SessionConfig {
+    let cookie_name = match s.str(cx, "cookie_name") {
+        Some(f) => match check_cookie_name(f.value) {
+            Ok(()) => f.value.to_string(),
+            Err(why) => {
+                cx.error_at(&f, why);
+                String::new()
+            }
+        },
+        None => "embedgate_session".to_string(),
+    };
+    let minutes = s.uint(cx, "max_lifetime_minutes", 720, 1, MAX_MINUTES);
+    s.finish(cx);
+    SessionConfig {
+        cookie_name,
+        max_lifetime: Duration::from_secs(minutes * 60),
+    }
+}
+
+/// `[rate_limit]`.
+pub(crate) fn rate_limit(mut s: Section<'_>, cx: &mut Cx<'_>) -> RateLimit {
+    let max = u64::from(u32::MAX);
+    let mut per_minute = |key, default| s.uint(cx, key, default, 1, max) as u32;
+    let pat_create_per_minute = per_minute("pat_create_per_minute", 60);
+    let pat_create_per_user_per_minute = per_minute("pat_create_per_user_per_minute", 10);
+    let bad_pat_per_minute = per_minute("bad_pat_per_minute", 30);
+    s.finish(cx);
+    RateLimit {
+        pat_create_per_minute,
+        pat_create_per_user_per_minute,
+        bad_pat_per_minute,
+    }
+}
+
+/// The store, and the line that chose Redis (for the assertion-key check).
+pub(crate) fn store(mut s: Section<'_>, cx: &mut Cx<'_>) -> (StoreConfig, Option<usize>) {
+    enum Kind {
+        Memory,
+        Redis(Option<usize>),
+        /// Already reported; whether `url` belongs cannot be said.
+        Bad,
+    }
+    let kind = match s.str(cx, "kind") {
+        None if s.has("kind") => Kind::Bad,
+        None => Kind::Memory,
+        Some(f) if f.value == "memory" => Kind::Memory,
+        Some(f) if f.value == "redis" => Kind::Redis(f.line),
+        Some(f) => {
+            cx.error_at(&f, format!("expected \"memory\" or \"redis\", found {:?}", f.value));
+            Kind::Bad
+        }
+    };
+    let (store, redis_line) = match kind {
+        Kind::Redis(line) => {
+            let url = s.required_str(cx, "url").map_or_else(String::new, |f| {
+                let scheme_ok = ["redis://", "rediss://"]
+                    .iter()
+                    .any(|p| f.value.len() > p.len() && f.value.starts_with(p));
+                if !scheme_ok {
+                    // The URL may hold a password: do not echo it.
+                    cx.error_at(&f, "expected a redis:// or rediss:// URL");
+                }
+                f.value.to_string()
+            });
+            (StoreConfig::Redis { url }, line)
+        }
+        Kind::Memory => {
+            if let Some(f) = s.entry(cx, "url") {
+                cx.error_at(&f, "only with kind = \"redis\"");
+            }
+            (StoreConfig::Memory, None)
+        }
+        Kind::Bad => {
+            s.entry(cx, "url");
+            (StoreConfig::Memory, None)
+        }
+    };
+    s.finish(cx);
+    (store, redis_line)
+}
+
+/// Every `[[users]]` entry; emails must be unique, case-insensitively.
+pub(crate) fn users(top: &mut Section<'_>, cx: &mut Cx<'_>) -> Vec<User> {
+    let mut users: Vec<User> = Vec::new();
+    for mut s in top.array_of_tables(cx, "users") {
+        let email = match s.required_str(cx, "email") {
+            Some(f) => match check_email(f.value) {
+                Ok(()) => {
+                    let email = f.value.to_ascii_lowercase();
+                    if let Some(first) = users.iter().position(|u| u.email == email) {
+                        cx.error_at(&f, format!("duplicate of users[{first}].email"));
+                    }
+                    email
+                }
+                Err(why) => {
+                    cx.error_at(&f, why);
+                    String::new()
+                }
+            },
+            None => String::new(),
+        };
+        let groups = s.list(cx, "groups", check_group);
+        s.finish(cx);
+        users.push(User { email, groups });
+    }
+    users
+}
+
+/// Every `[[apps]]` entry; ids must be unique, case-insensitively.
+pub(crate) fn apps(top: &mut Section<'_>, cx: &mut Cx<'_>) -> Vec<App> {
+    let mut apps: Vec<App> = Vec::new();
+    for mut s in top.array_of_tables(cx, "apps") {
+        let id = match s.required_str(cx, "id") {
+            Some(f) if is_uuid(f.value) => {
+                let id = f.value.to_ascii_lowercase();
+                if let Some(first) = apps.iter().position(|a| a.id == id) {
+                    cx.error_at(&f, format!("duplicate of apps[{first}].id"));
+                }
+                id
+            }
+            Some(f) => {
+                cx.error_at(
+                    &f,
+                    format!("expected a UUID (8-4-4-4-12 hex digits), found {:?}", f.value),
+                );
+                String::new()
+            }
+            None => String::new(),
+        };
+        let upstream = s.upstream(cx, "upstream");
+        let allow_users = s.list(cx, "allow_users", check_user_pattern);
+        let allow_groups = s.list(cx, "allow_groups", check_group);
+        let frame_ancestors = s.list(cx, "frame_ancestors", check_csp_source);
+        s.finish(cx);
+        apps.push(App {
+            id,
+            upstream,
+            allow_users,
+            allow_groups,
+            frame_ancestors,
+        });
+    }
+    apps
+}
+
+/// `[passthrough]`.
+pub(crate) fn passthrough(mut s: Section<'_>, cx: &mut Cx<'_>) -> Passthrough {
+    let upstream = s.upstream(cx, "upstream");
+    s.finish(cx);
+    Passthrough { upstream }
+}
+
+/// `[demo]`.
+pub(crate) fn demo(mut s: Section<'_>, cx: &mut Cx<'_>) -> Demo {
+    let enabled = s.bool(cx, "enabled").unwrap_or(false);
+    let app_listen = s
+        .socket_addr(cx, "app_listen")
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000)));
+    let portal_listen = s
+        .socket_addr(cx, "portal_listen")
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3001)));
+    s.finish(cx);
+    Demo {
+        enabled,
+        app_listen,
+        portal_listen,
+    }
+}
