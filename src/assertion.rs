@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use http::HeaderValue;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use rustls_pki_types::pem::{self, PemObject};
@@ -27,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 /// How long an assertion lives: `exp` is at most this many seconds after
 /// `iat` (SPEC §5). Short, because it travels to upstreams in a header.
-pub const LIFETIME_SECONDS: u64 = 60;
+pub(crate) const LIFETIME_SECONDS: u64 = 60;
 
 /// A cached assertion is reused only while it has at least this long left,
 /// so that it does not expire in flight or while the upstream checks it.
@@ -43,7 +44,7 @@ const KID_HASH_BYTES: usize = 16;
 ///
 /// No variant carries key material or a token.
 #[derive(Debug, thiserror::Error)]
-pub enum AssertionError {
+pub(crate) enum AssertionError {
     /// The key file could not be read.
     #[error("cannot read assertion key {}: {source}", path.display())]
     KeyRead {
@@ -92,25 +93,25 @@ pub enum AssertionError {
 
 /// The claims of an assertion (RFC 7519 §4.1 plus `groups`).
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Claims<'a> {
+pub(crate) struct Claims<'a> {
     /// Issuer: the gateway's `public_url`.
-    pub iss: &'a str,
+    pub(crate) iss: &'a str,
     /// Audience: the app id.
-    pub aud: &'a str,
+    pub(crate) aud: &'a str,
     /// Subject: the user's email.
-    pub sub: &'a str,
+    pub(crate) sub: &'a str,
     /// The user's groups.
-    pub groups: &'a [String],
+    pub(crate) groups: &'a [String],
     /// Issued at, seconds since the Unix epoch.
-    pub iat: u64,
+    pub(crate) iat: u64,
     /// Expiry, seconds since the Unix epoch; at most [`LIFETIME_SECONDS`] after `iat`.
-    pub exp: u64,
+    pub(crate) exp: u64,
 }
 
 /// The private key behind the assertions, with its public JWK Set.
 ///
 /// Cheap to share: `Send + Sync`, signing takes `&self`.
-pub struct Signer {
+pub(crate) struct Signer {
     key: Key,
     kid: String,
     jwks: String,
@@ -151,7 +152,7 @@ impl Signer {
     /// A fresh Ed25519 key held only in memory: what a single replica without
     /// `[assertion]` uses (SPEC §2). Upstreams must refetch the JWKS after a
     /// restart.
-    pub fn generate() -> Result<Signer, AssertionError> {
+    pub(crate) fn generate() -> Result<Signer, AssertionError> {
         let rng = SystemRandom::new();
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| AssertionError::Generate)?;
         let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| AssertionError::Generate)?;
@@ -161,7 +162,7 @@ impl Signer {
     /// Loads a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`,
     /// RFC 5958 / RFC 7468 §10): Ed25519 (v1 or v2 PKCS#8, as openssl and
     /// rcgen write) or ECDSA P-256. Replicas sharing the file share the `kid`.
-    pub fn from_pem_file(path: &Path) -> Result<Signer, AssertionError> {
+    pub(crate) fn from_pem_file(path: &Path) -> Result<Signer, AssertionError> {
         let pem = read_bounded(path)?;
         let parse_err = |reason: &str| AssertionError::KeyParse {
             path: path.to_owned(),
@@ -231,18 +232,18 @@ impl Signer {
     /// The key id: base64url of the first 16 bytes of SHA-256 of the public
     /// key bytes (RFC 7517 §4.5 leaves the scheme to us). Stable for a key
     /// file, so replicas agree.
-    pub fn kid(&self) -> &str {
+    pub(crate) fn kid(&self) -> &str {
         &self.kid
     }
 
     /// The JWS `alg` (RFC 7518 §3.1, RFC 8037 §3.1): `"EdDSA"` or `"ES256"`.
-    pub fn alg(&self) -> &'static str {
+    pub(crate) fn alg(&self) -> &'static str {
         self.key.alg()
     }
 
     /// The JWK Set (RFC 7517 §5) with this key's public half, served at
     /// `/.well-known/embedgate/jwks.json`.
-    pub fn jwks_json(&self) -> &str {
+    pub(crate) fn jwks_json(&self) -> &str {
         &self.jwks
     }
 
@@ -251,7 +252,7 @@ impl Signer {
     /// 64-byte `R || S` form RFC 7518 §3.4 requires.
     ///
     /// Refuses claims whose lifetime is empty or longer than [`LIFETIME_SECONDS`].
-    pub fn sign(&self, claims: &Claims<'_>) -> Result<String, AssertionError> {
+    pub(crate) fn sign(&self, claims: &Claims<'_>) -> Result<String, AssertionError> {
         if claims.exp <= claims.iat || claims.exp - claims.iat > LIFETIME_SECONDS {
             return Err(AssertionError::Lifetime {
                 iat: claims.iat,
@@ -276,13 +277,14 @@ impl Signer {
 }
 
 /// A session's last assertion, reused while it has time left so that signing
-/// does not cost every request.
+/// does not cost every request. It is kept as the header value it is sent
+/// as, so a request only clones it.
 ///
 /// It remembers the key and the identity it was signed for, and is never
 /// handed out for another.
 #[derive(Clone)]
-pub struct Cached {
-    token: String,
+pub(crate) struct Cached {
+    token: HeaderValue,
     iat: u64,
     exp: u64,
     kid: String,
@@ -324,16 +326,19 @@ impl Cached {
 /// `now` (and its `iat` is not in the future, should the clock step back);
 /// otherwise a new one signed from `claims` (whose `iat`/`exp` the caller
 /// sets, normally `now` and `now + LIFETIME_SECONDS`), stored in `cache`.
-pub fn reuse_or_sign(
+/// Either way as the `X-Embed-Assertion` value, marked sensitive.
+pub(crate) fn reuse_or_sign(
     cache: &mut Option<Cached>,
     signer: &Signer,
     claims: &Claims<'_>,
     now: u64,
-) -> Result<String, AssertionError> {
+) -> Result<HeaderValue, AssertionError> {
     if let Some(cached) = cache.as_ref().filter(|c| c.fits(signer, claims, now)) {
         return Ok(cached.token.clone());
     }
-    let token = signer.sign(claims)?;
+    // base64url and dots: always a valid header value.
+    let mut token = HeaderValue::try_from(signer.sign(claims)?).map_err(|_| AssertionError::Sign)?;
+    token.set_sensitive(true);
     *cache = Some(Cached {
         token: token.clone(),
         iat: claims.iat,
@@ -498,11 +503,9 @@ mod tests {
         let groups = groups();
         let mut cache = None;
         let token = reuse_or_sign(&mut cache, &signer, &claims_at(&groups, NOW), NOW).unwrap();
+        let token = token.to_str().unwrap();
         let shown = format!("{cache:?}");
-        assert!(
-            !shown.contains(&token) && !shown.contains(segments(&token)[2]),
-            "{shown}"
-        );
+        assert!(!shown.contains(token) && !shown.contains(segments(token)[2]), "{shown}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use rcgen::{
 };
 
 /// File name of the dev CA's certificate, written beside the leaf certificate.
-pub const DEV_CA_FILE: &str = "dev-ca.pem";
+pub(crate) const DEV_CA_FILE: &str = "dev-ca.pem";
 
 /// How long the dev certificates are valid: browsers refuse leaves valid for
 /// more than 398 days, so stay under it.
@@ -65,7 +65,7 @@ pub enum CertError {
 /// Returns `Ok(true)` when the files were created, `Ok(false)` when both
 /// `cert` and `key` already exist (they are not read or checked), and an
 /// error naming the missing file when only one of them exists.
-pub fn ensure_dev_cert(cert: &Path, key: &Path) -> Result<bool, CertError> {
+pub(crate) fn ensure_dev_cert(cert: &Path, key: &Path) -> Result<bool, CertError> {
     match (exists(cert)?, exists(key)?) {
         (true, true) => return Ok(false),
         (true, false) => return Err(incomplete(cert, key)),
@@ -100,7 +100,7 @@ pub fn ensure_dev_cert(cert: &Path, key: &Path) -> Result<bool, CertError> {
 ///
 /// Returns `Ok(true)` when created, `Ok(false)` when the file already exists
 /// (it is not read or checked).
-pub fn ensure_signing_key(path: &Path) -> Result<bool, CertError> {
+pub(crate) fn ensure_signing_key(path: &Path) -> Result<bool, CertError> {
     if exists(path)? {
         return Ok(false);
     }

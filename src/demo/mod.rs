@@ -60,24 +60,24 @@ use portal::DemoPortal;
 
 /// How the demo app reaches the gateway from the server side.
 #[derive(Clone, Debug)]
-pub struct GatewayLink {
+pub(crate) struct GatewayLink {
     /// The gateway's base URL over plain HTTP, e.g. `http://127.0.0.1:8443`;
     /// the app fetches `<base>/.well-known/embedgate/jwks.json`.
-    pub base: String,
+    pub(crate) base: String,
 }
 
 /// What the demo portal needs to mint PATs.
 #[derive(Clone)]
-pub struct Portal {
+pub(crate) struct Portal {
     /// The gateway's base URL from the server side, over plain HTTP, e.g.
     /// `http://127.0.0.1:8443`.
-    pub gateway_api: String,
+    pub(crate) gateway_api: String,
     /// The API token sent as `Authorization: Basic <token>`. Never shown.
-    pub api_token: String,
+    pub(crate) api_token: String,
     /// The user the portal embeds the app for.
-    pub email: String,
+    pub(crate) email: String,
     /// The app it embeds.
-    pub app_id: String,
+    pub(crate) app_id: String,
 }
 
 /// Leaves the API token out (SPEC §8).
@@ -95,7 +95,7 @@ impl fmt::Debug for Portal {
 /// Binds `listen` and serves the demo app on it in a background task, for
 /// as long as the runtime lives. Returns the bound address (useful with
 /// port 0).
-pub async fn spawn_app(listen: SocketAddr, gateway: GatewayLink) -> std::io::Result<SocketAddr> {
+pub(crate) async fn spawn_app(listen: SocketAddr, gateway: GatewayLink) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(listen).await?;
     let local = listener.local_addr()?;
     let app = Arc::new(DemoApp::new(&gateway));
@@ -108,7 +108,7 @@ pub async fn spawn_app(listen: SocketAddr, gateway: GatewayLink) -> std::io::Res
 
 /// Binds `listen` and serves the demo portal on it in a background task,
 /// for as long as the runtime lives. Returns the bound address.
-pub async fn spawn_portal(listen: SocketAddr, portal: Portal) -> std::io::Result<SocketAddr> {
+pub(crate) async fn spawn_portal(listen: SocketAddr, portal: Portal) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(listen).await?;
     let local = listener.local_addr()?;
     let portal = Arc::new(DemoPortal::new(portal));

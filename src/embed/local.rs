@@ -97,7 +97,6 @@ impl Local {
         };
         let jwt = assertion::reuse_or_sign(&mut entry.assertion, signer, &claims, now)
             .map_err(|e| GatewayError::Internal(Box::new(e)))?;
-        let jwt = HeaderValue::from_str(&jwt).map_err(|e| GatewayError::Internal(Box::new(e)))?;
         let mut headers = HeaderMap::with_capacity(5);
         headers.insert(X_EMBED_USER.clone(), entry.user.clone());
         headers.insert(X_EMBED_GROUPS.clone(), entry.groups_header.clone());

@@ -7,7 +7,7 @@ use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGN
 use serde_json::{json, Value};
 
 use super::*;
-use crate::assertion::{reuse_or_sign, Claims, Signer, LIFETIME_SECONDS};
+use crate::assertion::{self, Cached, Claims, Signer, LIFETIME_SECONDS};
 
 const NOW: u64 = 1_700_000_000;
 
@@ -266,6 +266,16 @@ fn kid_is_stable_across_loads_of_one_file_and_differs_between_keys() {
     );
     assert_ne!(Signer::from_pem_file(&ed).unwrap().kid(), a.kid());
     assert_ne!(Signer::generate().unwrap().kid(), Signer::generate().unwrap().kid());
+}
+
+/// [`assertion::reuse_or_sign`], as the text of the header value.
+fn reuse_or_sign(
+    cache: &mut Option<Cached>,
+    signer: &Signer,
+    claims: &Claims<'_>,
+    now: u64,
+) -> Result<String, assertion::AssertionError> {
+    assertion::reuse_or_sign(cache, signer, claims, now).map(|v| v.to_str().unwrap().to_owned())
 }
 
 #[test]
