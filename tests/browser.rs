@@ -11,7 +11,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::Gateway;
 
@@ -136,24 +136,123 @@ async fn portal_embeds_the_app_cross_site_with_a_verified_identity() {
     assert!(log.contains("personal-access-token=REDACTED"), "{log}");
 }
 
+/// The portal's origin is not in the app's `frame_ancestors`: the gateway
+/// serves the app's page (so the frame fails for no other reason) and
+/// Chromium itself says it refused the frame because of that policy.
 #[tokio::test]
 async fn browser_refuses_to_frame_the_app_for_an_origin_not_in_frame_ancestors() {
     let Some(chromium) = chromium() else { return };
     let (gateway, portal) = start_demo("[\"https://portal.example.com\"]", false).await;
-    let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &format!("http://127.0.0.1:{portal}/")))
-        .await
-        .expect("browser task");
-    // The frame loads nothing the portal can hear from: CSP frame-ancestors.
-    assert_eq!(
-        embed_status(&dom),
-        "waiting for the embedded app…",
-        "gateway log:\n{}",
+    let app_origin = format!("http://localhost:{}", gateway.public_addr.port());
+    // Watched in real time over the DevTools protocol: the refusal is an
+    // event (an issue and a console message), not something the DOM shows.
+    let browser = Devtools::launch(&chromium).await;
+    let page = browser.open("about:blank").await;
+    // Before the portal loads, so that nothing it raises is missed.
+    for method in ["Audits.enable", "Log.enable"] {
+        browser.call(Some(&page), method, serde_json::json!({})).await;
+    }
+    browser
+        .call(
+            Some(&page),
+            "Page.navigate",
+            serde_json::json!({"url": format!("http://127.0.0.1:{portal}/")}),
+        )
+        .await;
+    let portal_frame = browser
+        .call(Some(&page), "Page.getFrameTree", serde_json::json!({}))
+        .await["frameTree"]["frame"]["id"]
+        .as_str()
+        .expect("the portal's frame id")
+        .to_string();
+
+    // Until Chromium reports a frame-ancestors violation, or the app reports
+    // in from inside the frame (it was framed after all).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (issue, status) = loop {
+        let status = browser.text_of(&page, "embed-status").await;
+        let issue = browser
+            .events(&page, "Audits.issueAdded")
+            .into_iter()
+            .map(|event| event["issue"].clone())
+            .find(|issue| {
+                issue["code"] == "ContentSecurityPolicyIssue"
+                    && issue["details"]["contentSecurityPolicyIssueDetails"]["violatedDirective"] == "frame-ancestors"
+            });
+        if issue.is_some() || status.starts_with("the embedded app reports") || Instant::now() > deadline {
+            break (issue, status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let console: Vec<String> = browser
+        .events(&page, "Log.entryAdded")
+        .iter()
+        .map(|event| event["entry"]["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+
+    // The gateway did its part: the exchange (303), then the app's page
+    // itself, served (200) to the frame the redirect led to.
+    let exchange = format!("/embed-apps/{APP}?personal-access-token=REDACTED");
+    let app_page = format!("/embed-apps/{APP}/");
+    let served = common::eventually(common::T, || async {
+        let log = gateway.stderr();
+        let lines: Vec<&str> = log.lines().collect();
+        lines
+            .iter()
+            .position(|l| logs_get(l, &exchange, 303))
+            .is_some_and(|at| lines[at + 1..].iter().any(|l| logs_get(l, &app_page, 200)))
+    })
+    .await;
+    assert!(
+        served,
+        "the gateway did not serve the app's page (200) after the exchange (303):\n{}",
         gateway.stderr()
     );
+
+    // Chromium refused the frame, and because of frame-ancestors: an issue
+    // naming the directive, the app's URL and the portal's frame as the
+    // ancestor it refused, and the policy as the gateway sent it.
+    let issue = issue.unwrap_or_else(|| {
+        panic!(
+            "Chromium reported no frame-ancestors violation; status {status:?}; console {console:#?}; \
+             gateway log:\n{}",
+            gateway.stderr()
+        )
+    });
+    let details = &issue["details"]["contentSecurityPolicyIssueDetails"];
+    assert_eq!(details["isReportOnly"], false, "{issue}");
+    let blocked = details["blockedURL"].as_str().expect("a blocked URL");
+    assert!(
+        blocked.starts_with(&app_origin),
+        "blocked {blocked:?}, not the app at {app_origin}"
+    );
+    assert_eq!(details["frameAncestor"]["frameId"], portal_frame.as_str(), "{issue}");
+    let policy = "Content Security Policy directive: \"frame-ancestors https://portal.example.com\"";
+    assert!(
+        console
+            .iter()
+            .any(|text| text.contains(policy) && text.contains(&format!("'{app_origin}/"))),
+        "no console message of the refusal naming {policy:?}: {console:#?}"
+    );
+    // So the app never ran, and could not tell the portal anything.
+    assert_eq!(status, "waiting for the embedded app…");
     assert!(
         gateway.stderr().contains("session started"),
         "the exchange itself happened"
     );
+}
+
+/// Whether `line` is the gateway's access-log line of a `GET target`
+/// answered with `status` (its `key=value` fields, in any order).
+fn logs_get(line: &str, target: &str, status: u16) -> bool {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    [
+        "method=GET".to_string(),
+        format!("target={target}"),
+        format!("status={status}"),
+    ]
+    .iter()
+    .all(|field| fields.contains(&field.as_str()))
 }
 
 /// Chromium, given `https`, speaks HTTP/2 to the gateway and opens the demo
@@ -205,13 +304,15 @@ async fn browser_websocket_over_http2_echoes_through_the_gateway() {
     );
 }
 
-/// Headless Chromium driven over the DevTools protocol (just the three
-/// commands these tests need), killed on drop.
+/// Headless Chromium driven over the DevTools protocol (just the commands
+/// these tests need), killed on drop.
 struct Devtools {
     child: std::process::Child,
     _profile: tempfile::TempDir,
     socket: tokio::sync::Mutex<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>>,
     next_id: std::sync::atomic::AtomicU64,
+    /// Every event read so far, in order (they arrive between answers).
+    events: std::sync::Mutex<Vec<serde_json::Value>>,
 }
 
 impl Devtools {
@@ -254,11 +355,12 @@ impl Devtools {
             _profile: profile,
             socket: tokio::sync::Mutex::new(socket),
             next_id: std::sync::atomic::AtomicU64::new(1),
+            events: std::sync::Mutex::new(Vec::new()),
         }
     }
 
     /// Sends one command (to a page's session when given) and returns its
-    /// `result`, skipping the events in between.
+    /// `result`, keeping the events in between for [`Devtools::events`].
     async fn call(&self, session: Option<&str>, method: &str, params: serde_json::Value) -> serde_json::Value {
         use futures_util::{SinkExt, StreamExt};
         use tokio_tungstenite::tungstenite::Message;
@@ -280,6 +382,10 @@ impl Devtools {
                 .expect("devtools read");
             let Message::Text(text) = message else { continue };
             let reply: serde_json::Value = serde_json::from_str(text.as_str()).expect("devtools JSON");
+            if reply.get("method").is_some() {
+                self.events.lock().unwrap().push(reply);
+                continue;
+            }
             if reply["id"] == id {
                 assert!(reply.get("error").is_none(), "devtools {method}: {reply}");
                 return reply["result"].clone();
@@ -302,20 +408,37 @@ impl Devtools {
         attached["sessionId"].as_str().expect("a session").to_string()
     }
 
+    /// The `params` of every event `method` of the page's session read so
+    /// far (events are read while waiting for answers: call something first).
+    fn events(&self, session: &str, method: &str) -> Vec<serde_json::Value> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|event| event["sessionId"] == session && event["method"] == method)
+            .map(|event| event["params"].clone())
+            .collect()
+    }
+
+    /// The text of the element `id` now (empty while there is none).
+    async fn text_of(&self, session: &str, id: &str) -> String {
+        let expression = format!("(document.getElementById('{id}') || {{}}).textContent || ''");
+        let result = self
+            .call(
+                Some(session),
+                "Runtime.evaluate",
+                serde_json::json!({"expression": expression, "returnByValue": true}),
+            )
+            .await;
+        result["result"]["value"].as_str().unwrap_or("").to_string()
+    }
+
     /// Polls the text of the element `id` until it contains `want` or
     /// `limit` passes; returns the last text seen.
     async fn wait_for_text(&self, session: &str, id: &str, want: &str, limit: Duration) -> String {
-        let expression = format!("(document.getElementById('{id}') || {{}}).textContent || ''");
         let deadline = std::time::Instant::now() + limit;
         loop {
-            let result = self
-                .call(
-                    Some(session),
-                    "Runtime.evaluate",
-                    serde_json::json!({"expression": expression, "returnByValue": true}),
-                )
-                .await;
-            let text = result["result"]["value"].as_str().unwrap_or("").to_string();
+            let text = self.text_of(session, id).await;
             if text.contains(want) || std::time::Instant::now() > deadline {
                 return text;
             }

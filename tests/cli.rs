@@ -267,6 +267,13 @@ async fn secrets_are_never_logged() {
     assert!(gw.wait_exit(Duration::from_secs(5)).await.is_some());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let stderr = gw.stderr();
+    // The capture holds both requests, so that no secret in it means something.
+    for target in [
+        "/embed-apps/8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc?personal-access-token=REDACTED",
+        "/passthrough?personal-access-token=REDACTED",
+    ] {
+        assert!(stderr.contains(target), "the access log lacks {target}:\n{stderr}");
+    }
     for secret in [
         "pat_0123456789abcdeffedcba9876543210",
         "pat_fedcba98765432100123456789abcdef",

@@ -19,6 +19,15 @@ async fn gateway() -> (Gateway, Upstream, Upstream) {
     (gw, a, b)
 }
 
+/// The `;`-separated parts of a `Set-Cookie` value (or of its attributes),
+/// trimmed and sorted: their order carries no meaning (RFC 6265 §5.2), but a
+/// part missing, added, changed or repeated does.
+fn cookie_parts(v: &str) -> Vec<String> {
+    let mut parts: Vec<String> = v.split(';').map(|part| part.trim().to_string()).collect();
+    parts.sort_unstable();
+    parts
+}
+
 fn is_lower_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
@@ -67,9 +76,14 @@ async fn exchange_sets_partitioned_path_scoped_cookie() {
         "session token is not 64 lowercase hex: {value:?}"
     );
     assert!(!pat.contains(value), "the session token is the PAT");
+    // In any order, but exactly these five, each once.
     assert_eq!(
-        attrs,
-        format!(" Path=/embed-apps/{APP_A}; Secure; HttpOnly; SameSite=None; Partitioned")
+        cookie_parts(attrs),
+        cookie_parts(&format!(
+            "Path=/embed-apps/{APP_A}; Secure; HttpOnly; SameSite=None; Partitioned"
+        )),
+        "{:?}",
+        cookies[0]
     );
     assert_eq!(a.requests(), 0, "the exchange itself reached the upstream");
     // The cookie works.
@@ -723,11 +737,16 @@ const FRAMING_RESPONSE: &[u8] = b"HTTP/1.1 302 Found\r\n\
     Content-Length: 0\r\n\
     \r\n";
 
-fn csp_directives(v: &str) -> BTreeSet<String> {
-    v.split(';')
+/// The directives of a CSP value, whitespace normalised, sorted: their order
+/// carries no meaning, but a repeat does (a browser obeys the first only).
+fn csp_directives(v: &str) -> Vec<String> {
+    let mut directives: Vec<String> = v
+        .split(';')
         .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter(|d| !d.is_empty())
-        .collect()
+        .collect();
+    directives.sort_unstable();
+    directives
 }
 
 async fn framing_gateway() -> (Gateway, Upstream) {
@@ -750,13 +769,9 @@ async fn frame_ancestors_replace_upstream_csp() {
             .map(|v| v.to_str().unwrap())
             .collect();
         assert_eq!(csp.len(), 1, "{csp:?}");
-        let expected: BTreeSet<String> = [
-            "default-src 'self'".to_string(),
-            "script-src 'self' 'unsafe-inline'".to_string(),
-            format!("frame-ancestors {ancestors}"),
-        ]
-        .into_iter()
-        .collect();
+        let expected = csp_directives(&format!(
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; frame-ancestors {ancestors}"
+        ));
         assert_eq!(csp_directives(csp[0]), expected, "app {app}: {:?}", csp[0]);
     }
 }
@@ -803,16 +818,15 @@ async fn upstream_location_and_set_cookie_rewritten() {
         .map(|v| v.to_str().unwrap())
         .collect();
     assert_eq!(cookies.len(), 2, "{cookies:?}");
-    let attrs = |c: &str| -> BTreeSet<String> { c.split(';').map(|a| a.trim().to_string()).collect() };
     assert_eq!(
-        attrs(cookies[0]),
-        attrs(&format!("sid=abc123; Path=/embed-apps/{APP_A}/; HttpOnly")),
+        cookie_parts(cookies[0]),
+        cookie_parts(&format!("sid=abc123; Path=/embed-apps/{APP_A}/; HttpOnly")),
         "{:?}",
         cookies[0]
     );
     assert_eq!(
-        attrs(cookies[1]),
-        attrs(&format!("pref=dark; Path=/embed-apps/{APP_A}/settings; Max-Age=60")),
+        cookie_parts(cookies[1]),
+        cookie_parts(&format!("pref=dark; Path=/embed-apps/{APP_A}/settings; Max-Age=60")),
         "{:?}",
         cookies[1]
     );

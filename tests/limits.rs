@@ -127,7 +127,13 @@ async fn oversize_request_head_is_refused_while_others_are_served() {
     match tokio::time::timeout(Duration::from_secs(5), big.read_response(false)).await {
         Err(_) => panic!("no answer and no close within 5 s for an oversize head"),
         Ok(Ok(resp)) => assert_eq!(resp.status, 431, "{resp:?}"),
-        Ok(Err(_closed)) => {}
+        Ok(Err(closed)) => assert!(
+            matches!(
+                closed.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ),
+            "neither a 431 nor a close: {closed}"
+        ),
     }
     assert_eq!(up.requests(), 1, "the oversize request reached the upstream");
 
