@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
-# Throughput of the gateway relative to the same upstream reached directly,
-# measured in one run on this machine (it is shared and noisy: read the
-# ratios, not the absolute numbers).
+# Throughput and CPU cost of the gateway, measured in one run beside
+# references on this machine (it is shared and noisy: read the ratios, not
+# the absolute numbers).
 #
-#   bash bench/load.sh            # needs wrk (apt-get install wrk)
+#   bash bench/load.sh                      # needs wrk (apt-get install wrk)
+#   BASELINE=/path/to/old/embedgate bash bench/load.sh   # also an older build
 #
-# Runs of wrk against: the upstream directly; nginx's proxy_pass with an
-# upstream keep-alive pool (when nginx is installed: the field's reference
-# reverse proxy); the gateway's [passthrough]; the gateway's embed route
-# with a live session (identity headers, cached assertion, response
-# rewriting). Prints requests/s and the ratio to the direct run for each.
-# Everything listens on 127.0.0.1 and is stopped by PID at the end.
+# Each round runs wrk against: the upstream directly; nginx's proxy_pass with
+# an upstream keep-alive pool (when nginx is installed: the field's reference
+# reverse proxy); the gateway's [passthrough]; the gateway's embed route with
+# a live session (identity headers, cached assertion, response rewriting);
+# and, with BASELINE, the same two routes of that other binary. Rounds are
+# interleaved and the medians reported: requests/s, its ratio to the direct
+# run, and the proxy process's CPU microseconds per request (from
+# /proc/<pid>/stat), the figure that separates proxies when the load
+# generator is the bottleneck.
+#
+# With two or more CPUs, wrk and the upstream are pinned to CPU 0 and each
+# proxy (one worker thread / process) to CPU 1. Everything listens on
+# 127.0.0.1 and is stopped by PID at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 1; }
 
 duration=${DURATION:-5}
 connections=${CONNECTIONS:-32}
+rounds=${ROUNDS:-3}
 cargo build --release --quiet --bin embedgate --example bench_upstream
 
 work=$(mktemp -d)
@@ -24,7 +33,12 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-target/release/examples/bench_upstream 127.0.0.1:0 > "$work/upstream.out" &
+pin_load=() pin_proxy=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  pin_load=(taskset -c 0) pin_proxy=(taskset -c 1)
+fi
+
+"${pin_load[@]}" target/release/examples/bench_upstream 127.0.0.1:0 > "$work/upstream.out" &
 pids+=($!)
 for _ in $(seq 50); do grep -q listening "$work/upstream.out" && break; sleep 0.1; done
 upstream=$(awk '/listening/ {print $2}' "$work/upstream.out")
@@ -36,6 +50,7 @@ cat > "$work/gateway.toml" <<TOML
 [server]
 listen = "127.0.0.1:0"
 public_url = "http://127.0.0.1"
+worker_threads = 1
 [api]
 token_sha256 = ["$hash"]
 [rate_limit]
@@ -49,31 +64,47 @@ allow_users = ["*"]
 [passthrough]
 upstream = "http://$upstream"
 TOML
-RUST_LOG=warn target/release/embedgate --config "$work/gateway.toml" > "$work/gateway.out" 2> "$work/gateway.err" &
-pids+=($!)
-for _ in $(seq 50); do grep -q 'embedgate ready' "$work/gateway.out" && break; sleep 0.1; done
-gateway=$(sed -n 's/.*public=http:\/\/\([^ ]*\).*/\1/p' "$work/gateway.out")
 
-pat=$(curl -s -X POST "http://$gateway/api/ext/users/personal-access-token" \
-  -H "Authorization: Basic $token" -H 'Content-Type: application/json' \
-  -d "{\"email\": \"bench@example.com\", \"appId\": \"$app\"}" | sed 's/.*"personalAccessToken":"\([^"]*\)".*/\1/')
-cookie=$(curl -s -o /dev/null -D - "http://$gateway/embed-apps/$app?personal-access-token=$pat" \
-  | sed -n 's/^set-cookie: \([^;]*\).*/\1/ip')
+# start_gateway NAME BINARY: starts it, opens a session; sets NAME_addr,
+# NAME_pid and NAME_cookie.
+start_gateway() {
+  local name=$1 bin=$2
+  RUST_LOG=warn "${pin_proxy[@]}" "$bin" --config "$work/gateway.toml" > "$work/$name.out" 2> "$work/$name.err" &
+  local pid=$!
+  pids+=("$pid")
+  for _ in $(seq 50); do grep -q 'embedgate ready' "$work/$name.out" && break; sleep 0.1; done
+  local addr
+  addr=$(sed -n 's/.*public=http:\/\/\([^ ]*\).*/\1/p' "$work/$name.out")
+  local pat cookie
+  pat=$(curl -s -X POST "http://$addr/api/ext/users/personal-access-token" \
+    -H "Authorization: Basic $token" -H 'Content-Type: application/json' \
+    -d "{\"email\": \"bench@example.com\", \"appId\": \"$app\"}" | sed 's/.*"personalAccessToken":"\([^"]*\)".*/\1/')
+  cookie=$(curl -s -o /dev/null -D - "http://$addr/embed-apps/$app?personal-access-token=$pat" \
+    | sed -n 's/^set-cookie: \([^;]*\).*/\1/ip')
+  # Benchmark only what works: both gateway routes must answer 200 first.
+  for url in "http://$addr/" "http://$addr/embed-apps/$app/"; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $cookie" "$url")
+    [ "$code" = 200 ] || { echo "$name: $url answered $code, not 200"; cat "$work/$name.err"; exit 1; }
+  done
+  printf -v "${name}_addr" '%s' "$addr"
+  printf -v "${name}_pid" '%s' "$pid"
+  printf -v "${name}_cookie" '%s' "$cookie"
+}
 
-# Benchmark only what works: both gateway routes must answer 200 first.
-for url in "http://$gateway/" "http://$gateway/embed-apps/$app/"; do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $cookie" "$url")
-  [ "$code" = 200 ] || { echo "$url answered $code, not 200"; cat "$work/gateway.err"; exit 1; }
-done
+start_gateway gw target/release/embedgate
+if [ -n "${BASELINE:-}" ]; then
+  start_gateway base "$BASELINE"
+fi
 
-nginx_port=""
+nginx_port="" nginx_pid=""
 if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then
   nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
   nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   mkdir -p "$work/nginx/logs"
   cat > "$work/nginx/nginx.conf" <<NGINX
-worker_processes auto;
+worker_processes 1;
 daemon off;
+master_process off;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/logs/error.log warn;
 events { worker_connections 1024; }
@@ -86,19 +117,53 @@ http {
   }
 }
 NGINX
-  "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" &
-  pids+=($!)
+  "${pin_proxy[@]}" "$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" &
+  nginx_pid=$!
+  pids+=("$nginx_pid")
   for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$nginx_port/" && break; sleep 0.1; done
 fi
 
-rps() { wrk -t1 -c"$connections" -d"${duration}s" "$@" | awk '/Requests\/sec/ {print $2}'; }
-direct=$(rps "http://$upstream/")
-[ -n "$nginx_port" ] && nginx=$(rps "http://127.0.0.1:$nginx_port/")
-passthrough=$(rps "http://$gateway/")
-embed=$(rps -H "Cookie: $cookie" "http://$gateway/embed-apps/$app/")
+ticks=$(getconf CLK_TCK)
+# cpu_ticks PID: user + system clock ticks the process has used.
+cpu_ticks() { [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" || echo 0; }
+# measure LABEL PID wrk-args...: one wrk run; appends "rps cpu_us" to $work/LABEL.
+measure() {
+  local label=$1 pid=$2; shift 2
+  local before after out requests rps
+  before=$(cpu_ticks "$pid")
+  out=$("${pin_load[@]}" wrk -t1 -c"$connections" -d"${duration}s" "$@")
+  after=$(cpu_ticks "$pid")
+  requests=$(awk '/requests in/ {print $1}' <<<"$out")
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  echo "$rps $(echo "($after - $before) * 1000000 / $ticks / $requests" | bc -l)" >> "$work/r_$label"
+}
 
-printf '%-28s %12s %8s\n' route 'requests/s' 'ratio'
-printf '%-28s %12s %8s\n' 'direct (reference)' "$direct" 1.00
-[ -n "$nginx_port" ] && printf '%-28s %12s %8.2f\n' 'nginx proxy_pass' "$nginx" "$(echo "$nginx / $direct" | bc -l)"
-printf '%-28s %12s %8.2f\n' 'gateway passthrough' "$passthrough" "$(echo "$passthrough / $direct" | bc -l)"
-printf '%-28s %12s %8.2f\n' 'gateway embed (session)' "$embed" "$(echo "$embed / $direct" | bc -l)"
+for round in $(seq "$rounds"); do
+  echo "round $round of $rounds" >&2
+  measure direct "" "http://$upstream/"
+  [ -n "$nginx_port" ] && measure nginx "$nginx_pid" "http://127.0.0.1:$nginx_port/"
+  measure passthrough "$gw_pid" "http://$gw_addr/"
+  measure embed "$gw_pid" -H "Cookie: $gw_cookie" "http://$gw_addr/embed-apps/$app/"
+  if [ -n "${BASELINE:-}" ]; then
+    measure base_passthrough "$base_pid" "http://$base_addr/"
+    measure base_embed "$base_pid" -H "Cookie: $base_cookie" "http://$base_addr/embed-apps/$app/"
+  fi
+done
+
+# median FILE COLUMN
+median() { sort -g -k"$2" "$1" | awk -v c="$2" '{v[NR]=$c} END {print v[int((NR+1)/2)]}'; }
+direct=$(median "$work/r_direct" 1)
+printf '%-30s %12s %8s %12s\n' route 'requests/s' 'ratio' 'CPU us/req'
+printf '%-30s %12.0f %8s %12s\n' 'direct (reference)' "$direct" 1.00 -
+row() {
+  [ -f "$work/r_$2" ] || return 0
+  local rps cpu
+  rps=$(median "$work/r_$2" 1)
+  cpu=$(median "$work/r_$2" 2)
+  printf '%-30s %12.0f %8.2f %12.1f\n' "$1" "$rps" "$(echo "$rps / $direct" | bc -l)" "$cpu"
+}
+row 'nginx proxy_pass' nginx
+row 'gateway passthrough' passthrough
+row 'gateway embed (session)' embed
+row 'baseline passthrough' base_passthrough
+row 'baseline embed (session)' base_embed
