@@ -236,9 +236,39 @@ pub(crate) struct App {
     pub(crate) allow_groups: Vec<String>,
     /// CSP `frame-ancestors` sources allowed to frame the app.
     pub(crate) frame_ancestors: Vec<String>,
+    /// `/embed-apps/<id>`, where the app is mounted: built once as the
+    /// `X-Forwarded-Prefix` value it is sent as.
+    pub(crate) prefix: http::HeaderValue,
 }
 
 impl App {
+    /// An app with its mount prefix made from its id.
+    pub(crate) fn new(
+        id: String,
+        upstream: Upstream,
+        allow_users: Vec<String>,
+        allow_groups: Vec<String>,
+        frame_ancestors: Vec<String>,
+    ) -> App {
+        // The id is a checked UUID (or empty after a reported error), so
+        // the prefix is always a valid header value.
+        let prefix = http::HeaderValue::try_from(format!("/embed-apps/{id}"))
+            .unwrap_or_else(|_| http::HeaderValue::from_static("/embed-apps"));
+        App {
+            id,
+            upstream,
+            allow_users,
+            allow_groups,
+            frame_ancestors,
+            prefix,
+        }
+    }
+
+    /// `/embed-apps/<id>`.
+    pub(crate) fn prefix(&self) -> &str {
+        self.prefix.to_str().unwrap_or("/embed-apps")
+    }
+
     /// Whether an `allow_users` pattern (`*`, `*@domain`, exact email) or an
     /// `allow_groups` entry admits `user`. Emails are compared lowercased.
     pub(crate) fn admits(&self, user: &User) -> bool {

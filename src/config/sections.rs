@@ -281,13 +281,7 @@ pub(crate) fn apps(top: &mut Section<'_>, cx: &mut Cx<'_>) -> Vec<App> {
         let allow_groups = s.list(cx, "allow_groups", check_group);
         let frame_ancestors = s.list(cx, "frame_ancestors", check_csp_source);
         s.finish(cx);
-        apps.push(App {
-            id,
-            upstream,
-            allow_users,
-            allow_groups,
-            frame_ancestors,
-        });
+        apps.push(App::new(id, upstream, allow_users, allow_groups, frame_ancestors));
     }
     apps
 }

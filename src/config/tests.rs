@@ -666,15 +666,15 @@ mod access_tests {
     use super::super::{App, Upstream, User};
 
     fn app(users: &[&str], groups: &[&str]) -> App {
-        App {
-            id: "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc".into(),
-            upstream: Upstream {
+        App::new(
+            "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc".into(),
+            Upstream {
                 uri: http::Uri::from_static("http://127.0.0.1:1"),
             },
-            allow_users: users.iter().map(|s| s.to_string()).collect(),
-            allow_groups: groups.iter().map(|s| s.to_string()).collect(),
-            frame_ancestors: vec![],
-        }
+            users.iter().map(|s| s.to_string()).collect(),
+            groups.iter().map(|s| s.to_string()).collect(),
+            vec![],
+        )
     }
 
     fn user(email: &str, groups: &[&str]) -> User {

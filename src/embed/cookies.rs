@@ -15,32 +15,44 @@ use http::header::{self, HeaderMap, HeaderValue};
 /// that is no cookie pair at all (no `=`, or no name) is not kept.
 pub(super) fn take(headers: &mut HeaderMap, name: &str) -> Vec<String> {
     let mut ours = Vec::new();
-    let mut others = Vec::new();
+    let mut rest = Vec::new();
     for field in headers.get_all(header::COOKIE) {
-        let Ok(text) = field.to_str() else {
-            // Not visible ASCII: no cookie of ours in it; passed on as is.
-            others.push(field.as_bytes().to_vec());
-            continue;
-        };
-        if !Cookie::split_parse(text).flatten().any(|c| c.name() == name) {
-            others.push(text.as_bytes().to_vec());
-            continue;
+        let start = rest.len();
+        let taken = ours.len();
+        if !rest.is_empty() {
+            rest.extend_from_slice(b"; ");
         }
-        for cookie in Cookie::split_parse(text).flatten() {
-            if cookie.name() == name {
-                ours.push(cookie.value().to_owned());
-            } else {
-                others.push(format!("{}={}", cookie.name(), cookie.value()).into_bytes());
+        let separated = rest.len();
+        if let Ok(text) = field.to_str() {
+            for cookie in Cookie::split_parse(text).flatten() {
+                if cookie.name() == name {
+                    ours.push(cookie.value().to_owned());
+                } else {
+                    if rest.len() > separated {
+                        rest.extend_from_slice(b"; ");
+                    }
+                    rest.extend_from_slice(cookie.name().as_bytes());
+                    rest.push(b'=');
+                    rest.extend_from_slice(cookie.value().as_bytes());
+                }
             }
+        }
+        if ours.len() == taken {
+            // None of ours in this field (or it is not visible ASCII, so it
+            // cannot hold ours): passed on exactly as it came.
+            rest.truncate(separated);
+            rest.extend_from_slice(field.as_bytes());
+        } else if rest.len() == separated {
+            // Only ours: no separator for nothing.
+            rest.truncate(start);
         }
     }
     if ours.is_empty() {
         return ours;
     }
     headers.remove(header::COOKIE);
-    let joined = others.join(&b"; "[..]);
-    if let Ok(value) = HeaderValue::from_bytes(&joined) {
-        if !joined.is_empty() {
+    if let Ok(value) = HeaderValue::from_bytes(&rest) {
+        if !rest.is_empty() {
             headers.insert(header::COOKIE, value);
         }
     }
@@ -59,9 +71,11 @@ mod tests {
             HeaderValue::from_static("a=1; embedgate_session=secret"),
         );
         h.append(header::COOKIE, HeaderValue::from_static("b=2"));
-        assert_eq!(take(&mut h, "embedgate_session"), vec!["secret"]);
+        h.append(header::COOKIE, HeaderValue::from_static("embedgate_session=again"));
+        h.append(header::COOKIE, HeaderValue::from_static("c=3"));
+        assert_eq!(take(&mut h, "embedgate_session"), vec!["secret", "again"]);
         assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
-        assert_eq!(h[header::COOKIE], "a=1; b=2");
+        assert_eq!(h[header::COOKIE], "a=1; b=2; c=3");
 
         let mut only = HeaderMap::new();
         only.insert(header::COOKIE, HeaderValue::from_static("embedgate_session=secret"));

@@ -74,15 +74,15 @@ mod tests {
     #[tokio::test]
     async fn the_page_posts_both_messages_to_the_parent() {
         use http_body_util::BodyExt;
-        let app = App {
-            id: "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc".into(),
-            upstream: crate::config::Upstream {
+        let app = App::new(
+            "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc".into(),
+            crate::config::Upstream {
                 uri: http::Uri::from_static("http://127.0.0.1:1"),
             },
-            allow_users: vec![],
-            allow_groups: vec![],
-            frame_ancestors: vec!["https://portal.example.com".into()],
-        };
+            vec![],
+            vec![],
+            vec!["https://portal.example.com".into()],
+        );
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
         let response = respond(&h, &app);

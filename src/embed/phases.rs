@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use http::header::{HeaderMap, HeaderValue};
+use http::header::HeaderMap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
@@ -35,8 +35,6 @@ struct Session {
 /// What every phase of one request may read.
 struct Embed<'a> {
     app: &'a App,
-    /// `/embed-apps/<appId>`.
-    prefix: String,
     state: &'a State,
     local: &'a Arc<Local>,
     downstream: &'a Downstream,
@@ -56,7 +54,6 @@ pub(super) async fn proxy(
     }
     let embed = Embed {
         app,
-        prefix: format!("/embed-apps/{}", app.id),
         state,
         local,
         downstream,
@@ -120,9 +117,7 @@ impl Embed<'_> {
             &state.signer,
             &state.config.server.public_url,
         )?;
-        if let Ok(prefix) = HeaderValue::from_str(&self.prefix) {
-            vouched.insert(X_FORWARDED_PREFIX.clone(), prefix);
-        }
+        vouched.insert(X_FORWARDED_PREFIX.clone(), self.app.prefix.clone());
         Ok(vouched)
     }
 
@@ -168,7 +163,7 @@ impl Embed<'_> {
     /// untouched.
     fn response_rewrite(&self, headers: &mut HeaderMap) {
         let mount = rewrite::Mount {
-            prefix: &self.prefix,
+            prefix: self.app.prefix(),
             public_url: &self.state.config.server.public_url,
             upstream_authority: self.app.upstream.authority(),
             upstream_base: self.app.upstream.base_path(),
