@@ -374,17 +374,19 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, AssertionError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    //! Also the test helpers of the demo's verifier, which checks what this
+    //! module signs.
     use super::*;
     use serde_json::Value;
 
-    const NOW: u64 = 1_700_000_000;
+    pub(crate) const NOW: u64 = 1_700_000_000;
 
-    fn groups() -> Vec<String> {
+    pub(crate) fn groups() -> Vec<String> {
         vec!["sales".to_owned(), "ops".to_owned()]
     }
 
-    fn claims_at(groups: &[String], now: u64) -> Claims<'_> {
+    pub(crate) fn claims_at(groups: &[String], now: u64) -> Claims<'_> {
         Claims {
             iss: "https://gw.example.com",
             aud: "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc",
@@ -395,11 +397,11 @@ mod tests {
         }
     }
 
-    fn segments(token: &str) -> Vec<&str> {
+    pub(crate) fn segments(token: &str) -> Vec<&str> {
         token.split('.').collect()
     }
 
-    fn write_pem(dir: &Path, name: &str, der: &[u8]) -> PathBuf {
+    pub(crate) fn write_pem(dir: &Path, name: &str, der: &[u8]) -> PathBuf {
         let body = base64::engine::general_purpose::STANDARD.encode(der);
         let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
         for line in body.as_bytes().chunks(64) {
@@ -412,14 +414,14 @@ mod tests {
         path
     }
 
-    fn p256_pem(dir: &Path) -> PathBuf {
+    pub(crate) fn p256_pem(dir: &Path) -> PathBuf {
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
         write_pem(dir, "p256.pem", pkcs8.as_ref())
     }
 
     /// Runs openssl with `args`; `None` (test skipped with a reason) when it
     /// is absent, unless `EMBEDGATE_CI_STRICT` is set.
-    fn openssl(args: &[&str]) -> Option<()> {
+    pub(crate) fn openssl(args: &[&str]) -> Option<()> {
         match std::process::Command::new("openssl").args(args).output() {
             Ok(out) if out.status.success() => Some(()),
             Ok(out) => panic!("openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)),

@@ -38,6 +38,19 @@ pub async fn closed_port() -> SocketAddr {
 /// Header fields of one request head, names lowercased, in order.
 pub type Fields = Vec<(String, String)>;
 
+/// A parsed request's header fields as [`Fields`] (values lossily as text).
+fn fields_of(headers: &hyper::HeaderMap) -> Fields {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// A test upstream on `127.0.0.1:0`.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -212,16 +225,7 @@ async fn echo(req: Request<Incoming>, conn: usize, name: &'static str) -> Respon
         let method = req.method().to_string();
         let uri = req.uri().to_string();
         let version = format!("{:?}", req.version());
-        let headers: Vec<(String, String)> = req
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = fields_of(req.headers());
         let body = match req.into_body().collect().await {
             Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
             Err(e) => format!("<body error: {e}>"),
@@ -375,16 +379,7 @@ pub async fn websocket_upstream() -> Upstream {
                     move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
                           resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
                         reqs.fetch_add(1, Ordering::SeqCst);
-                        let mut fields: Fields = req
-                            .headers()
-                            .iter()
-                            .map(|(k, v)| {
-                                (
-                                    k.as_str().to_string(),
-                                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                )
-                            })
-                            .collect();
+                        let mut fields = fields_of(req.headers());
                         fields.push((":path".into(), req.uri().to_string()));
                         seen.lock().unwrap().push(fields);
                         Ok(resp)

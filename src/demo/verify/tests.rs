@@ -1,75 +1,19 @@
-use std::path::{Path, PathBuf};
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use ring::signature::Ed25519KeyPair;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::assertion::{self, Cached, Claims, Signer, LIFETIME_SECONDS};
-
-const NOW: u64 = 1_700_000_000;
-
-fn groups() -> Vec<String> {
-    vec!["sales".to_owned(), "ops".to_owned()]
-}
-
-fn claims_at(groups: &[String], now: u64) -> Claims<'_> {
-    Claims {
-        iss: "https://gw.example.com",
-        aud: "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc",
-        sub: "user@example.com",
-        groups,
-        iat: now,
-        exp: now + LIFETIME_SECONDS,
-    }
-}
+use crate::assertion::tests::{claims_at, groups, openssl, p256_pem, segments, write_pem, NOW};
+use crate::assertion::{self, Cached, Claims, Signer};
 
 fn b64json(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
 }
 
-fn segments(token: &str) -> Vec<&str> {
-    token.split('.').collect()
-}
-
 fn header_of(token: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segments(token)[0]).unwrap()).unwrap()
-}
-
-fn write_pem(dir: &Path, name: &str, der: &[u8]) -> PathBuf {
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
-    for line in body.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).unwrap());
-        pem.push('\n');
-    }
-    pem.push_str("-----END PRIVATE KEY-----\n");
-    let path = dir.join(name);
-    std::fs::write(&path, pem).unwrap();
-    path
-}
-
-fn p256_pem(dir: &Path) -> PathBuf {
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
-    write_pem(dir, "p256.pem", pkcs8.as_ref())
-}
-
-/// Runs openssl with `args`; `None` (test skipped with a reason) when it
-/// is absent, unless `EMBEDGATE_CI_STRICT` is set.
-fn openssl(args: &[&str]) -> Option<()> {
-    match std::process::Command::new("openssl").args(args).output() {
-        Ok(out) if out.status.success() => Some(()),
-        Ok(out) => panic!("openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)),
-        Err(e) if std::env::var_os("EMBEDGATE_CI_STRICT").is_some() => {
-            panic!("openssl unavailable and EMBEDGATE_CI_STRICT is set: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped: openssl unavailable ({e})");
-            None
-        }
-    }
 }
 
 #[test]
