@@ -115,10 +115,15 @@ impl Gateway {
             None
         };
 
-        let revocations = state.store.revocations();
+        let ended_sessions = state.store.ended_sessions();
         let shared = Arc::new(Shared::new(state));
         let (drain, watch) = Drain::new();
-        tokio::spawn(shared.embed.clone().follow_revocations(revocations, watch.clone()));
+        tokio::spawn(
+            shared
+                .embed
+                .clone()
+                .follow_ended_sessions(ended_sessions, watch.clone()),
+        );
         tokio::spawn(server::accept_loop(
             listener,
             shared.clone(),

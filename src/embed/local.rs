@@ -16,7 +16,7 @@ use crate::assertion::{self, Cached, Claims, Signer};
 use crate::drain::Watch;
 use crate::error::GatewayError;
 use crate::proxy::Cancel;
-use crate::session::{Revocation, SessionRecord};
+use crate::session::{Ended, SessionRecord};
 use crate::token::TokenHash;
 
 static X_EMBED_USER: HeaderName = HeaderName::from_static("x-embed-user");
@@ -28,7 +28,8 @@ static X_EMBED_ASSERTION: HeaderName = HeaderName::from_static("x-embed-assertio
 #[derive(Debug, Default)]
 pub(crate) struct Local {
     identities: DashMap<TokenHash, Identity>,
-    /// Raised once when the session is revoked; its open tunnels watch it.
+    /// Raised once when the session ends (revoked, or swept after it
+    /// expired); its open tunnels watch it.
     tunnels: DashMap<TokenHash, watch::Sender<bool>>,
 }
 
@@ -113,8 +114,8 @@ impl Local {
             .retain(|_, identity| identity.assertion.as_ref().is_some_and(|a| a.expires_after(now)));
     }
 
-    /// A future that resolves when the session with this hash is revoked,
-    /// for a tunnel to select on. The signal is dropped with the last
+    /// A future that resolves when the session with this hash ends, for a
+    /// tunnel to select on. The signal is dropped with the last
     /// tunnel that watches it.
     pub(crate) fn watch_tunnel(self: &Arc<Self>, hash: TokenHash) -> Cancel {
         let receiver = self
@@ -136,7 +137,7 @@ impl Local {
     }
 
     /// Ends the tunnels of these sessions and forgets their identities.
-    fn revoked(&self, hashes: &[TokenHash]) {
+    fn ended(&self, hashes: &[TokenHash]) {
         for hash in hashes {
             self.identities.remove(hash);
             if let Some((_, signal)) = self.tunnels.remove(hash) {
@@ -145,31 +146,31 @@ impl Local {
         }
     }
 
-    /// Follows the store's revocations until draining begins, ending the
-    /// revoked sessions' tunnels at once (SPEC §6). Should it fall behind
-    /// the feed, it cannot know which sessions it missed, so it ends every
-    /// open tunnel: clients reconnect, and a revoked one cannot.
-    pub(crate) async fn follow_revocations(
-        self: Arc<Self>,
-        mut feed: broadcast::Receiver<Revocation>,
-        mut drain: Watch,
-    ) {
+    /// Follows the sessions the store ends until draining begins, ending
+    /// their tunnels at once (a revoked session's, SPEC §6; an expired one's
+    /// when the store sweeps it). Should it fall behind the feed, it cannot
+    /// know which sessions it missed, so it ends every open tunnel: clients
+    /// reconnect, and one whose session ended cannot.
+    pub(crate) async fn follow_ended_sessions(self: Arc<Self>, mut feed: broadcast::Receiver<Ended>, mut drain: Watch) {
         loop {
             let heard = tokio::select! {
                 heard = feed.recv() => heard,
                 () = drain.signaled() => return,
             };
             match heard {
-                Ok(hashes) => self.revoked(&hashes),
+                Ok(hashes) => self.ended(&hashes),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    warn!(missed, "fell behind the revocation feed; closing every open tunnel");
+                    warn!(
+                        missed,
+                        "fell behind the feed of ended sessions; closing every open tunnel"
+                    );
                     self.tunnels.retain(|_, signal| {
                         signal.send_replace(true);
                         false
                     });
                 }
                 Err(broadcast::error::RecvError::Closed) => {
-                    debug!("the revocation feed closed");
+                    debug!("the feed of ended sessions closed");
                     return;
                 }
             }
@@ -260,7 +261,7 @@ mod tests {
         let local = Arc::new(Local::default());
         let (feed, heard) = broadcast::channel(4);
         let (drain, watch) = crate::drain::Drain::new();
-        let follower = tokio::spawn(local.clone().follow_revocations(heard, watch));
+        let follower = tokio::spawn(local.clone().follow_ended_sessions(heard, watch));
         let first = local.watch_tunnel([1; 32]);
         let second = local.watch_tunnel([1; 32]);
         let other = local.watch_tunnel([2; 32]);
@@ -289,7 +290,7 @@ mod tests {
         feed.send(Arc::from([[8u8; 32]].as_slice())).expect("a listener");
         feed.send(Arc::from([[9u8; 32]].as_slice())).expect("a listener");
         let (_drain, watch) = crate::drain::Drain::new();
-        tokio::spawn(local.clone().follow_revocations(heard, watch));
+        tokio::spawn(local.clone().follow_ended_sessions(heard, watch));
         tokio::time::timeout(Duration::from_secs(5), tunnel)
             .await
             .expect("every tunnel ends after a lag");

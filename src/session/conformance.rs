@@ -207,7 +207,7 @@ pub(crate) async fn revoke_ends_a_users_sessions_and_pats_for_one_app_or_all(sto
 }
 
 pub(crate) async fn revoke_announces_the_ended_sessions(store: Arc<dyn Store>) {
-    let mut heard = store.revocations();
+    let mut heard = store.ended_sessions();
     store
         .insert_session([20; 32], session(USER, APP, T0, 10, 100))
         .await

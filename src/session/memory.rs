@@ -13,11 +13,12 @@ use std::collections::HashSet;
 use dashmap::DashMap;
 use tokio::sync::broadcast;
 
-use super::{Counts, PatRecord, Revocation, Revoked, SessionRecord, Store, StoreError};
+use super::{Counts, Ended, PatRecord, Revoked, SessionRecord, Store, StoreError};
 use crate::token::TokenHash;
 
-/// Revocations a listener may fall behind by before it is told it lagged.
-const REVOCATION_BACKLOG: usize = 1024;
+/// Batches of ended sessions a listener may fall behind by before it is
+/// told it lagged.
+const ENDED_BACKLOG: usize = 1024;
 
 /// The hashes one user owns.
 #[derive(Debug, Default)]
@@ -39,7 +40,7 @@ pub(crate) struct MemoryStore {
     sessions: DashMap<TokenHash, SessionRecord>,
     /// Lowercased email → what that user owns.
     by_user: DashMap<String, Owned>,
-    revocations: broadcast::Sender<Revocation>,
+    ended: broadcast::Sender<Ended>,
 }
 
 impl Default for MemoryStore {
@@ -48,7 +49,7 @@ impl Default for MemoryStore {
             pats: DashMap::new(),
             sessions: DashMap::new(),
             by_user: DashMap::new(),
-            revocations: broadcast::channel(REVOCATION_BACKLOG).0,
+            ended: broadcast::channel(ENDED_BACKLOG).0,
         }
     }
 }
@@ -57,6 +58,14 @@ impl MemoryStore {
     /// An empty store.
     pub(crate) fn new() -> Self {
         Self::default()
+    }
+
+    /// Tells the listeners that these sessions ended.
+    fn announce(&self, sessions: Vec<TokenHash>) {
+        if !sessions.is_empty() {
+            // No listener (nothing tunnelled yet) is not a failure.
+            let _ = self.ended.send(sessions.into());
+        }
     }
 
     /// Forgets `hash` in `email`'s index entry, and the entry once empty.
@@ -146,10 +155,7 @@ impl Store for MemoryStore {
             sessions: ended.len(),
             tokens,
         };
-        if !ended.is_empty() {
-            // No listener (nothing tunnelled yet) is not a failure.
-            let _ = self.revocations.send(ended.into());
-        }
+        self.announce(ended);
         Ok(revoked)
     }
 
@@ -171,6 +177,7 @@ impl Store for MemoryStore {
             }
             live
         });
+        let sessions = dropped.len();
         self.pats.retain(|hash, p| {
             let live = p.is_live(now_ms);
             if !live {
@@ -181,11 +188,12 @@ impl Store for MemoryStore {
         for (email, hash) in &dropped {
             self.unindex(email, hash);
         }
+        self.announce(dropped[..sessions].iter().map(|(_, hash)| *hash).collect());
         Ok(dropped.len())
     }
 
-    fn revocations(&self) -> broadcast::Receiver<Revocation> {
-        self.revocations.subscribe()
+    fn ended_sessions(&self) -> broadcast::Receiver<Ended> {
+        self.ended.subscribe()
     }
 }
 
@@ -224,6 +232,29 @@ mod tests {
             !store.by_user.contains_key("other@example.com"),
             "an index entry with nothing left goes"
         );
+    }
+
+    /// Tunnels of a session that expired end once it is swept, as they end
+    /// on a revocation.
+    #[tokio::test]
+    async fn sweep_announces_the_sessions_it_drops() {
+        let store = MemoryStore::new();
+        let mut heard = store.ended_sessions();
+        let t0 = conformance::T0;
+        store
+            .insert_session([20; 32], session(USER, APP, t0, 10, 100))
+            .await
+            .unwrap();
+        store
+            .insert_session([21; 32], session(USER, APP, t0, 100, 100))
+            .await
+            .unwrap();
+        store.insert_pat([22; 32], pat(USER, APP, t0, 5)).await.unwrap();
+        assert_eq!(store.sweep(t0 + 20_000).await.unwrap(), 2);
+        let ended = heard.try_recv().expect("the swept session is announced");
+        assert_eq!(&*ended, &[[20u8; 32]] as &[TokenHash]);
+        assert_eq!(store.sweep(t0 + 20_000).await.unwrap(), 0);
+        assert!(heard.try_recv().is_err(), "nothing swept, nothing announced");
     }
 
     #[tokio::test]

@@ -119,9 +119,10 @@ pub(crate) struct Counts {
     pub(crate) pats: usize,
 }
 
-/// The hashes of the sessions one revocation ended, as every listener
-/// hears it (the embed layer closes their open tunnels).
-pub(crate) type Revocation = Arc<[TokenHash]>;
+/// The hashes of sessions that ended together — by one revocation, or one
+/// sweep of expired sessions — as every listener hears it (the embed layer
+/// closes their open tunnels).
+pub(crate) type Ended = Arc<[TokenHash]>;
 
 /// A store that could not answer: unreachable, too slow, or refusing.
 /// Requests that need it get 503 (SPEC §7); the in-process store never
@@ -171,18 +172,20 @@ pub(crate) trait Store: Send + Sync {
 
     /// Ends every session and unused PAT of `email` (for `app_id` only,
     /// when given), found through a per-user index rather than a scan, and
-    /// announces the ended sessions on [`Store::revocations`].
+    /// announces the ended sessions on [`Store::ended_sessions`].
     async fn revoke(&self, email: &str, app_id: Option<&str>) -> Result<Revoked, StoreError>;
 
     /// Sessions and PATs live at `now_ms`.
     async fn count(&self, now_ms: u64) -> Result<Counts, StoreError>;
 
-    /// Drops what expired by `now_ms`; returns how many records went. A
-    /// store with native expiry has nothing to do.
+    /// Drops what expired by `now_ms`, announcing the sessions on
+    /// [`Store::ended_sessions`]; returns how many records went. A store
+    /// with native expiry has nothing to do.
     async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError>;
 
-    /// Every revocation from now on, as the hashes of the sessions it ended.
-    fn revocations(&self) -> broadcast::Receiver<Revocation>;
+    /// Every session that ends from now on, revoked or swept after it
+    /// expired, in batches as they end.
+    fn ended_sessions(&self) -> broadcast::Receiver<Ended>;
 }
 
 #[cfg(test)]
