@@ -435,6 +435,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// An EC private key on `curve` (e.g. `P-256`) written by openssl in
+    /// `dir`; `None` as [`openssl`] says.
+    pub(crate) fn openssl_ec_key(dir: &Path, curve: &str) -> Option<PathBuf> {
+        let path = dir.join(format!("{curve}.pem"));
+        let curve = format!("ec_paramgen_curve:{curve}");
+        let out = path.to_str()?;
+        openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", &curve, "-out", out])?;
+        Some(path)
+    }
+
     #[test]
     fn signer_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
@@ -477,20 +487,9 @@ pub(crate) mod tests {
     #[test]
     fn openssl_p384_key_is_unsupported() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p384.pem");
-        let out = path.to_str().unwrap();
-        let args = [
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-            "-out",
-            out,
-        ];
-        if openssl(&args).is_none() {
+        let Some(path) = openssl_ec_key(dir.path(), "P-384") else {
             return;
-        }
+        };
         let err = Signer::from_pem_file(&path).unwrap_err();
         assert!(matches!(err, AssertionError::UnsupportedKey { .. }), "{err}");
     }

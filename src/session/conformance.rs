@@ -115,43 +115,45 @@ pub(crate) async fn concurrent_takes_of_one_pat_yield_exactly_one(store: Arc<dyn
     assert_eq!(winners, 1);
 }
 
+/// The expiry a use of session `hash` at `at` leaves, or `None` when refused.
+async fn expiry_after_use(store: &dyn Store, hash: TokenHash, at: u64) -> Option<u64> {
+    store.use_session(&hash, APP, at).await.unwrap().map(|r| r.expires_ms)
+}
+
 pub(crate) async fn session_idle_expiry_slides_but_never_past_its_cap(store: Arc<dyn Store>) {
+    let store = &*store;
     store
         .insert_session([6; 32], session(USER, APP, T0, 10, 40))
         .await
         .unwrap();
-    let used = |at| {
-        let store = store.clone();
-        async move {
-            store
-                .use_session(&[6; 32], APP, at)
-                .await
-                .unwrap()
-                .map(|r| r.expires_ms)
-        }
-    };
-    assert_eq!(used(s(9)).await, Some(s(19)), "slid to 19");
-    assert_eq!(used(s(18)).await, Some(s(28)), "alive at 18 (< 19), slid to 28");
-    assert_eq!(used(s(35)).await, None, "idle for 17 s: gone at 28");
+    assert_eq!(expiry_after_use(store, [6; 32], s(9)).await, Some(s(19)), "slid to 19");
+    assert_eq!(
+        expiry_after_use(store, [6; 32], s(18)).await,
+        Some(s(28)),
+        "alive at 18 (< 19), slid to 28"
+    );
+    assert_eq!(
+        expiry_after_use(store, [6; 32], s(35)).await,
+        None,
+        "idle for 17 s: gone at 28"
+    );
 
     store
         .insert_session([16; 32], session(USER, APP, T0, 10, 25))
         .await
         .unwrap();
-    let capped = |at| {
-        let store = store.clone();
-        async move {
-            store
-                .use_session(&[16; 32], APP, at)
-                .await
-                .unwrap()
-                .map(|r| r.expires_ms)
-        }
-    };
-    assert_eq!(capped(s(9)).await, Some(s(19)));
-    assert_eq!(capped(s(18)).await, Some(s(25)), "slid only to the cap, 25");
-    assert_eq!(capped(s(24)).await, Some(s(25)));
-    assert_eq!(capped(s(25)).await, None, "capped at max lifetime");
+    assert_eq!(expiry_after_use(store, [16; 32], s(9)).await, Some(s(19)));
+    assert_eq!(
+        expiry_after_use(store, [16; 32], s(18)).await,
+        Some(s(25)),
+        "slid only to the cap, 25"
+    );
+    assert_eq!(expiry_after_use(store, [16; 32], s(24)).await, Some(s(25)));
+    assert_eq!(
+        expiry_after_use(store, [16; 32], s(25)).await,
+        None,
+        "capped at max lifetime"
+    );
 }
 
 pub(crate) async fn idle_session_expires(store: Arc<dyn Store>) {

@@ -5,7 +5,7 @@ use ring::signature::Ed25519KeyPair;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::assertion::tests::{claims_at, groups, openssl, p256_pem, segments, write_pem, NOW};
+use crate::assertion::tests::{claims_at, groups, openssl, openssl_ec_key, p256_pem, segments, write_pem, NOW};
 use crate::assertion::{self, Cached, Claims, Signer};
 
 fn b64json(value: &Value) -> String {
@@ -72,20 +72,9 @@ fn openssl_ed25519_key_loads_and_verifies() {
 #[test]
 fn openssl_p256_key_loads_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ec.pem");
-    let out = path.to_str().unwrap();
-    let args = [
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        out,
-    ];
-    if openssl(&args).is_none() {
+    let Some(path) = openssl_ec_key(dir.path(), "P-256") else {
         return;
-    }
+    };
     let signer = Signer::from_pem_file(&path).unwrap();
     assert_eq!(signer.alg(), "ES256");
     let groups = groups();
