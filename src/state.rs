@@ -212,6 +212,6 @@ fn api_tokens(config: &Config, demo_token: Option<TokenHash>) -> Vec<ApiToken> {
         };
         ApiToken::unscoped(name, hash)
     });
-    let demo = demo_token.map(|hash| ApiToken::unscoped("demo-portal".to_owned(), hash));
+    let demo = demo_token.map(|hash| ApiToken::unscoped("demo portal".to_owned(), hash));
     unscoped.chain(api.tokens.iter().cloned()).chain(demo).collect()
 }

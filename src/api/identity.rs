@@ -47,12 +47,12 @@ pub(crate) fn groups(value: Value) -> Result<Vec<String>, GatewayError> {
     let mut groups: Vec<String> = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let Value::String(group) = item else {
-            return Err(invalid(format!("groups[{i}]: must be a string")));
+            return Err(invalid(format!("groups: entry {i} must be a string")));
         };
         let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-');
         if group.is_empty() || group.len() > MAX_GROUP_LEN || !group.bytes().all(allowed) {
             return Err(invalid(format!(
-                "groups[{i}]: must be 1 to {MAX_GROUP_LEN} of A-Z a-z 0-9 . _ : @ -"
+                "groups: entry {i} must be 1 to {MAX_GROUP_LEN} of A-Z a-z 0-9 . _ : @ -"
             )));
         }
         if !groups.contains(&group) {
@@ -112,9 +112,9 @@ mod tests {
         assert_eq!(message(groups(json!([]))), "ok");
         assert_eq!(message(groups(json!("sales"))), "groups: must be an array of strings");
         assert_eq!(message(groups(Value::Null)), "groups: must be an array of strings");
-        assert_eq!(message(groups(json!(["a", 5]))), "groups[1]: must be a string");
-        assert_eq!(message(groups(json!([null]))), "groups[0]: must be a string");
-        let alphabet = "groups[0]: must be 1 to 64 of A-Z a-z 0-9 . _ : @ -";
+        assert_eq!(message(groups(json!(["a", 5]))), "groups: entry 1 must be a string");
+        assert_eq!(message(groups(json!([null]))), "groups: entry 0 must be a string");
+        let alphabet = "groups: entry 0 must be 1 to 64 of A-Z a-z 0-9 . _ : @ -";
         for bad in ["", "a b", "a,b", "é", "a\n", &"g".repeat(65)] {
             assert_eq!(message(groups(json!([bad]))), alphabet, "{bad:?}");
         }

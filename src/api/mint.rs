@@ -103,18 +103,19 @@ pub(crate) fn parse(body: &[u8], limits: &Pat, users: Identity) -> Result<MintRe
 /// Serves a mint by the API token `caller`.
 pub(crate) async fn handle(body: &[u8], caller: &ApiToken, state: &State) -> Result<Response<Body>, GatewayError> {
     let request = parse(body, &state.config.pat, state.config.identity)?;
-    state
-        .limits
-        .mint_for_user(&request.email)
-        .map_err(GatewayError::TooManyRequests)?;
-    // Before anything is looked up: a scoped token learns nothing of the
-    // users and apps outside its scope.
+    // Before anything is looked up or counted: a scoped token learns
+    // nothing of the users and apps outside its scope, and cannot spend
+    // their per-user quota.
     if !caller.reaches_app(&request.app_id) {
         return Err(GatewayError::Forbidden("this API token may not mint for this app"));
     }
     if !caller.reaches_email(&request.email) {
         return Err(GatewayError::Forbidden("this API token may not mint for this user"));
     }
+    state
+        .limits
+        .mint_for_user(&request.email)
+        .map_err(GatewayError::TooManyRequests)?;
 
     let groups = state
         .identify(&request.email, &request.groups)

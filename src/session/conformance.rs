@@ -52,6 +52,7 @@ macro_rules! store_conformance_tests {
             reusable_pat_works_until_expiry,
             expired_pat_is_not_taken,
             pat_keeps_what_was_minted,
+            session_keeps_vouched_groups_and_attributes,
             concurrent_takes_of_one_pat_yield_exactly_one,
             session_idle_expiry_slides_but_never_past_its_cap,
             idle_session_expires,
@@ -95,10 +96,30 @@ pub(crate) async fn expired_pat_is_not_taken(store: Arc<dyn Store>) {
     assert!(store.take_pat(&[3; 32], APP, true, s(10)).await.unwrap().is_none());
 }
 
+/// The portal's word, as a PAT and a session carry it.
+fn vouched() -> crate::session::Attributes {
+    serde_json::json!({"department": "Sales EMEA", "level": 3, "beta": true, "city": "Zürich"})
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+}
+
 pub(crate) async fn pat_keeps_what_was_minted(store: Arc<dyn Store>) {
-    let minted = pat(USER, APP, T0, 60);
+    let mut minted = pat(USER, APP, T0, 60);
+    minted.groups = vec!["sales".into(), "org:acme".into()];
+    minted.attributes = vouched();
     store.insert_pat([4; 32], minted.clone()).await.unwrap();
     assert_eq!(store.take_pat(&[4; 32], APP, true, T0).await.unwrap(), Some(minted));
+}
+
+pub(crate) async fn session_keeps_vouched_groups_and_attributes(store: Arc<dyn Store>) {
+    let mut minted = pat(USER, APP, T0, 60);
+    minted.attributes = vouched();
+    let started = SessionRecord::start(&minted, vec!["org:acme".into()], Duration::from_secs(600), T0);
+    store.insert_session([14; 32], started.clone()).await.unwrap();
+    let used = store.use_session(&[14; 32], APP, T0).await.unwrap();
+    assert_eq!(used.as_ref().map(|s| &s.attributes), Some(&vouched()));
+    assert_eq!(used.map(|s| s.groups), Some(vec!["org:acme".to_string()]));
 }
 
 pub(crate) async fn concurrent_takes_of_one_pat_yield_exactly_one(store: Arc<dyn Store>) {
