@@ -91,7 +91,10 @@ pub(crate) enum AssertionError {
     },
 }
 
-/// The claims of an assertion (RFC 7519 §4.1 plus `groups`).
+/// Attributes the portal vouched for at mint time: a flat JSON object.
+pub(crate) type Attributes = serde_json::Map<String, serde_json::Value>;
+
+/// The claims of an assertion (RFC 7519 §4.1 plus `groups` and `attrs`).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct Claims<'a> {
     /// Issuer: the gateway's `public_url`.
@@ -102,10 +105,105 @@ pub(crate) struct Claims<'a> {
     pub(crate) sub: &'a str,
     /// The user's groups.
     pub(crate) groups: &'a [String],
+    /// The attributes the portal vouched for; left out when there are none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) attrs: Option<&'a Attributes>,
     /// Issued at, seconds since the Unix epoch.
     pub(crate) iat: u64,
     /// Expiry, seconds since the Unix epoch; at most [`LIFETIME_SECONDS`] after `iat`.
     pub(crate) exp: u64,
+}
+
+/// The kid and public JWK of a key: the `kid` is base64url of the first 16
+/// bytes of SHA-256 of the public key bytes.
+fn jwk_of(alg: Alg, public: &[u8]) -> (String, serde_json::Value) {
+    let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..KID_HASH_BYTES]);
+    let jwk = match alg {
+        // RFC 8037 §2: an OKP key; `x` is the 32-byte public key.
+        Alg::EdDsa => json!({
+            "kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(public),
+            "kid": kid, "alg": "EdDSA", "use": "sig",
+        }),
+        // RFC 7518 §6.2.1: the uncompressed point 0x04 || X || Y.
+        Alg::Es256 => json!({
+            "kty": "EC", "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(&public[1..33]), "y": URL_SAFE_NO_PAD.encode(&public[33..65]),
+            "kid": kid, "alg": "ES256", "use": "sig",
+        }),
+    };
+    (kid, jwk)
+}
+
+fn public_jwk(key: &Key) -> (String, serde_json::Value) {
+    let alg = match key {
+        Key::Ed25519(_) => Alg::EdDsa,
+        Key::P256(_) => Alg::Es256,
+    };
+    jwk_of(alg, key.public_key())
+}
+
+#[derive(Clone, Copy)]
+enum Alg {
+    EdDsa,
+    Es256,
+}
+
+/// A key published in the JWK Set without signing (rotation).
+#[derive(Debug, Clone)]
+pub(crate) struct PublishedKey {
+    kid: String,
+    jwk: serde_json::Value,
+}
+
+/// DER prefixes of the SubjectPublicKeyInfo of an Ed25519 key (RFC 8410
+/// §4) and of an uncompressed P-256 point (RFC 5480 §2): what follows is
+/// the raw public key.
+const ED25519_SPKI_PREFIX: &[u8] = &[0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+const P256_SPKI_PREFIX: &[u8] = &[
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+impl PublishedKey {
+    /// The public half of a PEM file: a private key as `[assertion] key`
+    /// takes (the next key is one), or a `PUBLIC KEY` (SPKI) block.
+    pub(crate) fn from_pem_file(path: &Path) -> Result<PublishedKey, AssertionError> {
+        let pem = read_bounded(path)?;
+        if let Ok(spki) = rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(&pem) {
+            let der = spki.as_ref();
+            let (alg, public) = if let Some(raw) = der.strip_prefix(ED25519_SPKI_PREFIX) {
+                (Alg::EdDsa, raw)
+            } else if let Some(raw) = der.strip_prefix(P256_SPKI_PREFIX) {
+                (Alg::Es256, raw)
+            } else {
+                return Err(AssertionError::KeyParse {
+                    path: path.to_owned(),
+                    reason: "a public key that is neither Ed25519 nor P-256".into(),
+                });
+            };
+            let expected = match alg {
+                Alg::EdDsa => 32,
+                Alg::Es256 => 65,
+            };
+            if public.len() != expected {
+                return Err(AssertionError::KeyParse {
+                    path: path.to_owned(),
+                    reason: "a malformed public key".into(),
+                });
+            }
+            let (kid, jwk) = jwk_of(alg, public);
+            return Ok(PublishedKey { kid, jwk });
+        }
+        let signer = Signer::from_pem_file(path)?;
+        let (kid, jwk) = public_jwk(&signer.key);
+        Ok(PublishedKey { kid, jwk })
+    }
+
+    /// Its key id, as the JWK Set shows it.
+    #[cfg(test)]
+    pub(crate) fn kid(&self) -> &str {
+        &self.kid
+    }
 }
 
 /// The private key behind the assertions, with its public JWK Set.
@@ -210,23 +308,27 @@ impl Signer {
     }
 
     fn new(key: Key, rng: SystemRandom) -> Signer {
-        let public = key.public_key();
-        let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..KID_HASH_BYTES]);
-        let jwk = match &key {
-            // RFC 8037 §2: an OKP key; `x` is the 32-byte public key.
-            Key::Ed25519(_) => json!({
-                "kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(public),
-                "kid": kid, "alg": "EdDSA", "use": "sig",
-            }),
-            // RFC 7518 §6.2.1: ring gives the uncompressed point 0x04 || X || Y.
-            Key::P256(_) => json!({
-                "kty": "EC", "crv": "P-256",
-                "x": URL_SAFE_NO_PAD.encode(&public[1..33]), "y": URL_SAFE_NO_PAD.encode(&public[33..65]),
-                "kid": kid, "alg": "ES256", "use": "sig",
-            }),
-        };
+        let (kid, jwk) = public_jwk(&key);
         let jwks = json!({ "keys": [jwk] }).to_string();
         Signer { key, kid, jwks, rng }
+    }
+
+    /// Also publishes these keys in the JWK Set, after the signing key
+    /// (rotation: the next keys before they sign, the previous ones while
+    /// what they signed may still be checked). A key already published is
+    /// not repeated.
+    pub(crate) fn publishing(mut self, published: &[PublishedKey]) -> Signer {
+        let (_, own) = public_jwk(&self.key);
+        let mut kids = vec![self.kid.clone()];
+        let mut keys = vec![own];
+        for key in published {
+            if !kids.contains(&key.kid) {
+                kids.push(key.kid.clone());
+                keys.push(key.jwk.clone());
+            }
+        }
+        self.jwks = json!({ "keys": keys }).to_string();
+        self
     }
 
     /// The key id: base64url of the first 16 bytes of SHA-256 of the public
@@ -241,7 +343,8 @@ impl Signer {
         self.key.alg()
     }
 
-    /// The JWK Set (RFC 7517 §5) with this key's public half, served at
+    /// The JWK Set (RFC 7517 §5) with this key's public half (and the
+    /// published keys', see [`publishing`](Self::publishing)), served at
     /// `/.well-known/embedgate/jwks.json`.
     pub(crate) fn jwks_json(&self) -> &str {
         &self.jwks
@@ -292,6 +395,7 @@ pub(crate) struct Cached {
     aud: String,
     sub: String,
     groups: Vec<String>,
+    attrs: Option<Attributes>,
 }
 
 impl fmt::Debug for Cached {
@@ -318,11 +422,12 @@ impl Cached {
             && self.aud == claims.aud
             && self.sub == claims.sub
             && self.groups == claims.groups
+            && self.attrs.as_ref() == claims.attrs
     }
 }
 
 /// The cached assertion when it was signed by `signer`'s key for the same
-/// `iss`, `aud`, `sub` and `groups`, and still has at least 15 s to live at
+/// `iss`, `aud`, `sub`, `groups` and `attrs`, and still has at least 15 s to live at
 /// `now` (and its `iat` is not in the future, should the clock step back);
 /// otherwise a new one signed from `claims` (whose `iat`/`exp` the caller
 /// sets, normally `now` and `now + LIFETIME_SECONDS`), stored in `cache`.
@@ -348,6 +453,7 @@ pub(crate) fn reuse_or_sign(
         aud: claims.aud.to_owned(),
         sub: claims.sub.to_owned(),
         groups: claims.groups.to_vec(),
+        attrs: claims.attrs.cloned(),
     });
     Ok(token)
 }
@@ -392,6 +498,7 @@ pub(crate) mod tests {
             aud: "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc",
             sub: "user@example.com",
             groups,
+            attrs: None,
             iat: now,
             exp: now + LIFETIME_SECONDS,
         }
@@ -549,5 +656,62 @@ pub(crate) mod tests {
             *key,
             json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": ec.kid(), "alg": "ES256", "use": "sig"})
         );
+    }
+
+    /// A PEM `PUBLIC KEY` (SPKI) block of `der`.
+    fn write_public_pem(dir: &Path, name: &str, der: &[u8]) -> PathBuf {
+        let path = write_pem(dir, name, der);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("PRIVATE KEY", "PUBLIC KEY");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn published_keys_follow_the_signing_key_in_the_jwks_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let rng = SystemRandom::new();
+        let next_pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let next_path = write_pem(dir.path(), "next.pem", next_pkcs8.as_ref());
+        let next = PublishedKey::from_pem_file(&next_path).unwrap();
+        let next_signer = Signer::from_pem_file(&next_path).unwrap();
+        assert_eq!(next.kid(), next_signer.kid(), "a private key publishes its public half");
+
+        // The same key as an SPKI public key has the same kid and JWK.
+        let public = Ed25519KeyPair::from_pkcs8(next_pkcs8.as_ref()).unwrap();
+        let spki = [ED25519_SPKI_PREFIX, public.public_key().as_ref()].concat();
+        let from_public = PublishedKey::from_pem_file(&write_public_pem(dir.path(), "pub.pem", &spki)).unwrap();
+        assert_eq!(from_public.kid(), next.kid());
+        assert_eq!(from_public.jwk, next.jwk);
+
+        // A P-256 public key, as openssl would write it.
+        let p256 = Signer::from_pem_file(&p256_pem(dir.path())).unwrap();
+        let Key::P256(pair) = &p256.key else { panic!("P-256") };
+        let spki = [P256_SPKI_PREFIX, pair.public_key().as_ref()].concat();
+        let p256_public = PublishedKey::from_pem_file(&write_public_pem(dir.path(), "p256-pub.pem", &spki)).unwrap();
+        assert_eq!(p256_public.kid(), p256.kid());
+
+        let signer = Signer::generate()
+            .unwrap()
+            .publishing(&[next.clone(), p256_public, next]);
+        let jwks: Value = serde_json::from_str(signer.jwks_json()).unwrap();
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap())
+            .collect();
+        assert_eq!(kids, [signer.kid(), next_signer.kid(), p256.kid()]);
+
+        // Publishing the signing key itself does not repeat it.
+        let own = PublishedKey::from_pem_file(&next_path).unwrap();
+        let alone = Signer::from_pem_file(&next_path).unwrap().publishing(&[own]);
+        let jwks: Value = serde_json::from_str(alone.jwks_json()).unwrap();
+        assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1));
+
+        let junk = write_public_pem(dir.path(), "junk-pub.pem", b"\x30\x03\x02\x01\x00");
+        let err = PublishedKey::from_pem_file(&junk).unwrap_err();
+        assert!(err.to_string().contains("junk-pub.pem"), "{err}");
     }
 }

@@ -1,7 +1,8 @@
 //! Development certificates and keys, made at first start when `[demo]` is on
 //! (SPEC §1).
 //!
-//! The TLS certificate is a leaf for `localhost`, `127.0.0.1` and `::1`
+//! The TLS certificate is a leaf for `localhost`, `app.localhost` (the
+//! demo's app on its own host), `*.localhost`, `127.0.0.1` and `::1`
 //! signed by a throw-away dev CA. Only the CA's certificate is written
 //! (`dev-ca.pem`, next to the leaf) so a developer can trust it in a browser;
 //! its private key lives in memory for the few milliseconds it takes to sign
@@ -154,6 +155,11 @@ fn generate_dev_chain() -> Result<DevChain, CertError> {
     leaf_params.distinguished_name = leaf_name;
     leaf_params.subject_alt_names = vec![
         SanType::DnsName("localhost".try_into()?),
+        // The demo's app on its own host. `*.localhost` too, for browsers,
+        // though TLS verifiers such as webpki refuse a wildcard over a
+        // single-label name, so the demo's host is also named outright.
+        SanType::DnsName("app.localhost".try_into()?),
+        SanType::DnsName("*.localhost".try_into()?),
         SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)),
     ];
@@ -281,7 +287,7 @@ mod tests {
     /// The proof that matters: a TLS client trusting only `dev-ca.pem`
     /// accepts the chain and key for every name the leaf is for.
     #[tokio::test]
-    async fn dev_cert_is_trusted_through_dev_ca_for_localhost_names() {
+    async fn dev_cert_is_trusted_through_dev_ca_for_localhost_names_and_app_hosts() {
         let f = files("certs");
         ensure_dev_cert(&f.cert, &f.key).unwrap();
 
@@ -307,7 +313,7 @@ mod tests {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
         let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
 
-        for name in ["localhost", "127.0.0.1", "::1"] {
+        for name in ["localhost", "app.localhost", "127.0.0.1", "::1"] {
             let (c, s) = tokio::io::duplex(16 * 1024);
             let acceptor = acceptor.clone();
             let server = tokio::spawn(async move {

@@ -99,6 +99,9 @@ impl Gateway {
         if config.demo.enabled {
             make_demo_files(&config)?;
         }
+        for warning in warnings(&config) {
+            warn!(%warning, "configuration");
+        }
         let mut state = State::build(config, None)?;
         let server = &state.config.server;
         let listener = bind("server.listen", server.listen).await?;
@@ -206,17 +209,46 @@ impl Gateway {
 }
 
 /// `embedgate check`: everything [`Gateway::start`] would refuse, short of
-/// binding. Certificate files the demo would create are not required.
-pub fn check(config: Config) -> Result<(), ConfigErrors> {
+/// binding, and on success what deserves a second look (warnings, never
+/// fatal). Certificate files the demo would create are not required.
+pub fn check(config: Config) -> Result<Vec<ConfigError>, ConfigErrors> {
     let mut config = config;
     if config.demo.enabled {
         if let Some(tls) = &config.tls {
-            if !tls.cert.exists() && !tls.key.exists() {
+            if !tls.main.cert.exists() && !tls.main.key.exists() {
                 config.tls = None;
             }
         }
     }
-    State::build(config, None).map(drop)
+    let warnings = warnings(&config);
+    State::build(config, None).map(|_| warnings)
+}
+
+/// What is allowed but probably a mistake: an app host that no `[tls]`
+/// certificate covers (clients would refuse the handshake, unless TLS ends
+/// in front of the gateway).
+fn warnings(config: &Config) -> Vec<ConfigError> {
+    let Some(tls) = &config.tls else {
+        return Vec::new();
+    };
+    config
+        .apps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, app)| {
+            let host = app.host.as_ref()?;
+            (!tls::covers(tls, &host.name)).then(|| {
+                config.error_at(
+                    &format!("apps[{i}].public_url"),
+                    host.line,
+                    format!(
+                        "no [tls] certificate covers {} (fine if TLS ends in front of the gateway)",
+                        host.name
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -228,8 +260,8 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 /// Makes the dev certificate and assertion key when missing.
 fn make_demo_files(config: &Config) -> Result<(), StartError> {
     if let Some(tls) = &config.tls {
-        if certs::ensure_dev_cert(&tls.cert, &tls.key)? {
-            info!(cert = %tls.cert.display(), "created a development certificate");
+        if certs::ensure_dev_cert(&tls.main.cert, &tls.main.key)? {
+            info!(cert = %tls.main.cert.display(), "created a development certificate");
         }
     }
     if let Some(assertion) = &config.assertion {

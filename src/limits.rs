@@ -12,7 +12,6 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::RateLimit;
 use crate::error::RetryAfter;
-use crate::token::TokenHash;
 
 /// `Retry-After` for a wait: whole seconds rounded up (a client that waits
 /// the rounded-down time would be refused again), at least 1.
@@ -23,7 +22,9 @@ fn retry_after(wait: Duration) -> RetryAfter {
 
 /// The gateway's limiters.
 pub(crate) struct Limits {
-    per_api_token: DefaultKeyedRateLimiter<TokenHash>,
+    /// Keyed by the token's name (`[[api.tokens]] name`, or
+    /// `token_sha256[i]`), never the token.
+    per_api_token: DefaultKeyedRateLimiter<String>,
     per_user: DefaultKeyedRateLimiter<String>,
     bad_pat_per_ip: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
@@ -41,9 +42,9 @@ impl Limits {
         }
     }
 
-    /// Counts one PAT mint by the API token with this hash.
-    pub(crate) fn mint_by_token(&self, token: &TokenHash) -> Result<(), RetryAfter> {
-        self.check(&self.per_api_token, token)
+    /// Counts one PAT mint by the API token with this name.
+    pub(crate) fn mint_by_token(&self, name: &str) -> Result<(), RetryAfter> {
+        self.check(&self.per_api_token, &name.to_owned())
     }
 
     /// Counts one PAT mint for this (lowercased) email.

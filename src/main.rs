@@ -40,7 +40,10 @@ fn main() -> ExitCode {
 
 fn check(path: &Path) -> ExitCode {
     match embedgate::load_config(path).and_then(embedgate::check) {
-        Ok(()) => {
+        Ok(warnings) => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
         }

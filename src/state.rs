@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use tokio_rustls::TlsAcceptor;
 
-use crate::assertion::Signer;
-use crate::config::{App, Config, ConfigErrors, StoreConfig, User};
+use crate::assertion::{PublishedKey, Signer};
+use crate::config::{self, ApiToken, App, Config, ConfigErrors, Identity, StoreConfig, User};
 use crate::limits::Limits;
 use crate::proxy::UpstreamClient;
 use crate::session::{MemoryStore, Store};
@@ -28,12 +28,14 @@ pub(crate) struct State {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) limits: Arc<Limits>,
     pub(crate) signer: Arc<Signer>,
-    /// Hashes of every accepted API token: the config's, plus the demo
-    /// portal's (made at start, kept across reloads).
-    api_tokens: Vec<TokenHash>,
+    /// Every accepted API token: the config's, plus the demo portal's
+    /// (made at start, kept across reloads).
+    api_tokens: Vec<ApiToken>,
     demo_token: Option<TokenHash>,
     users: HashMap<String, usize>,
     apps: HashMap<String, usize>,
+    /// Host-mode apps by host name.
+    app_hosts: HashMap<String, usize>,
 }
 
 impl State {
@@ -52,7 +54,7 @@ impl State {
         }
         let tls = match &config.tls {
             Some(t) => tls::acceptor(t)
-                .map_err(|e| errors.push(config.error(e.key, e.why)))
+                .map_err(|e| errors.push(config.error_at(&e.key, e.line, e.why)))
                 .ok(),
             None => None,
         };
@@ -72,10 +74,22 @@ impl State {
                 .map(Arc::new)
                 .map_err(|e| errors.push(config.error("assertion", e.to_string())))
                 .ok(),
-            (Some(a), _) => Signer::from_pem_file(&a.key)
-                .map(Arc::new)
-                .map_err(|e| errors.push(config.error("assertion.key", e.to_string())))
-                .ok(),
+            (Some(a), _) => {
+                let published: Vec<PublishedKey> = a
+                    .next_keys
+                    .iter()
+                    .chain(&a.previous_keys)
+                    .filter_map(|file| {
+                        PublishedKey::from_pem_file(&file.path)
+                            .map_err(|e| errors.push(config.error_at(&file.key, file.line, e.to_string())))
+                            .ok()
+                    })
+                    .collect();
+                Signer::from_pem_file(&a.key)
+                    .map(|signer| Arc::new(signer.publishing(&published)))
+                    .map_err(|e| errors.push(config.error("assertion.key", e.to_string())))
+                    .ok()
+            }
         };
         let limits = match previous {
             Some(previous) if previous.config.rate_limit == config.rate_limit => previous.limits.clone(),
@@ -92,8 +106,14 @@ impl State {
             .map(|(i, u)| (u.email.clone(), i))
             .collect();
         let apps = config.apps.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
+        let app_hosts = config
+            .apps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| Some((a.host.as_ref()?.name.clone(), i)))
+            .collect();
         let demo_token = previous.and_then(|p| p.demo_token);
-        let api_tokens = config.api.token_hashes.iter().copied().chain(demo_token).collect();
+        let api_tokens = api_tokens(&config, demo_token);
         match (client, signer) {
             (Some(client), Some(signer)) if errors.is_empty() => Ok(State {
                 config,
@@ -106,13 +126,14 @@ impl State {
                 demo_token,
                 users,
                 apps,
+                app_hosts,
             }),
             _ => Err(ConfigErrors(errors)),
         }
     }
 
-    /// Hashes of the accepted API tokens.
-    pub(crate) fn api_tokens(&self) -> &[TokenHash] {
+    /// The accepted API tokens, by hash, with their names and scopes.
+    pub(crate) fn api_tokens(&self) -> &[ApiToken] {
         &self.api_tokens
     }
 
@@ -120,7 +141,7 @@ impl State {
     /// including after reloads.
     pub(crate) fn add_demo_token(&mut self, hash: TokenHash) {
         self.demo_token = Some(hash);
-        self.api_tokens.push(hash);
+        self.api_tokens = api_tokens(&self.config, self.demo_token);
     }
 
     /// The configured user with this (lowercased) email.
@@ -132,4 +153,65 @@ impl State {
     pub(crate) fn app(&self, id: &str) -> Option<&App> {
         self.apps.get(id).and_then(|&i| self.config.apps.get(i))
     }
+
+    /// The host-mode app served at this request host (a `Host` value or an
+    /// `:authority`), if any.
+    pub(crate) fn app_at_host(&self, authority: &str) -> Option<&App> {
+        if self.app_hosts.is_empty() {
+            return None;
+        }
+        let name = config::host_name(authority);
+        self.app_hosts.get(&name).and_then(|&i| self.config.apps.get(i))
+    }
+
+    /// Whether `app` admits `email` now: with `[identity] users = "config"`
+    /// by the directory's entry alone; with `"portal"` by the groups a PAT
+    /// vouched for (`vouched`) or by a directory entry of the same email.
+    /// The per-request form of [`identify`](Self::identify): allocates
+    /// nothing.
+    pub(crate) fn admits(&self, app: &App, email: &str, vouched: &[String]) -> bool {
+        let by_directory = || self.user(email).is_some_and(|u| app.admits(email, &u.groups));
+        match self.config.identity {
+            Identity::Config => by_directory(),
+            Identity::Portal => app.admits(email, vouched) || by_directory(),
+        }
+    }
+
+    /// Who `email` is now, with the groups a PAT vouched for (`vouched`):
+    /// with `[identity] users = "config"` the directory's entry alone
+    /// (`None`: no such user); with `"portal"` anyone, with the vouched
+    /// groups and those of a directory entry of the same email.
+    pub(crate) fn identify(&self, email: &str, vouched: &[String]) -> Option<Vec<String>> {
+        let listed = self.user(email);
+        match self.config.identity {
+            Identity::Config => listed.map(|u| u.groups.clone()),
+            Identity::Portal => {
+                let mut groups = vouched.to_vec();
+                for group in listed.map(|u| u.groups.as_slice()).unwrap_or_default() {
+                    if !groups.contains(group) {
+                        groups.push(group.clone());
+                    }
+                }
+                Some(groups)
+            }
+        }
+    }
+}
+
+/// Every accepted API token with its name: `token_sha256[i]` and
+/// `token_env` (unscoped), the `[[api.tokens]]` entries, and the demo
+/// portal's.
+fn api_tokens(config: &Config, demo_token: Option<TokenHash>) -> Vec<ApiToken> {
+    let api = &config.api;
+    let from_list = api.token_hashes.len() - usize::from(api.token_env.is_some());
+    let unscoped = api.token_hashes.iter().enumerate().map(|(i, &hash)| {
+        let name = if i < from_list {
+            format!("token_sha256[{i}]")
+        } else {
+            "token_env".to_owned()
+        };
+        ApiToken::unscoped(name, hash)
+    });
+    let demo = demo_token.map(|hash| ApiToken::unscoped("demo-portal".to_owned(), hash));
+    unscoped.chain(api.tokens.iter().cloned()).chain(demo).collect()
 }

@@ -3,13 +3,14 @@
 //! hashed and compared with every configured hash in constant time.
 
 use http::header::{self, HeaderMap};
-use subtle::ConstantTimeEq;
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 
+use crate::config::ApiToken;
 use crate::error::GatewayError;
-use crate::token::{self, TokenHash};
+use crate::token;
 
-/// The hash of the presented API token, if it is one of `accepted`.
-pub(crate) fn authenticate(headers: &HeaderMap, accepted: &[TokenHash]) -> Result<TokenHash, GatewayError> {
+/// The accepted token that was presented, with its name and scope.
+pub(crate) fn authenticate<'a>(headers: &HeaderMap, accepted: &'a [ApiToken]) -> Result<&'a ApiToken, GatewayError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -21,14 +22,14 @@ pub(crate) fn authenticate(headers: &HeaderMap, accepted: &[TokenHash]) -> Resul
         .ok_or(GatewayError::Unauthorized)?;
     let hash = token::hash(presented);
     // Compare against every entry, without stopping at a match.
-    let matched = accepted
-        .iter()
-        .fold(subtle::Choice::from(0), |found, known| found | known.ct_eq(&hash));
-    if bool::from(matched) {
-        Ok(hash)
-    } else {
-        Err(GatewayError::Unauthorized)
+    let mut matched = u64::MAX;
+    for (i, known) in accepted.iter().enumerate() {
+        matched.conditional_assign(&(i as u64), known.hash.ct_eq(&hash));
     }
+    usize::try_from(matched)
+        .ok()
+        .and_then(|i| accepted.get(i))
+        .ok_or(GatewayError::Unauthorized)
 }
 
 #[cfg(test)]
@@ -42,19 +43,24 @@ mod tests {
         h
     }
 
+    fn tokens(secrets: &[&str]) -> Vec<ApiToken> {
+        secrets
+            .iter()
+            .map(|s| ApiToken::unscoped(format!("name-of-{s}"), token::hash(s)))
+            .collect()
+    }
+
     #[test]
     fn accepts_a_configured_token_in_either_scheme_case() {
-        let accepted = [token::hash("other"), token::hash("s3cret")];
-        assert_eq!(
-            authenticate(&headers("Basic s3cret"), &accepted).ok(),
-            Some(token::hash("s3cret"))
-        );
+        let accepted = tokens(&["other", "s3cret", "third"]);
+        let found = authenticate(&headers("Basic s3cret"), &accepted).ok();
+        assert_eq!(found.map(|t| t.name.as_str()), Some("name-of-s3cret"));
         assert!(authenticate(&headers("basic s3cret"), &accepted).is_ok());
     }
 
     #[test]
     fn refuses_missing_wrong_or_other_scheme() {
-        let accepted = [token::hash("s3cret")];
+        let accepted = tokens(&["s3cret"]);
         assert!(authenticate(&HeaderMap::new(), &accepted).is_err());
         assert!(authenticate(&headers("Basic nope"), &accepted).is_err());
         assert!(authenticate(&headers("Bearer s3cret"), &accepted).is_err());

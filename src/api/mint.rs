@@ -8,10 +8,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::fields::{self, Text, WholeNumber};
+use super::identity;
 use crate::body::Body;
-use crate::config::{self, Pat};
+use crate::config::{self, ApiToken, Identity, Pat};
 use crate::error::GatewayError;
-use crate::session::{self, PatRecord};
+use crate::session::{self, Attributes, PatRecord};
 use crate::state::State;
 use crate::token;
 
@@ -27,6 +28,10 @@ struct MintBody {
     session_expiry: Option<WholeNumber>,
     #[serde(rename = "patExpiry", default, deserialize_with = "fields::present")]
     pat_expiry: Option<WholeNumber>,
+    #[serde(default, deserialize_with = "fields::present")]
+    groups: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "fields::present")]
+    attributes: Option<serde_json::Value>,
 }
 
 /// A validated mint request.
@@ -38,13 +43,23 @@ pub(crate) struct MintRequest {
     pub(crate) app_id: String,
     pub(crate) session_expiry_minutes: u64,
     pub(crate) pat_expiry_seconds: u64,
+    /// Vouched for by the portal (`[identity] users = "portal"` only).
+    pub(crate) groups: Vec<String>,
+    /// Vouched for by the portal.
+    pub(crate) attributes: Attributes,
 }
 
 /// Checks the body against the table of SPEC §3, field by field in the
-/// table's order; the error names the field.
-pub(crate) fn parse(body: &[u8], limits: &Pat) -> Result<MintRequest, GatewayError> {
+/// table's order, then the portal's `groups` and `attributes`; the error
+/// names the field.
+pub(crate) fn parse(body: &[u8], limits: &Pat, users: Identity) -> Result<MintRequest, GatewayError> {
     let body: MintBody = fields::parse(body)?;
-    let email = fields::required(body.email, "email")?.to_ascii_lowercase();
+    let email = fields::required(body.email, "email")?;
+    let email = match users {
+        Identity::Portal => identity::email(&email)?,
+        // The directory decides: an address it does not list is a 404.
+        Identity::Config => email.to_ascii_lowercase(),
+    };
     let app_id = fields::required(body.app_id, "appId")?;
     if !config::is_uuid(&app_id) {
         return Err(GatewayError::Invalid("appId: must be a UUID".into()));
@@ -61,46 +76,79 @@ pub(crate) fn parse(body: &[u8], limits: &Pat) -> Result<MintRequest, GatewayErr
         limits.max_pat_expiry_seconds,
         limits.default_pat_expiry_seconds,
     )?;
+    let groups = match (body.groups, users) {
+        (None, _) => Vec::new(),
+        (Some(_), Identity::Config) => {
+            return Err(GatewayError::Invalid(
+                "groups: not accepted with [identity] users = \"config\" (the configured users' groups apply)".into(),
+            ))
+        }
+        (Some(value), Identity::Portal) => identity::groups(value)?,
+    };
+    let attributes = body
+        .attributes
+        .map(identity::attributes)
+        .transpose()?
+        .unwrap_or_default();
     Ok(MintRequest {
         email,
         app_id: app_id.to_ascii_lowercase(),
         session_expiry_minutes,
         pat_expiry_seconds,
+        groups,
+        attributes,
     })
 }
 
-/// Serves a mint.
-pub(crate) async fn handle(body: &[u8], state: &State) -> Result<Response<Body>, GatewayError> {
-    let request = parse(body, &state.config.pat)?;
+/// Serves a mint by the API token `caller`.
+pub(crate) async fn handle(body: &[u8], caller: &ApiToken, state: &State) -> Result<Response<Body>, GatewayError> {
+    let request = parse(body, &state.config.pat, state.config.identity)?;
     state
         .limits
         .mint_for_user(&request.email)
         .map_err(GatewayError::TooManyRequests)?;
+    // Before anything is looked up: a scoped token learns nothing of the
+    // users and apps outside its scope.
+    if !caller.reaches_app(&request.app_id) {
+        return Err(GatewayError::Forbidden("this API token may not mint for this app"));
+    }
+    if !caller.reaches_email(&request.email) {
+        return Err(GatewayError::Forbidden("this API token may not mint for this user"));
+    }
 
-    let user = state
-        .user(&request.email)
+    let groups = state
+        .identify(&request.email, &request.groups)
         .ok_or_else(|| GatewayError::NotFound("email: no such user".into()))?;
     let app = state
         .app(&request.app_id)
         .ok_or_else(|| GatewayError::NotFound("appId: no such app".into()))?;
-    if !app.admits(user) {
+    if !app.admits(&request.email, &groups) {
         return Err(GatewayError::Forbidden("this user may not open this app"));
     }
 
     let pat = token::new_pat().map_err(|e| GatewayError::Internal(Box::new(e)))?;
     let ttl = Duration::from_secs(request.pat_expiry_seconds);
     let record = PatRecord {
-        email: user.email.clone(),
-        groups: user.groups.clone(),
+        email: request.email.clone(),
+        groups,
+        attributes: request.attributes,
         app_id: app.id.clone(),
         session_idle_ms: request.session_expiry_minutes * 60_000,
         expires_ms: session::now_ms().saturating_add(session::millis(ttl)),
     };
     state.store.insert_pat(token::hash(&pat), record).await?;
-    tracing::info!(user = %user.email, app = %app.id, pat_expiry_seconds = request.pat_expiry_seconds, "minted a PAT");
+    tracing::info!(
+        user = %request.email,
+        app = %app.id,
+        token = %caller.name,
+        pat_expiry_seconds = request.pat_expiry_seconds,
+        "minted a PAT"
+    );
     let redirect_url = format!(
         "{}/embed-apps/{}?personal-access-token={}",
-        state.config.server.public_url, app.id, pat
+        app.public_base(&state.config.server.public_url),
+        app.id,
+        pat
     );
     let body = json!({
         "personalAccessToken": pat,
@@ -138,7 +186,7 @@ mod tests {
     }
 
     fn message(body: &str) -> String {
-        match parse(body.as_bytes(), &limits()) {
+        match parse(body.as_bytes(), &limits(), Identity::Config) {
             Ok(_) => "ok".into(),
             Err(e) => e.to_string(),
         }
@@ -147,7 +195,7 @@ mod tests {
     #[test]
     fn absent_expiries_take_the_defaults_and_ids_are_lowercased() {
         let value = json!({"email": "Ann@Example.com", "appId": APP}).to_string();
-        let parsed = parse(value.as_bytes(), &limits()).ok();
+        let parsed = parse(value.as_bytes(), &limits(), Identity::Config).ok();
         assert_eq!(
             parsed,
             Some(MintRequest {
@@ -155,7 +203,30 @@ mod tests {
                 app_id: APP.to_ascii_lowercase(),
                 session_expiry_minutes: 60,
                 pat_expiry_seconds: 3_600,
+                groups: Vec::new(),
+                attributes: Attributes::new(),
             })
+        );
+    }
+
+    #[test]
+    fn groups_are_the_portals_only_in_portal_mode() {
+        let body = json!({"email": "x@y.z", "appId": APP, "groups": ["sales"]}).to_string();
+        let config = parse(body.as_bytes(), &limits(), Identity::Config).err();
+        assert!(
+            config.is_some_and(|e| e.to_string().starts_with("groups: not accepted")),
+            "the directory owns groups in config mode"
+        );
+        let portal = parse(body.as_bytes(), &limits(), Identity::Portal).ok();
+        assert_eq!(portal.map(|r| r.groups), Some(vec!["sales".to_string()]));
+        let attrs = json!({"email": "x@y.z", "appId": APP, "attributes": {"dept": "ops"}}).to_string();
+        let parsed = parse(attrs.as_bytes(), &limits(), Identity::Config).ok();
+        assert_eq!(parsed.map(|r| r.attributes.len()), Some(1), "attributes in either mode");
+        let bad = json!({"email": "not an address", "appId": APP}).to_string();
+        let refused = parse(bad.as_bytes(), &limits(), Identity::Portal).err();
+        assert_eq!(
+            refused.map(|e| e.to_string()).as_deref(),
+            Some("email: must be an email address")
         );
     }
 

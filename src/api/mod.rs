@@ -3,6 +3,7 @@
 
 mod auth;
 mod fields;
+mod identity;
 mod mint;
 mod revoke;
 
@@ -13,6 +14,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::body::{self, Body};
+use crate::config::ApiToken;
 use crate::error::GatewayError;
 use crate::state::State;
 
@@ -33,18 +35,19 @@ pub(crate) async fn handle(rest: &str, req: Request<Incoming>, state: &State) ->
     };
     let body = read_body(&parts, body, state).await?;
     match endpoint {
-        Endpoint::Mint => mint::handle(&body, state).await,
-        Endpoint::Revoke => revoke::handle(&body, state).await,
+        Endpoint::Mint(caller) => mint::handle(&body, caller, state).await,
+        Endpoint::Revoke(caller) => revoke::handle(&body, caller, state).await,
     }
 }
 
-enum Endpoint {
-    Mint,
-    Revoke,
+/// An endpoint, with the API token that called it.
+enum Endpoint<'a> {
+    Mint(&'a ApiToken),
+    Revoke(&'a ApiToken),
 }
 
 /// The checks that need only the request head.
-fn admit(rest: &str, parts: &Parts, state: &State) -> Result<Endpoint, GatewayError> {
+fn admit<'a>(rest: &str, parts: &Parts, state: &'a State) -> Result<Endpoint<'a>, GatewayError> {
     let mint = match rest {
         "users/personal-access-token" => true,
         "users/sessions/revoke" => false,
@@ -58,13 +61,13 @@ fn admit(rest: &str, parts: &Parts, state: &State) -> Result<Endpoint, GatewayEr
         return Err(GatewayError::UnsupportedMediaType);
     }
     if !mint {
-        return Ok(Endpoint::Revoke);
+        return Ok(Endpoint::Revoke(api_token));
     }
     state
         .limits
-        .mint_by_token(&api_token)
+        .mint_by_token(&api_token.name)
         .map_err(GatewayError::TooManyRequests)?;
-    Ok(Endpoint::Mint)
+    Ok(Endpoint::Mint(api_token))
 }
 
 /// Required, not sniffed: a cross-site HTML form cannot send a JSON media

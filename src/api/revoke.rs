@@ -8,8 +8,9 @@ use serde_json::json;
 
 use super::fields::{self, Text};
 use crate::body::Body;
-use crate::config;
+use crate::config::{self, ApiToken};
 use crate::error::GatewayError;
+use crate::session::Revoked;
 use crate::state::State;
 
 /// The body as sent: `appId` may be absent or `null` (every app).
@@ -22,13 +23,31 @@ struct RevokeBody {
     app_id: Option<Text>,
 }
 
-/// Serves a revocation.
-pub(crate) async fn handle(body: &[u8], state: &State) -> Result<Response<Body>, GatewayError> {
+/// Serves a revocation by the API token `caller`. A token scoped to some
+/// apps that names no app revokes within its apps only.
+pub(crate) async fn handle(body: &[u8], caller: &ApiToken, state: &State) -> Result<Response<Body>, GatewayError> {
     let (email, app_id) = parse(body)?;
-    let revoked = state.store.revoke(&email, app_id.as_deref()).await?;
+    if !caller.reaches_email(&email) {
+        return Err(GatewayError::Forbidden("this API token may not revoke for this user"));
+    }
+    let mut revoked = Revoked::default();
+    match (&app_id, &caller.apps) {
+        (Some(app), _) if !caller.reaches_app(app) => {
+            return Err(GatewayError::Forbidden("this API token may not revoke for this app"));
+        }
+        (None, Some(scope)) => {
+            for app in scope {
+                let one = state.store.revoke(&email, Some(app)).await?;
+                revoked.sessions += one.sessions;
+                revoked.tokens += one.tokens;
+            }
+        }
+        (app, _) => revoked = state.store.revoke(&email, app.as_deref()).await?,
+    }
     tracing::info!(
         user = %email,
         app = app_id.as_deref().unwrap_or("*"),
+        token = %caller.name,
         sessions = revoked.sessions,
         tokens = revoked.tokens,
         "revoked"

@@ -128,6 +128,30 @@ pub(crate) fn check_group(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// An `[[api.tokens]]` name: 1–64 of `[A-Za-z0-9._-]`, so that it is safe
+/// in a log line or a metric label.
+pub(crate) fn check_token_name(s: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("expected 1 to 64 of A-Z a-z 0-9 . _ -, found {s:?}"))
+    }
+}
+
+/// A vouched attribute's key: 1–64 of `[A-Za-z0-9_-]` (it may become part
+/// of an `X-Embed-Attr-<key>` header name). Shared with the mint body.
+pub(crate) fn check_attribute_key(s: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("expected 1 to 64 of A-Z a-z 0-9 _ -, found {s:?}"))
+    }
+}
+
 /// A CSP source expression for `frame-ancestors` (CSP3 §2.3.1). Anything
 /// that could end the directive or start another is refused.
 pub(crate) fn check_csp_source(s: &str) -> Result<String, String> {

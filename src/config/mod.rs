@@ -26,7 +26,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml_edit::{ImDocument, TableLike};
 
-pub(crate) use checks::is_uuid;
+pub(crate) use checks::{check_attribute_key, check_email, is_uuid};
 use walk::{config_dir, Cx, Section};
 
 /// The whole validated configuration.
@@ -51,6 +51,8 @@ pub struct Config {
     pub(crate) rate_limit: RateLimit,
     /// `[store]`: where sessions and PATs live.
     pub(crate) store: StoreConfig,
+    /// `[identity]`: who the users are.
+    pub(crate) identity: Identity,
     /// `[[users]]`, in file order.
     pub(crate) users: Vec<User>,
     /// `[[apps]]`, in file order.
@@ -72,9 +74,14 @@ impl Config {
 
     /// A problem found after parsing, at `key`'s line.
     pub(crate) fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        self.error_at(key, self.line_of(key), message)
+    }
+
+    /// A problem found after parsing, at a line known to the caller.
+    pub(crate) fn error_at(&self, key: &str, line: Option<usize>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.source.clone(),
-            line: self.line_of(key),
+            line,
             key: key.into(),
             message: message.into(),
         }
@@ -89,9 +96,7 @@ impl Config {
 
 /// Keys whose values are only checked after parsing: files read and
 /// sockets bound by the server.
-pub(crate) const LATE_KEYS: [&str; 9] = [
-    "tls.cert",
-    "tls.key",
+pub(crate) const LATE_KEYS: [&str; 7] = [
     "assertion.key",
     "server.upstream_ca",
     "server.listen",
@@ -139,30 +144,113 @@ pub(crate) struct Server {
 /// `[tls]`: resolved absolute paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Tls {
+    /// The main certificate: what a client gets when no other one matches
+    /// its SNI name (or it sent none).
+    pub(crate) main: CertFiles,
+    /// `[[tls.certificates]]`: more certificates, picked by SNI.
+    pub(crate) certificates: Vec<CertFiles>,
+}
+
+/// A certificate chain and its key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CertFiles {
     /// PEM certificate chain.
     pub(crate) cert: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub(crate) key: PathBuf,
+    /// Its place in the file, for errors: `tls` or `tls.certificates[0]`.
+    pub(crate) place: String,
+    /// The lines of `cert` and `key`, when written.
+    pub(crate) lines: [Option<usize>; 2],
 }
 
-/// `[assertion]`: resolved absolute path.
+/// `[assertion]`: resolved absolute paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Assertion {
     /// PKCS#8 PEM key signing `X-Embed-Assertion`.
     pub(crate) key: PathBuf,
+    /// Keys that signed before `key` and are still published in the JWKS,
+    /// so assertions they signed keep verifying (rotation).
+    pub(crate) previous_keys: Vec<KeyFile>,
+    /// Keys published in the JWKS before they sign, so caches know them
+    /// when the switch comes (rotation).
+    pub(crate) next_keys: Vec<KeyFile>,
+}
+
+/// A key file named in a list, with its place for errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyFile {
+    /// Resolved against the config's directory.
+    pub(crate) path: PathBuf,
+    /// `assertion.next_keys[0]`.
+    pub(crate) key: String,
+    /// Where it is written.
+    pub(crate) line: Option<usize>,
 }
 
 /// `[api]`.
 #[derive(Debug, Clone)]
 pub(crate) struct Api {
-    /// SHA-256 of every accepted token: those of `token_sha256` plus the hash
-    /// of the `token_env` variable's value, read at load time.
+    /// SHA-256 of every accepted token that may do anything: those of
+    /// `token_sha256` plus the hash of the `token_env` variable's value,
+    /// read at load time.
     pub(crate) token_hashes: Vec<[u8; 32]>,
+    /// `[[api.tokens]]`: named tokens, each with its scope.
+    pub(crate) tokens: Vec<ApiToken>,
     /// Name of the environment variable, if any (the value is never kept).
-    #[cfg_attr(not(test), allow(dead_code, reason = "only the tests read it back so far"))]
     pub(crate) token_env: Option<String>,
     /// Largest request body an API call may send.
     pub(crate) max_body_bytes: usize,
+}
+
+/// One `[[api.tokens]]` entry: a named API token and what it may reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApiToken {
+    /// What logs (and metrics) call it; the token itself is never shown.
+    pub(crate) name: String,
+    /// SHA-256 of the token.
+    pub(crate) hash: [u8; 32],
+    /// Lowercased app ids it may mint and revoke for; `None`: every app.
+    pub(crate) apps: Option<Vec<String>>,
+    /// Lowercased `allow_users` patterns of the emails it may mint and
+    /// revoke for; `None`: every email.
+    pub(crate) emails: Option<Vec<String>>,
+}
+
+impl ApiToken {
+    /// A token that may do anything, under `name`.
+    pub(crate) fn unscoped(name: String, hash: [u8; 32]) -> ApiToken {
+        ApiToken {
+            name,
+            hash,
+            apps: None,
+            emails: None,
+        }
+    }
+
+    /// Whether it may act for this (lowercased) app id.
+    pub(crate) fn reaches_app(&self, app_id: &str) -> bool {
+        self.apps.as_ref().is_none_or(|apps| apps.iter().any(|a| a == app_id))
+    }
+
+    /// Whether it may act for this (lowercased) email.
+    pub(crate) fn reaches_email(&self, email: &str) -> bool {
+        self.emails
+            .as_ref()
+            .is_none_or(|patterns| patterns.iter().any(|p| pattern_matches(p, email)))
+    }
+}
+
+/// `[identity]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Identity {
+    /// `users = "config"`: only `[[users]]` exist; the directory owns
+    /// their groups.
+    #[default]
+    Config,
+    /// `users = "portal"`: the authenticated portal vouches for any email
+    /// and its groups at mint time.
+    Portal,
 }
 
 /// `[pat]`.
@@ -239,10 +327,29 @@ pub(crate) struct App {
     /// `/embed-apps/<id>`, where the app is mounted: built once as the
     /// `X-Forwarded-Prefix` value it is sent as.
     pub(crate) prefix: http::HeaderValue,
+    /// `public_url`: the host the app is served at the root of; `None`:
+    /// mounted under [`prefix`](Self::prefix) on the gateway's host.
+    pub(crate) host: Option<AppHost>,
+    /// `attribute_headers`: vouched attributes also sent as
+    /// `X-Embed-Attr-<key>`, with the header name built once.
+    pub(crate) attribute_headers: Vec<(String, http::HeaderName)>,
+}
+
+/// Where a host-mode app lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AppHost {
+    /// The app's `public_url`, without a trailing slash: the base of the
+    /// URLs handed out for it.
+    pub(crate) public_url: String,
+    /// Its host name, lowercased, without port or trailing dot: what a
+    /// request's `Host` is matched against.
+    pub(crate) name: String,
+    /// Where `public_url` is written, for `embedgate check`'s warnings.
+    pub(crate) line: Option<usize>,
 }
 
 impl App {
-    /// An app with its mount prefix made from its id.
+    /// A prefix-mode app with its mount prefix made from its id.
     pub(crate) fn new(
         id: String,
         upstream: Upstream,
@@ -261,7 +368,15 @@ impl App {
             allow_groups,
             frame_ancestors,
             prefix,
+            host: None,
+            attribute_headers: Vec::new(),
         }
+    }
+
+    /// The base of the URLs handed out for the app: its own `public_url`,
+    /// or the gateway's.
+    pub(crate) fn public_base<'a>(&'a self, gateway_public_url: &'a str) -> &'a str {
+        self.host.as_ref().map_or(gateway_public_url, |h| h.public_url.as_str())
     }
 
     /// `/embed-apps/<id>`.
@@ -270,15 +385,34 @@ impl App {
     }
 
     /// Whether an `allow_users` pattern (`*`, `*@domain`, exact email) or an
-    /// `allow_groups` entry admits `user`. Emails are compared lowercased.
-    pub(crate) fn admits(&self, user: &User) -> bool {
-        let by_email = self.allow_users.iter().any(|pattern| match pattern.strip_prefix('*') {
-            Some("") => true,
-            Some(domain) => domain.starts_with('@') && user.email.ends_with(domain),
-            None => *pattern == user.email,
-        });
-        by_email || user.groups.iter().any(|g| self.allow_groups.contains(g))
+    /// `allow_groups` entry admits this (lowercased) email with these
+    /// groups, configured or vouched for by the portal alike.
+    pub(crate) fn admits(&self, email: &str, groups: &[String]) -> bool {
+        self.allow_users.iter().any(|pattern| pattern_matches(pattern, email))
+            || groups.iter().any(|g| self.allow_groups.contains(g))
     }
+}
+
+/// Whether an `allow_users`-style pattern (`*`, `*@domain`, exact email,
+/// all lowercased) matches a lowercased email.
+pub(crate) fn pattern_matches(pattern: &str, email: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some("") => true,
+        Some(domain) => domain.starts_with('@') && email.ends_with(domain),
+        None => pattern == email,
+    }
+}
+
+/// The host name of a `Host` value or a URL's authority: lowercased,
+/// without the port, the brackets of an IPv6 literal kept, and without a
+/// trailing dot (`Shop.Example.` and `shop.example:443` are one host).
+pub(crate) fn host_name(authority: &str) -> String {
+    let host = match authority.rsplit_once(':') {
+        // A bracketed IPv6 literal's colons are not a port.
+        Some((host, port)) if !port.contains(']') && (!host.contains(':') || host.ends_with(']')) => host,
+        _ => authority,
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// `[passthrough]`.
@@ -416,13 +550,16 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let assertion = top
         .section(&mut cx, "assertion")
         .map(|s| sections::assertion(s, &mut cx));
-    let api = sections::api(top.section_or_empty(&mut cx, "api"), &mut cx);
+    let (api, token_apps) = sections::api(top.section_or_empty(&mut cx, "api"), &mut cx);
     let pat = sections::pat(top.section_or_empty(&mut cx, "pat"), &mut cx);
     let session = sections::session(top.section_or_empty(&mut cx, "session"), &mut cx);
     let rate_limit = sections::rate_limit(top.section_or_empty(&mut cx, "rate_limit"), &mut cx);
+    let identity = sections::identity(top.section_or_empty(&mut cx, "identity"), &mut cx);
     let (store, redis_line) = sections::store(top.section_or_empty(&mut cx, "store"), &mut cx);
     let users = sections::users(&mut top, &mut cx);
-    let apps = sections::apps(&mut top, &mut cx);
+    let main_url = server.as_ref().map_or("", |s| s.public_url.as_str());
+    let apps = sections::apps(&mut top, &mut cx, main_url);
+    sections::check_token_apps(&token_apps, &apps, &mut cx);
     let passthrough = top
         .section(&mut cx, "passthrough")
         .map(|s| sections::passthrough(s, &mut cx));
@@ -458,6 +595,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             session,
             rate_limit,
             store,
+            identity,
             users,
             apps,
             passthrough,

@@ -9,11 +9,14 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::checks::{
-    check_cookie_name, check_csp_source, check_email, check_group, check_http_url, check_user_pattern,
-    decode_sha256_hex, is_uuid, parse_cidr, same_host,
+    check_attribute_key, check_cookie_name, check_csp_source, check_email, check_group, check_http_url,
+    check_token_name, check_user_pattern, decode_sha256_hex, is_uuid, parse_cidr, same_host,
 };
-use super::walk::{Cx, Section, MAX_MINUTES, MAX_SECONDS};
-use super::{Api, App, Assertion, Demo, Passthrough, Pat, RateLimit, Server, SessionConfig, StoreConfig, Tls, User};
+use super::walk::{Cx, Field, Section, MAX_MINUTES, MAX_SECONDS};
+use super::{
+    host_name, Api, ApiToken, App, AppHost, Assertion, CertFiles, Demo, Identity, KeyFile, Passthrough, Pat, RateLimit,
+    Server, SessionConfig, StoreConfig, Tls, User,
+};
 
 /// `[server]`; `public_url` is required.
 pub(crate) fn server(mut s: Section<'_>, cx: &mut Cx<'_>) -> Server {
@@ -69,23 +72,91 @@ pub(crate) fn server(mut s: Section<'_>, cx: &mut Cx<'_>) -> Server {
     }
 }
 
-/// `[tls]`: both files required, resolved against the config's directory.
+/// `[tls]`: both files required, resolved against the config's directory;
+/// `[[tls.certificates]]` alike.
 pub(crate) fn tls(mut s: Section<'_>, cx: &mut Cx<'_>) -> Tls {
-    let cert = s.path(cx, "cert").unwrap_or_default();
-    let key = s.path(cx, "key").unwrap_or_default();
+    let main = cert_files(&mut s, cx);
+    let certificates = s
+        .array_of_tables(cx, "certificates")
+        .into_iter()
+        .map(|mut t| {
+            let files = cert_files(&mut t, cx);
+            t.finish(cx);
+            files
+        })
+        .collect();
     s.finish(cx);
-    Tls { cert, key }
+    Tls { main, certificates }
 }
 
-/// `[assertion]`: the signing key file, resolved like `[tls]`'s.
+/// A table's `cert` and `key`, with their lines.
+fn cert_files(s: &mut Section<'_>, cx: &mut Cx<'_>) -> CertFiles {
+    let mut file = |s: &mut Section<'_>, name| match s.required_str(cx, name) {
+        Some(f) => (cx.resolve(&f).unwrap_or_default(), f.line),
+        None => Default::default(),
+    };
+    let (cert, cert_line) = file(s, "cert");
+    let (key, key_line) = file(s, "key");
+    let (place, _) = s.place();
+    CertFiles {
+        cert,
+        key,
+        place: place.to_owned(),
+        lines: [cert_line, key_line],
+    }
+}
+
+/// `[assertion]`: the signing key file, resolved like `[tls]`'s, and the
+/// keys published beside it.
 pub(crate) fn assertion(mut s: Section<'_>, cx: &mut Cx<'_>) -> Assertion {
     let key = s.path(cx, "key").unwrap_or_default();
+    let mut key_files = |s: &mut Section<'_>, name| {
+        let fields = s.list_fields(cx, name, |p| Ok(p.to_owned())).unwrap_or_default();
+        fields
+            .into_iter()
+            .filter_map(|f| {
+                let path = cx.resolve(&Field {
+                    value: f.value.as_str(),
+                    key: f.key.clone(),
+                    line: f.line,
+                })?;
+                Some(KeyFile {
+                    path,
+                    key: f.key,
+                    line: f.line,
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let previous_keys = key_files(&mut s, "previous_keys");
+    let next_keys = key_files(&mut s, "next_keys");
     s.finish(cx);
-    Assertion { key }
+    Assertion {
+        key,
+        previous_keys,
+        next_keys,
+    }
 }
 
-/// `[api]`; the `token_env` variable is read (and hashed) here.
-pub(crate) fn api(mut s: Section<'_>, cx: &mut Cx<'_>) -> Api {
+/// `[identity]`.
+pub(crate) fn identity(mut s: Section<'_>, cx: &mut Cx<'_>) -> Identity {
+    let users = match s.str(cx, "users") {
+        None => Identity::Config,
+        Some(f) if f.value == "config" => Identity::Config,
+        Some(f) if f.value == "portal" => Identity::Portal,
+        Some(f) => {
+            cx.error_at(&f, format!("expected \"config\" or \"portal\", found {:?}", f.value));
+            Identity::Config
+        }
+    };
+    s.finish(cx);
+    users
+}
+
+/// `[api]`; the `token_env` variable is read (and hashed) here. Also
+/// returns the app ids the named tokens are scoped to, checked once the
+/// apps are read.
+pub(crate) fn api(mut s: Section<'_>, cx: &mut Cx<'_>) -> (Api, Vec<Field<String>>) {
     let mut token_hashes = s.list(cx, "token_sha256", decode_sha256_hex);
     let token_env = s.str(cx, "token_env").and_then(|f| {
         if f.value.is_empty() || f.value.contains(['=', '\0']) {
@@ -108,18 +179,90 @@ pub(crate) fn api(mut s: Section<'_>, cx: &mut Cx<'_>) -> Api {
         Some(f.value.to_string())
     });
     let max_body_bytes = s.uint(cx, "max_body_bytes", 65_536, 1, 1 << 20) as usize;
+    let mut tokens: Vec<ApiToken> = Vec::new();
+    let mut token_apps = Vec::new();
+    for mut t in s.array_of_tables(cx, "tokens") {
+        let name = match t.required_str(cx, "name") {
+            Some(f) => match check_token_name(f.value) {
+                Ok(()) => {
+                    if let Some(first) = tokens.iter().position(|k| k.name == f.value) {
+                        cx.error_at(&f, format!("duplicate of api.tokens[{first}].name"));
+                    }
+                    f.value.to_owned()
+                }
+                Err(why) => {
+                    cx.error_at(&f, why);
+                    String::new()
+                }
+            },
+            None => String::new(),
+        };
+        let hash = match t.required_str(cx, "sha256") {
+            Some(f) => match decode_sha256_hex(f.value) {
+                Ok(hash) => {
+                    // One token, two scopes: which one applies could not be said.
+                    if token_hashes.contains(&hash) || tokens.iter().any(|k| k.hash == hash) {
+                        cx.error_at(&f, "the same token is configured twice");
+                    }
+                    hash
+                }
+                Err(why) => {
+                    cx.error_at(&f, why);
+                    [0; 32]
+                }
+            },
+            None => [0; 32],
+        };
+        let apps = t.list_fields(cx, "apps", |id| {
+            if is_uuid(id) {
+                Ok(id.to_ascii_lowercase())
+            } else {
+                Err(format!("expected an app id (a UUID), found {id:?}"))
+            }
+        });
+        let apps = apps.map(|fields| {
+            let ids = fields.iter().map(|f| f.value.clone()).collect();
+            token_apps.extend(fields);
+            ids
+        });
+        let emails = t
+            .list_fields(cx, "emails", check_user_pattern)
+            .map(|fields| fields.into_iter().map(|f| f.value).collect());
+        t.finish(cx);
+        tokens.push(ApiToken {
+            name,
+            hash,
+            apps,
+            emails,
+        });
+    }
     s.finish(cx);
-    Api {
+    let api = Api {
         token_hashes,
+        tokens,
         token_env,
         max_body_bytes,
+    };
+    (api, token_apps)
+}
+
+/// Every app a named API token is scoped to must be configured: a typo
+/// would silently leave the token unable to mint.
+pub(crate) fn check_token_apps(token_apps: &[Field<String>], apps: &[App], cx: &mut Cx<'_>) {
+    for f in token_apps {
+        if !apps.iter().any(|a| a.id == f.value) {
+            cx.error_at(f, format!("no [[apps]] entry has id {}", f.value));
+        }
     }
 }
 
 /// `[pat]`: each default must not be above its max.
 pub(crate) fn pat(mut s: Section<'_>, cx: &mut Cx<'_>) -> Pat {
     let max_pat = s.uint_field(cx, "max_pat_expiry_seconds", 86_400, 1, MAX_SECONDS);
-    let max_session = s.uint_field(cx, "max_session_expiry_minutes", 1440, 1, MAX_MINUTES);
+    // 30 days, Looker's longest embed session: a portal asking for a long
+    // idle timeout (ToolJet's sample sends 10000) is capped by
+    // session.max_lifetime_minutes rather than refused.
+    let max_session = s.uint_field(cx, "max_session_expiry_minutes", 43_200, 1, MAX_MINUTES);
     let default_pat = s.uint_field(cx, "default_pat_expiry_seconds", 3600, 1, MAX_SECONDS);
     let default_session = s.uint_field(cx, "default_session_expiry_minutes", 60, 1, MAX_MINUTES);
     let single_use = s.bool(cx, "single_use").unwrap_or(true);
@@ -255,8 +398,13 @@ pub(crate) fn users(top: &mut Section<'_>, cx: &mut Cx<'_>) -> Vec<User> {
     users
 }
 
-/// Every `[[apps]]` entry; ids must be unique, case-insensitively.
-pub(crate) fn apps(top: &mut Section<'_>, cx: &mut Cx<'_>) -> Vec<App> {
+/// Every `[[apps]]` entry; ids must be unique, case-insensitively, and
+/// app hosts unique and other than the gateway's (`main_url`).
+pub(crate) fn apps(top: &mut Section<'_>, cx: &mut Cx<'_>, main_url: &str) -> Vec<App> {
+    let main_host = main_url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.authority().map(|a| host_name(a.as_str())));
     let mut apps: Vec<App> = Vec::new();
     for mut s in top.array_of_tables(cx, "apps") {
         let id = match s.required_str(cx, "id") {
@@ -280,8 +428,39 @@ pub(crate) fn apps(top: &mut Section<'_>, cx: &mut Cx<'_>) -> Vec<App> {
         let allow_users = s.list(cx, "allow_users", check_user_pattern);
         let allow_groups = s.list(cx, "allow_groups", check_group);
         let frame_ancestors = s.list(cx, "frame_ancestors", check_csp_source);
+        let host = s.str(cx, "public_url").and_then(|f| {
+            let uri = check_http_url(f.value).map_err(|why| cx.error_at(&f, why)).ok()?;
+            if !uri.path().trim_end_matches('/').is_empty() {
+                cx.error_at(&f, "an app host is served at its root: no path");
+                return None;
+            }
+            let name = host_name(uri.authority()?.as_str());
+            if main_host.as_deref() == Some(name.as_str()) {
+                cx.error_at(&f, "must not be the host of server.public_url");
+            }
+            if let Some(first) = apps
+                .iter()
+                .position(|a| a.host.as_ref().is_some_and(|h| h.name == name))
+            {
+                cx.error_at(&f, format!("host {name} is already apps[{first}].public_url's"));
+            }
+            Some(AppHost {
+                public_url: f.value.trim_end_matches('/').to_owned(),
+                name,
+                line: f.line,
+            })
+        });
+        let attribute_headers = s.list(cx, "attribute_headers", |key| {
+            check_attribute_key(key)?;
+            let name = http::HeaderName::try_from(format!("x-embed-attr-{}", key.to_ascii_lowercase()))
+                .map_err(|_| format!("not usable in a header name: {key:?}"))?;
+            Ok((key.to_owned(), name))
+        });
         s.finish(cx);
-        apps.push(App::new(id, upstream, allow_users, allow_groups, frame_ancestors));
+        let mut app = App::new(id, upstream, allow_users, allow_groups, frame_ancestors);
+        app.host = host;
+        app.attribute_headers = attribute_headers;
+        apps.push(app);
     }
     apps
 }

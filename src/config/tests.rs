@@ -61,7 +61,9 @@ fn minimal_config_parses_with_all_defaults() {
     assert_eq!(c.api.token_env, None);
     assert_eq!(c.api.max_body_bytes, 65_536);
     assert_eq!(c.pat.max_pat_expiry_seconds, 86_400);
-    assert_eq!(c.pat.max_session_expiry_minutes, 1440);
+    assert_eq!(c.pat.max_session_expiry_minutes, 43_200);
+    assert_eq!(c.identity, Identity::Config);
+    assert!(c.api.tokens.is_empty());
     assert_eq!(c.pat.default_pat_expiry_seconds, 3600);
     assert_eq!(c.pat.default_session_expiry_minutes, 60);
     assert!(c.pat.single_use);
@@ -158,14 +160,25 @@ fn spec_example_parses() {
     assert_eq!(
         c.tls,
         Some(Tls {
-            cert: PathBuf::from("/etc/embedgate/certs/localhost.pem"),
-            key: PathBuf::from("/etc/embedgate/certs/localhost-key.pem"),
+            main: CertFiles {
+                cert: PathBuf::from("/etc/embedgate/certs/localhost.pem"),
+                key: PathBuf::from("/etc/embedgate/certs/localhost-key.pem"),
+                place: "tls".into(),
+                lines: c.tls.as_ref().map_or([None, None], |t| t.main.lines),
+            },
+            certificates: Vec::new(),
         })
     );
+    assert!(c
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.main.lines[0].is_some() && t.main.lines[1].is_some()));
     assert_eq!(
         c.assertion,
         Some(Assertion {
-            key: PathBuf::from("/etc/embedgate/certs/assertion-key.pem")
+            key: PathBuf::from("/etc/embedgate/certs/assertion-key.pem"),
+            previous_keys: Vec::new(),
+            next_keys: Vec::new(),
         })
     );
     assert_eq!(c.api.token_hashes.len(), 2);
@@ -435,8 +448,8 @@ fn tls_paths_resolve_against_the_config_directory() {
         "{MINIMAL}[tls]\ncert = \"certs/gw.pem\"\nkey = \"/abs/gw-key.pem\"\n"
     ));
     let tls = c.tls.unwrap();
-    assert_eq!(tls.cert, PathBuf::from("/etc/embedgate/certs/gw.pem"));
-    assert_eq!(tls.key, PathBuf::from("/abs/gw-key.pem"));
+    assert_eq!(tls.main.cert, PathBuf::from("/etc/embedgate/certs/gw.pem"));
+    assert_eq!(tls.main.key, PathBuf::from("/abs/gw-key.pem"));
 }
 
 #[test]
@@ -644,6 +657,203 @@ fn inline_tables_and_dotted_keys_are_read_like_sections() {
     );
 }
 
+fn app_with(extra: &str) -> String {
+    format!("{MINIMAL}[[apps]]\nid = \"{UUID}\"\nupstream = \"http://127.0.0.1:3000\"\n{extra}")
+}
+
+#[test]
+fn identity_users_is_config_or_portal() {
+    assert_eq!(
+        ok(&format!("{MINIMAL}[identity]\nusers = \"portal\"\n")).identity,
+        Identity::Portal
+    );
+    assert_eq!(
+        ok(&format!("{MINIMAL}[identity]\nusers = \"config\"\n")).identity,
+        Identity::Config
+    );
+    let e = one_err(
+        &format!("{MINIMAL}[identity]\nusers = \"ldap\"\n"),
+        "identity.users",
+        Some(4),
+    );
+    assert!(e.message.contains("\"config\" or \"portal\""), "{e}");
+    one_err(
+        &format!("{MINIMAL}[identity]\nuser = \"portal\"\n"),
+        "identity.user",
+        Some(4),
+    );
+}
+
+#[test]
+fn scoped_api_tokens_read_their_name_hash_and_scope() {
+    let hash = "cd".repeat(32);
+    let c = ok(&format!(
+        "{}[[api.tokens]]\nname = \"acme-portal\"\nsha256 = \"{hash}\"\napps = [\"{}\"]\nemails = [\"*@Acme.com\"]\n\n\
+         [[api.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\n",
+        app_with(""),
+        UUID.to_uppercase(),
+        "ef".repeat(32)
+    ));
+    let [scoped, open] = c.api.tokens.as_slice() else {
+        panic!("two tokens: {:?}", c.api.tokens)
+    };
+    assert_eq!(scoped.name, "acme-portal");
+    assert_eq!(scoped.hash, [0xcd; 32]);
+    assert_eq!(scoped.apps.as_deref(), Some([UUID.to_string()].as_slice()));
+    assert_eq!(scoped.emails.as_deref(), Some(["*@acme.com".to_string()].as_slice()));
+    assert!(scoped.reaches_app(UUID) && !scoped.reaches_app("00000000-0000-4000-8000-000000000000"));
+    assert!(scoped.reaches_email("ann@acme.com") && !scoped.reaches_email("ann@evil.com"));
+    assert_eq!((open.apps.clone(), open.emails.clone()), (None, None));
+    assert!(open.reaches_app(UUID) && open.reaches_email("anyone@anywhere"));
+}
+
+#[test]
+fn scoped_api_tokens_are_checked() {
+    let hash = "cd".repeat(32);
+    let token = |body: &str| format!("{}[[api.tokens]]\n{body}\n", app_with(""));
+    let e = one_err(&token("name = \"n\"\nsha256 = \"x\""), "api.tokens[0].sha256", Some(8));
+    assert!(e.message.contains("64 lowercase hex"), "{e}");
+    let list = errs(&token(&format!("sha256 = \"{hash}\"")));
+    assert_eq!(list[0].key, "api.tokens[0].name");
+    assert_eq!(list[0].message, "required key missing");
+    let e = one_err(
+        &token(&format!("name = \"a b\"\nsha256 = \"{hash}\"")),
+        "api.tokens[0].name",
+        Some(7),
+    );
+    assert!(e.message.starts_with("expected 1 to 64"), "{e}");
+    let e = one_err(
+        &token(&format!(
+            "name = \"n\"\nsha256 = \"{hash}\"\napps = [\"00000000-0000-4000-8000-000000000000\"]"
+        )),
+        "api.tokens[0].apps[0]",
+        Some(9),
+    );
+    assert!(e.message.contains("no [[apps]] entry"), "{e}");
+    one_err(
+        &token(&format!(
+            "name = \"n\"\nsha256 = \"{hash}\"\nemails = [\"not-an-email\"]"
+        )),
+        "api.tokens[0].emails[0]",
+        Some(9),
+    );
+    let twice = format!(
+        "{}[[api.tokens]]\nname = \"a\"\nsha256 = \"{hash}\"\n[[api.tokens]]\nname = \"a\"\nsha256 = \"{hash}\"\n",
+        app_with("")
+    );
+    let list = errs(&twice);
+    let keys: Vec<&str> = list.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["api.tokens[1].name", "api.tokens[1].sha256"], "{list:#?}");
+    let legacy =
+        format!("{MINIMAL}[api]\ntoken_sha256 = [\"{hash}\"]\n[[api.tokens]]\nname = \"a\"\nsha256 = \"{hash}\"\n");
+    let e = one_err(&legacy, "api.tokens[0].sha256", Some(7));
+    assert!(e.message.contains("configured twice"), "{e}");
+}
+
+#[test]
+fn app_public_url_gives_its_host_and_is_unique() {
+    let c = ok(&app_with("public_url = \"https://Shop.Example.COM:8443/\"\n"));
+    let host = c.apps[0].host.clone().expect("a host");
+    assert_eq!(host.public_url, "https://Shop.Example.COM:8443");
+    assert_eq!(host.name, "shop.example.com");
+    assert_eq!(
+        c.apps[0].public_base("https://gw.example.com"),
+        "https://Shop.Example.COM:8443"
+    );
+    assert_eq!(
+        ok(&app_with("")).apps[0].public_base("https://gw.example.com"),
+        "https://gw.example.com"
+    );
+
+    let e = one_err(
+        &app_with("public_url = \"https://shop.example.com/base\"\n"),
+        "apps[0].public_url",
+        Some(6),
+    );
+    assert!(e.message.contains("no path"), "{e}");
+    let e = one_err(
+        &app_with("public_url = \"https://GW.example.com:9443\"\n"),
+        "apps[0].public_url",
+        Some(6),
+    );
+    assert!(e.message.contains("server.public_url"), "{e}");
+    one_err(
+        &app_with("public_url = \"shop.example.com\"\n"),
+        "apps[0].public_url",
+        Some(6),
+    );
+    let two = format!(
+        "{}\n[[apps]]\nid = \"2f4c6e8a-1b3d-4f5a-9c7e-0d2b4a6c8e1f\"\nupstream = \"http://127.0.0.1:3001\"\npublic_url = \"http://shop.example.com.\"\n",
+        app_with("public_url = \"https://shop.example.com\"\n")
+    );
+    let e = one_err(&two, "apps[1].public_url", Some(11));
+    assert!(e.message.contains("apps[0]"), "{e}");
+}
+
+#[test]
+fn host_names_drop_port_case_and_trailing_dot() {
+    assert_eq!(host_name("Shop.Example.com:443"), "shop.example.com");
+    assert_eq!(host_name("shop.example.com."), "shop.example.com");
+    assert_eq!(host_name("shop.example.com"), "shop.example.com");
+    assert_eq!(host_name("[::1]:8443"), "[::1]");
+    assert_eq!(host_name("[::1]"), "[::1]");
+    assert_eq!(host_name("127.0.0.1:80"), "127.0.0.1");
+}
+
+#[test]
+fn attribute_headers_are_header_name_safe_keys() {
+    let c = ok(&app_with("attribute_headers = [\"department\", \"Cost_Center\"]\n"));
+    let names: Vec<(&str, &str)> = c.apps[0]
+        .attribute_headers
+        .iter()
+        .map(|(k, h)| (k.as_str(), h.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("department", "x-embed-attr-department"),
+            ("Cost_Center", "x-embed-attr-cost_center")
+        ]
+    );
+    for bad in ["a b", "a.b", "", "é"] {
+        one_err(
+            &app_with(&format!("attribute_headers = [{bad:?}]\n")),
+            "apps[0].attribute_headers[0]",
+            Some(6),
+        );
+    }
+}
+
+#[test]
+fn more_certificates_and_published_keys_resolve_against_the_config_directory() {
+    let c = ok(&format!(
+        "{MINIMAL}[tls]\ncert = \"a.pem\"\nkey = \"a-key.pem\"\n[[tls.certificates]]\ncert = \"b.pem\"\nkey = \"/k/b-key.pem\"\n\n\
+         [assertion]\nkey = \"k.pem\"\nprevious_keys = [\"old.pem\"]\nnext_keys = [\"new.pem\", \"newer.pem\"]\n"
+    ));
+    let tls = c.tls.expect("tls");
+    assert_eq!(tls.certificates.len(), 1);
+    assert_eq!(tls.certificates[0].cert, PathBuf::from("/etc/embedgate/b.pem"));
+    assert_eq!(tls.certificates[0].key, PathBuf::from("/k/b-key.pem"));
+    assert_eq!(tls.certificates[0].place, "tls.certificates[0]");
+    assert_eq!(tls.certificates[0].lines, [Some(7), Some(8)]);
+    let a = c.assertion.expect("assertion");
+    let paths = |keys: &[KeyFile]| keys.iter().map(|k| (k.path.clone(), k.key.clone())).collect::<Vec<_>>();
+    assert_eq!(
+        paths(&a.previous_keys),
+        [(
+            PathBuf::from("/etc/embedgate/old.pem"),
+            "assertion.previous_keys[0]".to_string()
+        )]
+    );
+    assert_eq!(a.next_keys.len(), 2);
+    assert_eq!(a.next_keys[1].line, Some(13));
+    one_err(
+        &format!("{MINIMAL}[tls]\ncert = \"a.pem\"\nkey = \"a-key.pem\"\n[[tls.certificates]]\ncert = \"b.pem\"\n"),
+        "tls.certificates[0].key",
+        Some(6),
+    );
+}
+
 #[test]
 fn odd_documents_give_errors_not_panics() {
     for text in [
@@ -687,15 +897,15 @@ mod access_tests {
     #[test]
     fn patterns_admit_exact_domain_star_and_groups() {
         let ann = user("ann@example.com", &["sales"]);
-        assert!(app(&["ann@example.com"], &[]).admits(&ann));
-        assert!(app(&["*@example.com"], &[]).admits(&ann));
-        assert!(app(&["*"], &[]).admits(&ann));
-        assert!(app(&[], &["sales"]).admits(&ann));
-        assert!(!app(&[], &[]).admits(&ann));
+        assert!(app(&["ann@example.com"], &[]).admits(&ann.email, &ann.groups));
+        assert!(app(&["*@example.com"], &[]).admits(&ann.email, &ann.groups));
+        assert!(app(&["*"], &[]).admits(&ann.email, &ann.groups));
+        assert!(app(&[], &["sales"]).admits(&ann.email, &ann.groups));
+        assert!(!app(&[], &[]).admits(&ann.email, &ann.groups));
         assert!(
-            !app(&["*@ample.com"], &[]).admits(&ann),
+            !app(&["*@ample.com"], &[]).admits(&ann.email, &ann.groups),
             "a domain pattern matches the whole domain"
         );
-        assert!(!app(&["*@other.com", "bob@example.com"], &["ops"]).admits(&ann));
+        assert!(!app(&["*@other.com", "bob@example.com"], &["ops"]).admits(&ann.email, &ann.groups));
     }
 }

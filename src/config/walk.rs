@@ -312,9 +312,22 @@ impl<'a> Section<'a> {
         name: &'static str,
         check: impl Fn(&str) -> Result<T, String>,
     ) -> Vec<T> {
-        let Some(array) = self.array(cx, name) else {
-            return Vec::new();
-        };
+        self.list_fields(cx, name, check)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| f.value)
+            .collect()
+    }
+
+    /// Like [`list`](Self::list), keeping each value's place; `None` when
+    /// the key is absent (or not an array, recorded).
+    pub(crate) fn list_fields<T>(
+        &mut self,
+        cx: &mut Cx<'_>,
+        name: &'static str,
+        check: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<Vec<Field<T>>> {
+        let array = self.array(cx, name)?;
         let mut out = Vec::new();
         for (i, v) in array.value.iter().enumerate() {
             let key = format!("{}[{i}]", array.key);
@@ -324,11 +337,16 @@ impl<'a> Section<'a> {
                 None => Err(format!("expected a string, found {}", describe_value(v))),
             };
             match result {
-                Ok(t) => out.push(t),
+                Ok(value) => out.push(Field { value, key, line }),
                 Err(why) => cx.error(line, key, why),
             }
         }
-        out
+        Some(out)
+    }
+
+    /// This table's dotted path and the line of its header.
+    pub(crate) fn place(&self) -> (&str, Option<usize>) {
+        (&self.path, self.line)
     }
 
     /// A sub-table such as `[server]`; `None` when absent or not a table

@@ -7,6 +7,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::Mounted;
 use crate::body::Body;
 use crate::config::App;
 use crate::error::GatewayError;
@@ -20,6 +21,7 @@ use crate::token;
 /// client's counts against its address's `bad_pat_per_minute`.
 pub(super) async fn exchange(
     app: &App,
+    mounted: Mounted,
     req: Request<Incoming>,
     state: &State,
     downstream: &Downstream,
@@ -31,10 +33,15 @@ pub(super) async fn exchange(
     match redeem(app, query, state).await {
         Ok(token) => {
             let kept: Vec<&str> = query::pairs(query).filter(|p| !p.is_pat()).map(|p| p.raw).collect();
-            let cookie = session_cookie(&state.config.session.cookie_name, &token, &app.id);
+            let path = match mounted {
+                Mounted::Prefix => format!("/embed-apps/{}", app.id),
+                Mounted::Host => "/".to_owned(),
+            };
+            let cookie = session_cookie(&state.config.session.cookie_name, &token, path);
             Ok(see_other(
                 &state.config.server.public_url,
                 app,
+                mounted,
                 &kept.join("&"),
                 Some(cookie),
             ))
@@ -71,26 +78,28 @@ async fn redeem(app: &App, query: &str, state: &State) -> Result<String, Gateway
         .take_pat(&token::hash(&pat), &app.id, state.config.pat.single_use, now)
         .await?
         .ok_or(GatewayError::InvalidPat)?;
-    // The directory, as it is now, decides who the user is and may be.
-    let user = state
-        .user(&minted.email)
+    // The directory (or the portal's word), as it is now, decides who the
+    // user is and may be.
+    let groups = state
+        .identify(&minted.email, &minted.groups)
         .ok_or_else(|| GatewayError::NotFound("user no longer exists".into()))?;
-    if !app.admits(user) {
+    if !app.admits(&minted.email, &groups) {
         return Err(GatewayError::Forbidden("this user may no longer open this app"));
     }
     let token = token::new_session_token().map_err(|e| GatewayError::Internal(Box::new(e)))?;
-    let session = SessionRecord::start(&minted, user.groups.clone(), state.config.session.max_lifetime, now);
+    let session = SessionRecord::start(&minted, groups, state.config.session.max_lifetime, now);
     state.store.insert_session(token::hash(&token), session).await?;
-    tracing::info!(user = %user.email, app = %app.id, "session started");
+    tracing::info!(user = %minted.email, app = %app.id, "session started");
     Ok(token)
 }
 
-/// The session cookie of SPEC §4: scoped to the app's mount, never sent to
+/// The session cookie of SPEC §4: scoped to the app's mount (`path`: its
+/// prefix, or `/` on its own host, host-only either way), never sent to
 /// scripts or over plain HTTP, sent cross-site, in the framing site's
 /// partition (CHIPS).
-fn session_cookie(name: &str, token: &str, app_id: &str) -> Cookie<'static> {
+fn session_cookie(name: &str, token: &str, path: String) -> Cookie<'static> {
     Cookie::build((name.to_owned(), token.to_owned()))
-        .path(format!("/embed-apps/{app_id}"))
+        .path(path)
         .secure(true)
         .http_only(true)
         .same_site(SameSite::None)
@@ -98,10 +107,20 @@ fn session_cookie(name: &str, token: &str, app_id: &str) -> Cookie<'static> {
         .build()
 }
 
-/// 303 to the app's root under the mount (a URL from `public_url`, never
-/// from `Host`), with `query` kept, and the cookie when one was made.
-pub(super) fn see_other(public_url: &str, app: &App, query: &str, cookie: Option<Cookie<'_>>) -> Response<Body> {
-    let mut location = format!("{public_url}/embed-apps/{}/", app.id);
+/// 303 to the app's root — under the mount, or of its own host — as a URL
+/// from `public_url` (the gateway's or the app's), never from `Host`, with
+/// `query` kept, and the cookie when one was made.
+pub(super) fn see_other(
+    public_url: &str,
+    app: &App,
+    mounted: Mounted,
+    query: &str,
+    cookie: Option<Cookie<'_>>,
+) -> Response<Body> {
+    let mut location = match mounted {
+        Mounted::Prefix => format!("{public_url}/embed-apps/{}/", app.id),
+        Mounted::Host => format!("{}/", app.public_base(public_url)),
+    };
     if !query.is_empty() {
         location.push('?');
         location.push_str(query);
@@ -128,7 +147,7 @@ mod tests {
 
     #[test]
     fn session_cookie_is_partitioned_and_path_scoped() {
-        let text = session_cookie("embedgate_session", "abc", APP).to_string();
+        let text = session_cookie("embedgate_session", "abc", format!("/embed-apps/{APP}")).to_string();
         let (pair, attributes) = text.split_once("; ").expect("attributes");
         assert_eq!(pair, "embedgate_session=abc");
         let mut attributes: Vec<&str> = attributes.split("; ").collect();
@@ -137,5 +156,16 @@ mod tests {
         let mut expected = vec![path.as_str(), "Secure", "HttpOnly", "SameSite=None", "Partitioned"];
         expected.sort_unstable();
         assert_eq!(attributes, expected);
+    }
+
+    #[test]
+    fn an_app_hosts_cookie_is_host_only_at_the_root() {
+        let text = session_cookie("embedgate_session", "abc", "/".into()).to_string();
+        let mut attributes: Vec<&str> = text.split("; ").skip(1).collect();
+        attributes.sort_unstable();
+        assert_eq!(
+            attributes,
+            ["HttpOnly", "Partitioned", "Path=/", "SameSite=None", "Secure"]
+        );
     }
 }

@@ -16,7 +16,7 @@ use crate::assertion::{self, Cached, Claims, Signer};
 use crate::drain::Watch;
 use crate::error::GatewayError;
 use crate::proxy::Cancel;
-use crate::session::{Ended, SessionRecord};
+use crate::session::{Attributes, Ended, SessionRecord};
 use crate::token::TokenHash;
 
 static X_EMBED_USER: HeaderName = HeaderName::from_static("x-embed-user");
@@ -36,32 +36,68 @@ pub(crate) struct Local {
 /// One session's identity headers, built once, and its last assertion.
 #[derive(Debug)]
 struct Identity {
-    /// What the headers were built from; a record that differs rebuilds.
+    /// What the headers were built from; a record or an app's
+    /// `attribute_headers` that differs rebuilds.
     email: String,
     groups: Vec<String>,
+    attributes: Attributes,
     app_id: String,
+    attribute_names: Vec<(String, HeaderName)>,
     user: HeaderValue,
     groups_header: HeaderValue,
     app: HeaderValue,
+    /// `X-Embed-Attr-<key>` for each of the app's `attribute_headers` the
+    /// session has a header-safe value for.
+    attribute_headers: Vec<(HeaderName, HeaderValue)>,
     assertion: Option<Cached>,
 }
 
 impl Identity {
-    fn new(session: &SessionRecord) -> Result<Self, GatewayError> {
+    fn new(session: &SessionRecord, attribute_names: &[(String, HeaderName)]) -> Result<Self, GatewayError> {
         let value = |s: &str| HeaderValue::from_str(s).map_err(|e| GatewayError::Internal(Box::new(e)));
+        let attribute_headers = attribute_names
+            .iter()
+            .filter_map(|(key, name)| {
+                let text = header_text(session.attributes.get(key)?)?;
+                Some((name.clone(), HeaderValue::from_str(&text).ok()?))
+            })
+            .collect();
         Ok(Identity {
             email: session.email.clone(),
             groups: session.groups.clone(),
+            attributes: session.attributes.clone(),
             app_id: session.app_id.clone(),
+            attribute_names: attribute_names.to_vec(),
             user: value(&session.email)?,
             groups_header: value(&session.groups.join(","))?,
             app: value(&session.app_id)?,
+            attribute_headers,
             assertion: None,
         })
     }
 
-    fn is_for(&self, session: &SessionRecord) -> bool {
-        self.email == session.email && self.groups == session.groups && self.app_id == session.app_id
+    fn is_for(&self, session: &SessionRecord, attribute_names: &[(String, HeaderName)]) -> bool {
+        self.email == session.email
+            && self.groups == session.groups
+            && self.app_id == session.app_id
+            && self.attributes == session.attributes
+            && self.attribute_names == attribute_names
+    }
+}
+
+/// An attribute's value as a header value: strings of visible ASCII and
+/// inner spaces, numbers and booleans as their JSON text; anything else
+/// (`Zürich`, a line break) is left out of headers and stays in the
+/// assertion, where JSON carries it intact.
+fn header_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => {
+            let safe = s.bytes().all(|b| b.is_ascii_graphic() || b == b' ') && s.trim() == s;
+            safe.then(|| s.clone())
+        }
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }
 
@@ -70,22 +106,25 @@ fn unix_seconds() -> u64 {
 }
 
 impl Local {
-    /// `X-Embed-User`, `-Groups`, `-App` and `-Assertion` for the session
-    /// with this hash (SPEC §5). The assertion is reused while it has time
-    /// left and was signed by `signer` for this identity and `issuer`.
+    /// `X-Embed-User`, `-Groups`, `-App`, `-Assertion` (SPEC §5) and the
+    /// `X-Embed-Attr-*` named by `attribute_names` (the app's
+    /// `attribute_headers`) for the session with this hash. The assertion
+    /// is reused while it has time left and was signed by `signer` for this
+    /// identity and `issuer`.
     pub(crate) fn identity_headers(
         &self,
         hash: &TokenHash,
         session: &SessionRecord,
+        attribute_names: &[(String, HeaderName)],
         signer: &Signer,
         issuer: &str,
     ) -> Result<HeaderMap, GatewayError> {
         let mut entry = self
             .identities
             .entry(*hash)
-            .or_try_insert_with(|| Identity::new(session))?;
-        if !entry.is_for(session) {
-            *entry = Identity::new(session)?;
+            .or_try_insert_with(|| Identity::new(session, attribute_names))?;
+        if !entry.is_for(session, attribute_names) {
+            *entry = Identity::new(session, attribute_names)?;
         }
         let now = unix_seconds();
         let claims = Claims {
@@ -93,16 +132,20 @@ impl Local {
             aud: &session.app_id,
             sub: &session.email,
             groups: &session.groups,
+            attrs: (!session.attributes.is_empty()).then_some(&session.attributes),
             iat: now,
             exp: now + assertion::LIFETIME_SECONDS,
         };
         let jwt = assertion::reuse_or_sign(&mut entry.assertion, signer, &claims, now)
             .map_err(|e| GatewayError::Internal(Box::new(e)))?;
-        let mut headers = HeaderMap::with_capacity(5);
+        let mut headers = HeaderMap::with_capacity(5 + entry.attribute_headers.len());
         headers.insert(X_EMBED_USER.clone(), entry.user.clone());
         headers.insert(X_EMBED_GROUPS.clone(), entry.groups_header.clone());
         headers.insert(X_EMBED_APP.clone(), entry.app.clone());
         headers.insert(X_EMBED_ASSERTION.clone(), jwt);
+        for (name, value) in &entry.attribute_headers {
+            headers.insert(name.clone(), value.clone());
+        }
         Ok(headers)
     }
 
@@ -201,6 +244,7 @@ mod tests {
 
     fn record(email: &str, groups: &[&str]) -> SessionRecord {
         SessionRecord {
+            attributes: Default::default(),
             email: email.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             app_id: "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc".into(),
@@ -217,28 +261,88 @@ mod tests {
         let signer = Signer::generate().expect("a key");
         let session = record("ann@example.com", &["sales", "ops"]);
         let first = local
-            .identity_headers(&[1; 32], &session, &signer, "https://gw")
+            .identity_headers(&[1; 32], &session, &[], &signer, "https://gw")
             .expect("headers");
         assert_eq!(first[&X_EMBED_USER], "ann@example.com");
         assert_eq!(first[&X_EMBED_GROUPS], "sales,ops");
         assert_eq!(first[&X_EMBED_APP], "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc");
         let second = local
-            .identity_headers(&[1; 32], &session, &signer, "https://gw")
+            .identity_headers(&[1; 32], &session, &[], &signer, "https://gw")
             .expect("headers");
         assert_eq!(first[&X_EMBED_ASSERTION], second[&X_EMBED_ASSERTION], "reused");
 
         // Another issuer (a reload changed public_url) re-signs.
         let other = local
-            .identity_headers(&[1; 32], &session, &signer, "https://gw2")
+            .identity_headers(&[1; 32], &session, &[], &signer, "https://gw2")
             .expect("headers");
         assert_ne!(first[&X_EMBED_ASSERTION], other[&X_EMBED_ASSERTION]);
         // A record with other groups under the same hash is rebuilt.
         let regrouped = record("ann@example.com", &["ops"]);
         let rebuilt = local
-            .identity_headers(&[1; 32], &regrouped, &signer, "https://gw2")
+            .identity_headers(&[1; 32], &regrouped, &[], &signer, "https://gw2")
             .expect("headers");
         assert_eq!(rebuilt[&X_EMBED_GROUPS], "ops");
         assert_ne!(rebuilt[&X_EMBED_ASSERTION], other[&X_EMBED_ASSERTION]);
+    }
+
+    #[test]
+    fn attribute_headers_carry_header_safe_values_and_the_assertion_all() {
+        let local = Local::default();
+        let signer = Signer::generate().expect("a key");
+        let mut session = record("ann@example.com", &["sales"]);
+        session.attributes =
+            serde_json::json!({"department": "Sales EMEA", "level": 3, "city": "Zürich", "other": "x"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+        let name = |s: &str| HeaderName::from_bytes(format!("x-embed-attr-{s}").as_bytes()).expect("a name");
+        let names: Vec<(String, HeaderName)> = ["department", "level", "city", "absent"]
+            .iter()
+            .map(|k| (k.to_string(), name(k)))
+            .collect();
+        let headers = local
+            .identity_headers(&[1; 32], &session, &names, &signer, "https://gw")
+            .expect("headers");
+        assert_eq!(headers[&name("department")], "Sales EMEA");
+        assert_eq!(headers[&name("level")], "3");
+        assert!(
+            !headers.contains_key(name("city")),
+            "not header-safe: only in the assertion"
+        );
+        assert!(!headers.contains_key(name("other")), "not listed by the app");
+        assert!(!headers.contains_key(name("absent")));
+        let jwt = headers[&X_EMBED_ASSERTION].to_str().expect("ascii");
+        let payload = jwt.split('.').nth(1).expect("a payload");
+        use base64::Engine;
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .expect("base64url"),
+        )
+        .expect("JSON");
+        assert_eq!(claims["attrs"]["city"], "Zürich");
+        assert_eq!(claims["attrs"]["level"], 3);
+        assert_eq!(claims["groups"], serde_json::json!(["sales"]));
+
+        // The app's list changed (a reload): rebuilt without the header.
+        let fewer = &names[1..];
+        let headers = local
+            .identity_headers(&[1; 32], &session, fewer, &signer, "https://gw")
+            .expect("headers");
+        assert!(!headers.contains_key(name("department")));
+        assert_eq!(headers[&name("level")], "3");
+    }
+
+    #[test]
+    fn only_header_safe_values_become_header_text() {
+        use serde_json::json;
+        assert_eq!(header_text(&json!("Sales EMEA")).as_deref(), Some("Sales EMEA"));
+        assert_eq!(header_text(&json!(42)).as_deref(), Some("42"));
+        assert_eq!(header_text(&json!(-1.5)).as_deref(), Some("-1.5"));
+        assert_eq!(header_text(&json!(false)).as_deref(), Some("false"));
+        for unsafe_text in ["Zürich", "a\nb", "a\rb", "tab\there", " padded", "x\u{7f}"] {
+            assert_eq!(header_text(&json!(unsafe_text)), None, "{unsafe_text:?}");
+        }
     }
 
     #[test]
@@ -246,11 +350,12 @@ mod tests {
         let local = Local::default();
         let signer = Signer::generate().expect("a key");
         local
-            .identity_headers(&[1; 32], &record("a@example.com", &[]), &signer, "https://gw")
+            .identity_headers(&[1; 32], &record("a@example.com", &[]), &[], &signer, "https://gw")
             .expect("headers");
-        local
-            .identities
-            .insert([2; 32], Identity::new(&record("b@example.com", &[])).expect("identity"));
+        local.identities.insert(
+            [2; 32],
+            Identity::new(&record("b@example.com", &[]), &[]).expect("identity"),
+        );
         local.sweep();
         assert!(local.identities.contains_key(&[1; 32]));
         assert!(!local.identities.contains_key(&[2; 32]));

@@ -1,6 +1,8 @@
 //! `/embed-apps/<appId>…` (SPEC §4, §5): the PAT exchange, and the guard in
 //! front of every proxied embed request — a valid session for this very app,
-//! its identity added, its responses kept framable only where allowed.
+//! its identity added, its responses kept framable only where allowed. An
+//! app with a `public_url` of its own is served the same way at the root of
+//! its host ([`handle_host`]).
 //!
 //! Files, in the order a request meets them: [`exchange`] swaps a PAT for a
 //! session; [`phases`] runs a request through a session as named steps;
@@ -19,12 +21,47 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::Body;
+use crate::config::App;
 use crate::error::GatewayError;
 use crate::proxy::Downstream;
 use crate::query;
 use crate::state::State;
 
 pub(crate) use local::Local;
+
+/// Where an app is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mounted {
+    /// Under `/embed-apps/<appId>/` on the gateway's host: the prefix is
+    /// stripped going up, and put back on redirects and cookie paths
+    /// coming down.
+    Prefix,
+    /// At the root of its own host (`[[apps]] public_url`): paths pass
+    /// unchanged both ways.
+    Host,
+}
+
+/// Serves a request on the host of `app` (an app with `public_url`): its
+/// exchange at `/embed-apps/<appId>?personal-access-token=…`, and every
+/// other path, unchanged, through a session to its upstream.
+pub(crate) async fn handle_host(
+    app: &App,
+    req: Request<Incoming>,
+    state: &State,
+    local: &std::sync::Arc<Local>,
+    downstream: &Downstream,
+) -> Result<Response<Body>, GatewayError> {
+    let path = req.uri().path();
+    let is_exchange = path
+        .strip_prefix("/embed-apps/")
+        .is_some_and(|id| id.eq_ignore_ascii_case(&app.id))
+        && req.uri().query().is_some_and(|q| query::pairs(q).any(|p| p.is_pat()));
+    if is_exchange {
+        return exchange::exchange(app, Mounted::Host, req, state, downstream).await;
+    }
+    let below = path.strip_prefix('/').unwrap_or(path).to_owned();
+    phases::proxy(app, Mounted::Host, &below, req, state, local, downstream).await
+}
 
 /// Serves `/embed-apps/<rest>`.
 pub(crate) async fn handle(
@@ -41,15 +78,19 @@ pub(crate) async fn handle(
     let app = state
         .app(&app_segment.to_ascii_lowercase())
         .ok_or(GatewayError::PathNotFound("no such embedded app"))?;
+    if app.host.is_some() {
+        return Err(GatewayError::PathNotFound("this app is served at its own host"));
+    }
     match below {
-        Some(below) => phases::proxy(app, below, req, state, local, downstream).await,
+        Some(below) => phases::proxy(app, Mounted::Prefix, below, req, state, local, downstream).await,
         None if req.uri().query().is_some_and(|q| query::pairs(q).any(|p| p.is_pat())) => {
-            exchange::exchange(app, req, state, downstream).await
+            exchange::exchange(app, Mounted::Prefix, req, state, downstream).await
         }
         // `/embed-apps/<appId>` without a PAT: the app's root.
         None => Ok(exchange::see_other(
             &state.config.server.public_url,
             app,
+            Mounted::Prefix,
             req.uri().query().unwrap_or(""),
             None,
         )),

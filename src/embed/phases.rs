@@ -15,7 +15,7 @@ use http::header::HeaderMap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::{cookies, expired, rewrite, Local};
+use super::{cookies, expired, rewrite, Local, Mounted};
 use crate::body::{self, Body};
 use crate::config::App;
 use crate::error::GatewayError;
@@ -35,14 +35,17 @@ struct Session {
 /// What every phase of one request may read.
 struct Embed<'a> {
     app: &'a App,
+    mounted: Mounted,
     state: &'a State,
     local: &'a Arc<Local>,
     downstream: &'a Downstream,
 }
 
-/// Runs the phases for `/embed-apps/<app.id>/<below>`.
+/// Runs the phases for `/embed-apps/<app.id>/<below>`, or for `/<below>`
+/// on the app's own host.
 pub(super) async fn proxy(
     app: &App,
+    mounted: Mounted,
     below: &str,
     mut req: Request<Incoming>,
     state: &State,
@@ -54,6 +57,7 @@ pub(super) async fn proxy(
     }
     let embed = Embed {
         app,
+        mounted,
         state,
         local,
         downstream,
@@ -71,7 +75,7 @@ pub(super) async fn proxy(
 impl Embed<'_> {
     /// Request filter. Finds the first session cookie that is a live
     /// session of this very app (SPEC §4.4: checked on every request, never
-    /// left to the cookie's path) whose user is still configured and still
+    /// left to the cookie's path) whose user is still known and still
     /// admitted (a reload may have removed either); using it slides its
     /// idle expiry.
     ///
@@ -85,8 +89,7 @@ impl Embed<'_> {
             let Some(record) = state.store.use_session(&hash, &self.app.id, now).await? else {
                 continue;
             };
-            let admitted = state.user(&record.email).is_some_and(|user| self.app.admits(user));
-            if admitted {
+            if state.admits(self.app, &record.email, &record.groups) {
                 return Ok(Some(Session { hash, record }));
             }
         }
@@ -104,8 +107,8 @@ impl Embed<'_> {
     }
 
     /// The headers the gateway vouches for: `X-Embed-User`, `-Groups`,
-    /// `-App`, `-Assertion` (signed, reused while fresh) and
-    /// `X-Forwarded-Prefix`.
+    /// `-App`, `-Assertion` (signed, reused while fresh), the app's
+    /// `X-Embed-Attr-*`, and `X-Forwarded-Prefix` under a prefix.
     ///
     /// May change: nothing of the request; the proxy sets these after
     /// removing whatever `X-Embed-*` the client sent.
@@ -114,10 +117,13 @@ impl Embed<'_> {
         let mut vouched = self.local.identity_headers(
             &session.hash,
             &session.record,
+            &self.app.attribute_headers,
             &state.signer,
             &state.config.server.public_url,
         )?;
-        vouched.insert(X_FORWARDED_PREFIX.clone(), self.app.prefix.clone());
+        if self.mounted == Mounted::Prefix {
+            vouched.insert(X_FORWARDED_PREFIX.clone(), self.app.prefix.clone());
+        }
         Ok(vouched)
     }
 
@@ -156,14 +162,14 @@ impl Embed<'_> {
 
     /// Response filter: the app is framed only by its `frame_ancestors`
     /// (CSP set, `X-Frame-Options` removed), and its redirects and cookies
-    /// stay under the mount.
+    /// stay under the mount (on its own host, they are left as written).
     ///
     /// May change: `Content-Security-Policy`, `X-Frame-Options`,
     /// `Location`, `Set-Cookie`. Nothing else; the body streams through
     /// untouched.
     fn response_rewrite(&self, headers: &mut HeaderMap) {
         let mount = rewrite::Mount {
-            prefix: self.app.prefix(),
+            prefix: (self.mounted == Mounted::Prefix).then(|| self.app.prefix()),
             public_url: &self.state.config.server.public_url,
             upstream_authority: self.app.upstream.authority(),
             upstream_base: self.app.upstream.base_path(),

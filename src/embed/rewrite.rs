@@ -1,14 +1,16 @@
 //! Response rules on embed paths (SPEC §5): the app is framed only by its
 //! `frame_ancestors`, and the upstream's own redirects and cookies stay
 //! under `/embed-apps/<appId>` so they never reach the app's normal
-//! (non-embedded) origin or mix with its own logins.
+//! (non-embedded) origin or mix with its own logins. An app on its own host
+//! owns that host's paths: its redirects and cookie paths pass as written.
 
 use http::header::{self, HeaderMap, HeaderValue};
 
 /// What the rewrite needs to know about the app and the gateway.
 pub(super) struct Mount<'a> {
-    /// `/embed-apps/<appId>`.
-    pub(super) prefix: &'a str,
+    /// `/embed-apps/<appId>`; `None` for an app at the root of its own
+    /// host, whose `Location` and `Set-Cookie` paths are left alone.
+    pub(super) prefix: Option<&'a str>,
     /// `public_url`, without a trailing slash.
     pub(super) public_url: &'a str,
     /// The upstream's authority, to recognise its absolute redirects.
@@ -25,8 +27,13 @@ pub(super) struct Mount<'a> {
 pub(super) fn apply(headers: &mut HeaderMap, mount: &Mount<'_>) {
     headers.remove(header::X_FRAME_OPTIONS);
     set_frame_ancestors(headers, mount.frame_ancestors);
+    let Some(prefix) = mount.prefix else {
+        // The session cookie is the gateway's, whatever the host.
+        drop_session_cookie(headers, mount.cookie_name);
+        return;
+    };
     if let Some(location) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
-        if let Some(rewritten) = rewrite_location(location, mount) {
+        if let Some(rewritten) = rewrite_location(location, prefix, mount) {
             if let Ok(value) = HeaderValue::from_str(&rewritten) {
                 headers.insert(header::LOCATION, value);
             }
@@ -35,13 +42,41 @@ pub(super) fn apply(headers: &mut HeaderMap, mount: &Mount<'_>) {
     let cookies: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)
         .iter()
-        .filter_map(|v| rewrite_set_cookie(v.to_str().ok()?, mount))
+        .filter_map(|v| rewrite_set_cookie(v.to_str().ok()?, prefix, mount))
         .filter_map(|v| HeaderValue::from_str(&v).ok())
         .collect();
     headers.remove(header::SET_COOKIE);
     for cookie in cookies {
         headers.append(header::SET_COOKIE, cookie);
     }
+}
+
+/// Drops an upstream `Set-Cookie` named like the gateway's session cookie,
+/// passing every other one as written.
+fn drop_session_cookie(headers: &mut HeaderMap, cookie_name: &str) {
+    let named_ours = |v: &HeaderValue| cookie_name_of(v.as_bytes()) == cookie_name.as_bytes();
+    if !headers.get_all(header::SET_COOKIE).iter().any(named_ours) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !named_ours(v))
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for cookie in kept {
+        headers.append(header::SET_COOKIE, cookie);
+    }
+}
+
+/// The name of a `Set-Cookie` value, trimmed.
+fn cookie_name_of(value: &[u8]) -> &[u8] {
+    let end = value
+        .iter()
+        .position(|&b| b == b'=' || b == b';')
+        .unwrap_or(value.len());
+    value[..end].trim_ascii()
 }
 
 /// Replaces any `frame-ancestors` directive of every CSP field with the
@@ -103,10 +138,10 @@ fn below_base<'p>(path: &'p str, base: &str) -> Option<&'p str> {
 /// `Location` under the mount: a path-absolute target, or an absolute URL
 /// on the upstream's own authority. Relative targets already resolve under
 /// the mount; other sites' URLs are left alone.
-fn rewrite_location(location: &str, mount: &Mount<'_>) -> Option<String> {
+fn rewrite_location(location: &str, prefix: &str, mount: &Mount<'_>) -> Option<String> {
     if location.starts_with('/') && !location.starts_with("//") {
         let rest = below_base(location, mount.upstream_base)?;
-        return Some(format!("{}{}", mount.prefix, slash(rest)));
+        return Some(format!("{prefix}{}", slash(rest)));
     }
     let (scheme, after) = location.split_once("://")?;
     if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
@@ -118,7 +153,7 @@ fn rewrite_location(location: &str, mount: &Mount<'_>) -> Option<String> {
         return None;
     }
     let rest = below_base(path, mount.upstream_base)?;
-    Some(format!("{}{}{}", mount.public_url, mount.prefix, slash(rest)))
+    Some(format!("{}{prefix}{}", mount.public_url, slash(rest)))
 }
 
 /// `""` and `?q` become `/` and `/?q`, so the result stays inside the mount.
@@ -139,7 +174,7 @@ fn slash(rest: &str) -> std::borrow::Cow<'_, str> {
 /// back in its own order, so it would silently drop an upstream's
 /// `Priority=High` or any attribute newer than the crate. Here every
 /// attribute but `Path` and `Domain` passes through as the upstream wrote it.
-fn rewrite_set_cookie(value: &str, mount: &Mount<'_>) -> Option<String> {
+fn rewrite_set_cookie(value: &str, prefix: &str, mount: &Mount<'_>) -> Option<String> {
     let mut parts = value.split(';');
     let pair = parts.next()?.trim();
     let name = pair.split('=').next().unwrap_or("").trim();
@@ -155,7 +190,7 @@ fn rewrite_set_cookie(value: &str, mount: &Mount<'_>) -> Option<String> {
         if key.eq_ignore_ascii_case("path") {
             let path = attribute.split_once('=').map_or("", |(_, p)| p.trim());
             let rest = below_base(path, mount.upstream_base).unwrap_or("/");
-            out.push(format!("Path={}{}", mount.prefix, slash(rest)));
+            out.push(format!("Path={prefix}{}", slash(rest)));
             continue;
         }
         out.push(attribute.to_string());
@@ -168,10 +203,11 @@ mod tests {
     use super::*;
 
     const ANCESTORS: &[&str] = &["https://portal.example.com"];
+    const P: &str = "/embed-apps/8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc";
 
     fn mount<'a>(ancestors: &'a [String], base: &'a str) -> Mount<'a> {
         Mount {
-            prefix: "/embed-apps/8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc",
+            prefix: Some(P),
             public_url: "https://gw.example.com",
             upstream_authority: "127.0.0.1:3000",
             upstream_base: base,
@@ -212,42 +248,42 @@ mod tests {
     fn locations_move_under_the_mount() {
         let a = ancestors();
         let m = mount(&a, "");
-        let p = "/embed-apps/8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc";
+        let p = P;
         assert_eq!(
-            rewrite_location("/login?next=/x", &m),
+            rewrite_location("/login?next=/x", P, &m),
             Some(format!("{p}/login?next=/x"))
         );
         assert_eq!(
-            rewrite_location("http://127.0.0.1:3000/a", &m),
+            rewrite_location("http://127.0.0.1:3000/a", P, &m),
             Some(format!("https://gw.example.com{p}/a"))
         );
         assert_eq!(
-            rewrite_location("http://127.0.0.1:3000", &m),
+            rewrite_location("http://127.0.0.1:3000", P, &m),
             Some(format!("https://gw.example.com{p}/"))
         );
-        assert_eq!(rewrite_location("https://elsewhere.example/a", &m), None);
-        assert_eq!(rewrite_location("//elsewhere.example/a", &m), None);
-        assert_eq!(rewrite_location("next", &m), None);
+        assert_eq!(rewrite_location("https://elsewhere.example/a", P, &m), None);
+        assert_eq!(rewrite_location("//elsewhere.example/a", P, &m), None);
+        assert_eq!(rewrite_location("next", P, &m), None);
         let based = mount(&a, "/base");
-        assert_eq!(rewrite_location("/base/x", &based), Some(format!("{p}/x")));
-        assert_eq!(rewrite_location("/other", &based), None);
+        assert_eq!(rewrite_location("/base/x", P, &based), Some(format!("{p}/x")));
+        assert_eq!(rewrite_location("/other", P, &based), None);
     }
 
     #[test]
     fn set_cookie_paths_move_under_the_mount_and_domains_go() {
         let a = ancestors();
         let m = mount(&a, "");
-        let p = "/embed-apps/8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc";
+        let p = P;
         assert_eq!(
-            rewrite_set_cookie("sid=1; Path=/; Domain=app.internal; HttpOnly", &m),
+            rewrite_set_cookie("sid=1; Path=/; Domain=app.internal; HttpOnly", P, &m),
             Some(format!("sid=1; Path={p}/; HttpOnly"))
         );
         assert_eq!(
-            rewrite_set_cookie("a=b; path=/api", &m),
+            rewrite_set_cookie("a=b; path=/api", P, &m),
             Some(format!("a=b; Path={p}/api"))
         );
-        assert_eq!(rewrite_set_cookie("a=b", &m), Some("a=b".to_string()));
-        assert_eq!(rewrite_set_cookie("embedgate_session=forged; Path=/", &m), None);
+        assert_eq!(rewrite_set_cookie("a=b", P, &m), Some("a=b".to_string()));
+        assert_eq!(rewrite_set_cookie("embedgate_session=forged; Path=/", P, &m), None);
     }
 
     #[test]
@@ -264,8 +300,42 @@ mod tests {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        let p = "/embed-apps/8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc";
+        let p = P;
         assert_eq!(cookies, vec![format!("a=1; Path={p}/"), format!("b=2; Path={p}/x")]);
         assert_eq!(h[header::LOCATION], format!("{p}/next").as_str());
+    }
+
+    #[test]
+    fn an_app_on_its_own_host_keeps_its_paths_but_never_the_session_cookie() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("a=1; Path=/x; Domain=shop.example"),
+        );
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("embedgate_session=forged; Path=/"),
+        );
+        h.append(header::SET_COOKIE, HeaderValue::from_static("b=2"));
+        h.insert(header::LOCATION, HeaderValue::from_static("/next"));
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        let a = ancestors();
+        let m = Mount {
+            prefix: None,
+            ..mount(&a, "")
+        };
+        apply(&mut h, &m);
+        let cookies: Vec<&str> = h
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        assert_eq!(cookies, ["a=1; Path=/x; Domain=shop.example", "b=2"]);
+        assert_eq!(h[header::LOCATION], "/next");
+        assert!(!h.contains_key(header::X_FRAME_OPTIONS));
+        assert_eq!(
+            h[header::CONTENT_SECURITY_POLICY],
+            "frame-ancestors https://portal.example.com"
+        );
     }
 }

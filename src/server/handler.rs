@@ -57,6 +57,11 @@ async fn dispatch(
     downstream: &Downstream,
 ) -> Result<Response<Body>, GatewayError> {
     let config = &state.config;
+    // An app on its own host owns every path of that host, the gateway's
+    // own trees included.
+    if let Some(app) = request_host(&req).and_then(|host| state.app_at_host(host)) {
+        return embed::handle_host(app, req, state, local, downstream).await;
+    }
     match route(req.uri().path(), config.passthrough.is_some()) {
         Route::Api(rest) => {
             let rest = rest.to_owned();
@@ -82,6 +87,15 @@ async fn dispatch(
             );
             proxy::forward(&state.client, req, forward).await
         }
+    }
+}
+
+/// The host a request is for: HTTP/2's `:authority` (or an HTTP/1
+/// absolute-form target's, RFC 9112 §3.2.2), else the `Host` field.
+fn request_host(req: &Request<Incoming>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => req.headers().get(http::header::HOST)?.to_str().ok(),
     }
 }
 

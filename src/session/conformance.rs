@@ -21,6 +21,7 @@ pub(crate) const T0: u64 = 1_700_000_000_000;
 /// A PAT of `email` for `app`, live for `ttl` seconds after `now`.
 pub(crate) fn pat(email: &str, app: &str, now: u64, ttl: u64) -> PatRecord {
     PatRecord {
+        attributes: Default::default(),
         email: email.into(),
         groups: vec!["sales".into()],
         app_id: app.into(),

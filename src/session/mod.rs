@@ -25,6 +25,9 @@ use crate::token::TokenHash;
 
 pub(crate) use memory::MemoryStore;
 
+/// Vouched attributes: a flat JSON object of strings, numbers and booleans.
+pub(crate) type Attributes = serde_json::Map<String, serde_json::Value>;
+
 /// Now, in milliseconds since the Unix epoch: the clock of every record.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -46,6 +49,9 @@ pub(crate) struct PatRecord {
     /// The groups vouched for when it was minted. With users from the
     /// config file, the exchange reads the directory again instead.
     pub(crate) groups: Vec<String>,
+    /// The attributes the portal vouched for (a flat JSON object).
+    #[serde(default, skip_serializing_if = "Attributes::is_empty")]
+    pub(crate) attributes: Attributes,
     /// Canonical (lowercase) app id.
     pub(crate) app_id: String,
     /// The idle timeout of the session it will start (`sessionExpiry`).
@@ -67,6 +73,9 @@ pub(crate) struct SessionRecord {
     /// Lowercased.
     pub(crate) email: String,
     pub(crate) groups: Vec<String>,
+    /// The attributes the portal vouched for at mint time.
+    #[serde(default, skip_serializing_if = "Attributes::is_empty")]
+    pub(crate) attributes: Attributes,
     /// Canonical (lowercase) app id: the only app it opens.
     pub(crate) app_id: String,
     pub(crate) created_ms: u64,
@@ -84,6 +93,7 @@ impl SessionRecord {
         let mut session = SessionRecord {
             email: pat.email.clone(),
             groups,
+            attributes: pat.attributes.clone(),
             app_id: pat.app_id.clone(),
             created_ms: now_ms,
             expires_ms: now_ms,
@@ -209,6 +219,7 @@ mod tests {
         let pat = PatRecord {
             email: "u@example.com".into(),
             groups: vec![],
+            attributes: Attributes::new(),
             app_id: "a".into(),
             session_idle_ms: 60_000,
             expires_ms: 10,

@@ -54,6 +54,7 @@ fn sign(signer: &Signer, sub: &str) -> String {
             aud: APP_ID,
             sub,
             groups: &groups,
+            attrs: None,
             iat,
             exp: iat + LIFETIME_SECONDS,
         })
