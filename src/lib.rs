@@ -273,8 +273,8 @@ fn make_demo_files(config: &Config) -> Result<(), StartError> {
 }
 
 /// Starts the demo app and the demo portal. The portal gets an API token of
-/// its own, accepted from now on; it mints for the first configured user
-/// and app.
+/// its own, accepted from now on; it mints for the first configured user,
+/// one PAT for each configured app, in config order.
 async fn start_demo(state: &mut State, public_addr: SocketAddr) -> Result<DemoServers, StartError> {
     let api_token = token::new_session_token().map_err(|e| StartError::Demo {
         addr: public_addr,
@@ -300,7 +300,7 @@ async fn start_demo(state: &mut State, public_addr: SocketAddr) -> Result<DemoSe
         gateway_api: base,
         api_token: api_token.clone(),
         email: state.config.users.first().map(|u| u.email.clone()).unwrap_or_default(),
-        app_id: state.config.apps.first().map(|a| a.id.clone()).unwrap_or_default(),
+        app_ids: state.config.apps.iter().map(|a| a.id.clone()).collect(),
     };
     let portal = demo::spawn_portal(demo.portal_listen, portal)
         .await

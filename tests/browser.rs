@@ -2,6 +2,9 @@
 //! whose cross-site iframe goes through the PAT exchange (a `Partitioned`
 //! third-party cookie) to the demo app, which posts back who the gateway
 //! said the user is and whether the assertion verified against the JWKS.
+//! With the demo's second app, the shop, on a host of its own
+//! (`app.localhost`), the shop posts back whether its stylesheet and its
+//! `fetch`, both by absolute paths, worked.
 //!
 //! Needs Chromium (`/usr/bin/chromium`, or `EMBEDGATE_CHROMIUM`). Without it
 //! the tests print why and pass, unless `EMBEDGATE_CI_STRICT` is set (as
@@ -16,6 +19,8 @@ use std::time::{Duration, Instant};
 use common::Gateway;
 
 const APP: &str = "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc";
+/// The demo shop, served at the root of `app.localhost` (`public_url`).
+const SHOP: &str = "f29327d2-bf55-4d2c-b952-72463821290a";
 
 fn chromium() -> Option<PathBuf> {
     let candidates = std::env::var_os("EMBEDGATE_CHROMIUM")
@@ -42,9 +47,19 @@ fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
-/// The demo's shape on fresh ports, with `frame_ancestors` as given; with
-/// `tls`, the public URL is `https://localhost` on a dev certificate.
-async fn start_demo(frame_ancestors: &str, tls: bool) -> (Gateway, u16) {
+/// Which of the demo's apps the gateway serves (and the portal embeds).
+enum Apps {
+    /// The demo app, under the gateway's prefix.
+    Prefixed,
+    /// That, and then the demo shop at the root of its own host,
+    /// `app.localhost:<gateway port>`, as the shipped `gateway.toml` has them.
+    PrefixedAndShop,
+}
+
+/// The demo's shape on fresh ports, with `frame_ancestors` as given for
+/// every app; with `tls`, the public URL is `https://localhost` on a dev
+/// certificate.
+async fn start_demo(frame_ancestors: &str, tls: bool, apps: Apps) -> (Gateway, u16) {
     let (gateway, app, portal) = (free_port(), free_port(), free_port());
     let frame_ancestors = frame_ancestors.replace("{portal}", &portal.to_string());
     let (scheme, tls) = match tls {
@@ -54,12 +69,21 @@ async fn start_demo(frame_ancestors: &str, tls: bool) -> (Gateway, u16) {
         ),
         false => ("http", ""),
     };
+    // Chromium resolves every *.localhost name to loopback by itself.
+    let shop = match apps {
+        Apps::Prefixed => String::new(),
+        Apps::PrefixedAndShop => format!(
+            "[[apps]]\nid = \"{SHOP}\"\nupstream = \"http://127.0.0.1:{app}/shop\"\n\
+             public_url = \"{scheme}://app.localhost:{gateway}\"\nallow_users = [\"*@example.com\"]\n\
+             frame_ancestors = {frame_ancestors}\n\n"
+        ),
+    };
     let api = common::sha256_hex(common::API_TOKEN);
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:{gateway}\"\npublic_url = \"{scheme}://localhost:{gateway}\"\n\n{tls}\
          [[users]]\nemail = \"demo@example.com\"\ngroups = [\"sales\"]\n\n\
          [[apps]]\nid = \"{APP}\"\nupstream = \"http://127.0.0.1:{app}\"\nallow_groups = [\"sales\"]\n\
-         frame_ancestors = {frame_ancestors}\n\n\
+         frame_ancestors = {frame_ancestors}\n\n{shop}\
          [api]\ntoken_sha256 = [\"{api}\"]\n\n\
          [demo]\nenabled = true\napp_listen = \"127.0.0.1:{app}\"\nportal_listen = \"127.0.0.1:{portal}\"\n"
     );
@@ -107,10 +131,12 @@ fn dump_dom(chromium: &PathBuf, url: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn embed_status(dom: &str) -> String {
+/// The text of the portal's status line `id` (`embed-status` for the first
+/// app, `embed-status-2` for the second).
+fn status_line(dom: &str, id: &str) -> String {
     let start = dom
-        .find("id=\"embed-status\"")
-        .unwrap_or_else(|| panic!("no status element in:\n{dom}"));
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no status element {id} in:\n{dom}"));
     let text = &dom[start..];
     let open = text.find('>').map_or(0, |i| i + 1);
     let close = text.find("</p>").unwrap_or(text.len());
@@ -120,12 +146,12 @@ fn embed_status(dom: &str) -> String {
 #[tokio::test]
 async fn portal_embeds_the_app_cross_site_with_a_verified_identity() {
     let Some(chromium) = chromium() else { return };
-    let (gateway, portal) = start_demo("[\"http://127.0.0.1:{portal}\"]", false).await;
+    let (gateway, portal) = start_demo("[\"http://127.0.0.1:{portal}\"]", false, Apps::Prefixed).await;
     let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &format!("http://127.0.0.1:{portal}/")))
         .await
         .expect("browser task");
     assert_eq!(
-        embed_status(&dom),
+        status_line(&dom, "embed-status"),
         "the embedded app reports: user demo@example.com, assertion verified",
         "gateway log:\n{}",
         gateway.stderr()
@@ -136,13 +162,59 @@ async fn portal_embeds_the_app_cross_site_with_a_verified_identity() {
     assert!(log.contains("personal-access-token=REDACTED"), "{log}");
 }
 
+/// The shop is written for the root of a host: its page links
+/// `/static/shop.css`, loads `/static/shop.js` and calls `fetch("/api/whoami")`
+/// by absolute paths. Served at the root of `app.localhost` (its
+/// `public_url`) and framed cross-site by the portal beside the first app
+/// under its prefix, all of it reaches the shop through its session: the
+/// stylesheet applies (the script reads its computed style back) and the
+/// fetch returns the demo user with a verified assertion.
+#[tokio::test]
+async fn portal_embeds_the_host_mode_app_with_its_stylesheet_and_absolute_fetch() {
+    let Some(chromium) = chromium() else { return };
+    let (gateway, portal) = start_demo("[\"http://127.0.0.1:{portal}\"]", false, Apps::PrefixedAndShop).await;
+    let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &format!("http://127.0.0.1:{portal}/")))
+        .await
+        .expect("browser task");
+    assert_eq!(
+        status_line(&dom, "embed-status-2"),
+        "the embedded app reports: stylesheet applied, whoami: demo@example.com, assertion verified",
+        "gateway log:\n{}",
+        gateway.stderr()
+    );
+    // Beside it, the first app under its prefix still works.
+    assert_eq!(
+        status_line(&dom, "embed-status"),
+        "the embedded app reports: user demo@example.com, assertion verified",
+        "gateway log:\n{}",
+        gateway.stderr()
+    );
+    // The shop's frame went through its own host's exchange, and its
+    // absolute paths reached it through the gateway. (Without a
+    // `[passthrough]`, nothing but the shop's host serves them.)
+    let log = gateway.stderr();
+    let exchange = format!("/embed-apps/{SHOP}?personal-access-token=REDACTED");
+    for (target, status) in [
+        (exchange.as_str(), 303),
+        ("/", 200),
+        ("/static/shop.css", 200),
+        ("/static/shop.js", 200),
+        ("/api/whoami", 200),
+    ] {
+        assert!(
+            log.lines().any(|line| logs_get(line, target, status)),
+            "no GET {target} answered {status} in the gateway log:\n{log}"
+        );
+    }
+}
+
 /// The portal's origin is not in the app's `frame_ancestors`: the gateway
 /// serves the app's page (so the frame fails for no other reason) and
 /// Chromium itself says it refused the frame because of that policy.
 #[tokio::test]
 async fn browser_refuses_to_frame_the_app_for_an_origin_not_in_frame_ancestors() {
     let Some(chromium) = chromium() else { return };
-    let (gateway, portal) = start_demo("[\"https://portal.example.com\"]", false).await;
+    let (gateway, portal) = start_demo("[\"https://portal.example.com\"]", false, Apps::Prefixed).await;
     let app_origin = format!("http://localhost:{}", gateway.public_addr.port());
     // Watched in real time over the DevTools protocol: the refusal is an
     // event (an issue and a console message), not something the DOM shows.
@@ -261,7 +333,7 @@ fn logs_get(line: &str, target: &str, status: u16) -> bool {
 #[tokio::test]
 async fn browser_websocket_over_http2_echoes_through_the_gateway() {
     let Some(chromium) = chromium() else { return };
-    let (gateway, _portal) = start_demo("[]", true).await;
+    let (gateway, _portal) = start_demo("[]", true, Apps::Prefixed).await;
     let r = common::post_json(
         gateway.public_addr,
         "/api/ext/users/personal-access-token",

@@ -4,9 +4,11 @@
 //! ([`jwks`]), and echoes WebSocket messages ([`websocket`]).
 //!
 //! Its URLs are built under `X-Forwarded-Prefix`, so that it works mounted
-//! at `/embed-apps/<appId>` as well as at the root.
+//! at `/embed-apps/<appId>` as well as at the root. The same server also
+//! serves the demo's second app, the [`shop`], under `/shop/`.
 
 mod jwks;
+mod shop;
 #[cfg(test)]
 mod tests;
 mod websocket;
@@ -55,21 +57,35 @@ impl DemoApp {
     /// Routes one request (see the module doc of `demo` for the routes).
     pub(crate) async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let get = req.method() == Method::GET || req.method() == Method::HEAD;
-        match req.uri().path() {
+        let path = req.uri().path();
+        if let Some(route) = shop::Route::of(path) {
+            return match route {
+                _ if !get => method_not_allowed("GET, HEAD"),
+                shop::Route::Page => shop::page(),
+                shop::Route::Style => shop::style(),
+                shop::Route::Script => shop::script(),
+                // The same answer as the first app's, below another path.
+                shop::Route::Whoami => self.whoami_answer(req.headers()).await,
+            };
+        }
+        match path {
             "/" | "/api/whoami" | "/ws" if !get => method_not_allowed("GET, HEAD"),
             "/" => {
                 let seen = Seen::from_headers(req.headers());
                 let check = self.check_assertion(req.headers(), &seen).await;
                 page(&seen, &check)
             }
-            "/api/whoami" => {
-                let seen = Seen::from_headers(req.headers());
-                let check = self.check_assertion(req.headers(), &seen).await;
-                whoami(&seen, &check)
-            }
+            "/api/whoami" => self.whoami_answer(req.headers()).await,
             "/ws" => websocket::accept(req),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
+    }
+
+    /// `GET /api/whoami`: what the app was told, as JSON.
+    async fn whoami_answer(&self, headers: &HeaderMap) -> Response<Full<Bytes>> {
+        let seen = Seen::from_headers(headers);
+        let check = self.check_assertion(headers, &seen).await;
+        whoami(&seen, &check)
     }
 
     /// Verifies the assertion as an upstream should: signature and expiry

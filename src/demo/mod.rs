@@ -14,14 +14,26 @@
 //! - `GET /ws`: a WebSocket (RFC 6455) that echoes every message;
 //! - anything else: 404.
 //!
+//! The same server plays a second app, **the shop**, under `/shop/`: an app
+//! written for the root of a host, whose page loads `/static/shop.css` and
+//! `/static/shop.js` and calls `/api/whoami` by absolute paths. The shipped
+//! config serves it at the root of `http://app.localhost:8443` (an
+//! `[[apps]]` entry with `public_url`, upstream `http://127.0.0.1:3000/shop`).
+//! Routes:
+//! - `GET /shop/`: its page;
+//! - `GET /shop/static/shop.css`, `GET /shop/static/shop.js`: its files;
+//! - `GET /shop/api/whoami`: the same JSON as `/api/whoami`.
+//!
 //! **The portal** (`portal`) plays the customer's portal on its own origin
-//! (cross-site from the gateway, so the iframe is truly third-party). Its
+//! (cross-site from the gateway, so the iframes are truly third-party). Its
 //! server side mints a PAT exactly as ToolJet's sample Node portal does
-//! (SPEC §3) and its page frames the returned `redirectUrl`. Routes:
-//! - `GET /`: mint a PAT and render the page with the iframe
+//! (SPEC §3), one per app, and its page frames each returned `redirectUrl`.
+//! Routes:
+//! - `GET /`: mint a PAT per app and render the page with an iframe each
 //!   (`/?revoked=<n>`: the page after a revocation, without minting);
-//! - `POST /revoke`: revoke the user's sessions (SPEC §6), then 303 to
-//!   `/?revoked=<n>`, or JSON when the request accepts `application/json`;
+//! - `POST /revoke`: revoke the user's sessions of each app (SPEC §6), then
+//!   303 to `/?revoked=<n>`, or JSON when the request accepts
+//!   `application/json`;
 //! - anything else: 404.
 //!
 //! Both call the gateway from their server side over plain HTTP
@@ -74,10 +86,10 @@ pub(crate) struct Portal {
     pub(crate) gateway_api: String,
     /// The API token sent as `Authorization: Basic <token>`. Never shown.
     pub(crate) api_token: String,
-    /// The user the portal embeds the app for.
+    /// The user the portal embeds the apps for.
     pub(crate) email: String,
-    /// The app it embeds.
-    pub(crate) app_id: String,
+    /// The apps it embeds, one frame each, in this order.
+    pub(crate) app_ids: Vec<String>,
 }
 
 /// Leaves the API token out (SPEC §8).
@@ -87,7 +99,7 @@ impl fmt::Debug for Portal {
             .field("gateway_api", &self.gateway_api)
             .field("api_token", &"<redacted>")
             .field("email", &self.email)
-            .field("app_id", &self.app_id)
+            .field("app_ids", &self.app_ids)
             .finish()
     }
 }

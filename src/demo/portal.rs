@@ -1,7 +1,8 @@
 //! The demo portal: the customer's portal on an origin of its own. Its
 //! server side calls the gateway's API with the portal's API token, as
-//! ToolJet's sample Node portal does (SPEC §3): it mints a PAT and frames
-//! the `redirectUrl`, and revokes the user's sessions (SPEC §6).
+//! ToolJet's sample Node portal does (SPEC §3): it mints a PAT for each app
+//! it embeds and frames each `redirectUrl`, and revokes the user's sessions
+//! (SPEC §6).
 
 #[cfg(test)]
 mod tests;
@@ -27,16 +28,21 @@ const MAX_MESSAGE_CHARS: usize = 300;
 /// The page around every view; its style comes from its own file.
 const LAYOUT: &str = include_str!("pages/portal.html");
 const STYLE: &str = include_str!("pages/portal.css");
-/// The view after a successful mint: the iframe and the revoke button.
+/// The view after a successful mint: the frames and the revoke button.
 const EMBED_VIEW: &str = include_str!("pages/portal-embed.html");
+/// One app's place in the embed view: its status line and its iframe.
+const FRAME: &str = include_str!("pages/portal-frame.html");
+/// One app's place in the embed view when its PAT could not be minted.
+const FRAME_FAILED: &str = include_str!("pages/portal-frame-failed.html");
 /// The view after a revocation from a plain form post.
 const REVOKED_VIEW: &str = include_str!("pages/portal-revoked.html");
 /// The view when the gateway's API failed.
 const ERROR_VIEW: &str = include_str!("pages/portal-error.html");
-/// Shows a banner when the framed app says its session ended: the gateway's
+/// Shows a banner when a framed app says its session ended: the gateway's
 /// own message and ToolJet's, so that portals written for either react.
-/// Only messages from the iframe's origin count. The revoke button uses
-/// `fetch` when it can, so the frame stays and shows the revocation.
+/// Only messages from an iframe, at its own origin, count, and each shows
+/// on that iframe's status line. The revoke button uses `fetch` when it
+/// can, so the frames stay and show the revocation.
 const SCRIPT: &str = include_str!("pages/portal.js");
 
 /// The running portal: what it embeds, and its client to the gateway.
@@ -74,10 +80,7 @@ impl DemoPortal {
         match req.uri().path() {
             "/" if req.method() == Method::GET => match revoked_param(req.uri().query()) {
                 Some(revoked) => self.revoked_page(revoked),
-                None => match self.mint().await {
-                    Ok(redirect_url) => self.embed_page(&redirect_url),
-                    Err(failure) => self.error_page(&failure),
-                },
+                None => self.front_page().await,
             },
             "/" => method_not_allowed("GET"),
             "/revoke" if req.method() == Method::POST => self.revoke(&req).await,
@@ -122,12 +125,31 @@ impl DemoPortal {
         }
     }
 
-    /// Mints a PAT for the portal's user and app (SPEC §3) and returns the
-    /// `redirectUrl` to frame.
-    async fn mint(&self) -> Result<String, ApiFailure> {
+    /// `GET /`: a PAT for each app, in order, and the page framing each;
+    /// the error page when not one app could be framed.
+    async fn front_page(&self) -> Response<Full<Bytes>> {
+        if self.config.app_ids.is_empty() {
+            return self.error_view(Html::trusted(
+                "<p class=\"bad\">There is no app to embed: the gateway's config has no <code>[[apps]]</code>.</p>",
+            ));
+        }
+        let mut minted = Vec::with_capacity(self.config.app_ids.len());
+        for app_id in &self.config.app_ids {
+            minted.push((app_id.as_str(), self.mint(app_id).await));
+        }
+        if minted.iter().all(|(_, outcome)| outcome.is_err()) {
+            let failures: Vec<ApiFailure> = minted.into_iter().filter_map(|(_, outcome)| outcome.err()).collect();
+            return self.error_page(&failures);
+        }
+        self.embed_page(&minted)
+    }
+
+    /// Mints a PAT for the portal's user and `app_id` (SPEC §3) and returns
+    /// the `redirectUrl` to frame.
+    async fn mint(&self, app_id: &str) -> Result<String, ApiFailure> {
         let body = json!({
             "email": self.config.email,
-            "appId": self.config.app_id,
+            "appId": app_id,
             "sessionExpiry": 60,
             "patExpiry": 300,
         });
@@ -147,17 +169,24 @@ impl DemoPortal {
         }
     }
 
-    /// Ends the portal user's sessions and unused PATs for the app (SPEC §6)
-    /// and returns `(revokedSessions, revokedTokens)`.
+    /// Ends the portal user's sessions and unused PATs for each of its apps
+    /// (SPEC §6), one call per app so that sessions of apps the portal does
+    /// not embed are left alone, and returns the sums of
+    /// `(revokedSessions, revokedTokens)`.
     async fn revoke_sessions(&self) -> Result<(u64, u64), ApiFailure> {
-        let body = json!({"email": self.config.email, "appId": self.config.app_id});
-        let answer = self.api_call("/api/ext/users/sessions/revoke", &body).await?;
-        if answer.status != StatusCode::OK {
-            return Err(self.refused(&answer));
+        let mut revoked = (0, 0);
+        for app_id in &self.config.app_ids {
+            let body = json!({"email": self.config.email, "appId": app_id});
+            let answer = self.api_call("/api/ext/users/sessions/revoke", &body).await?;
+            if answer.status != StatusCode::OK {
+                return Err(self.refused(&answer));
+            }
+            let body = json_object(&answer).unwrap_or_default();
+            let count = |name: &str| body.get(name).and_then(Value::as_u64).unwrap_or(0);
+            revoked.0 += count("revokedSessions");
+            revoked.1 += count("revokedTokens");
         }
-        let body = json_object(&answer).unwrap_or_default();
-        let count = |name: &str| body.get(name).and_then(Value::as_u64).unwrap_or(0);
-        Ok((count("revokedSessions"), count("revokedTokens")))
+        Ok(revoked)
     }
 
     /// `POST /revoke`. Refused from another origin, so that no other site
@@ -193,27 +222,63 @@ impl DemoPortal {
                 response
             }
             (Err(failure), true) => json_response(StatusCode::BAD_GATEWAY, &json!({"message": failure.describe()})),
-            (Err(failure), false) => self.error_page(&failure),
+            (Err(failure), false) => self.error_page(&[failure]),
         }
     }
 
     /// Who and what the portal embeds, for every view.
     fn identity(&self) -> Html {
+        let mut apps = Html::default();
+        for (i, app_id) in self.config.app_ids.iter().enumerate() {
+            if i > 0 {
+                apps.push(Html::trusted(", "));
+            }
+            apps.push(render("<code>{{app}}</code>", &[("app", Html::escape(app_id))]));
+        }
+        let label = match self.config.app_ids.len() {
+            1 => "embedded app",
+            _ => "embedded apps",
+        };
         render(
-            "<p>Signed in as <strong>{{email}}</strong> · embedded app <code>{{app}}</code></p>",
+            "<p>Signed in as <strong>{{email}}</strong> · {{label}} {{apps}}</p>",
             &[
                 ("email", Html::escape(&self.config.email)),
-                ("app", Html::escape(&self.config.app_id)),
+                ("label", Html::trusted(label)),
+                ("apps", apps),
             ],
         )
     }
 
-    fn embed_page(&self, redirect_url: &str) -> Response<Full<Bytes>> {
+    /// The page with a frame for each app whose PAT was minted, in order,
+    /// and the refusal in place of each other one.
+    fn embed_page(&self, minted: &[(&str, Result<String, ApiFailure>)]) -> Response<Full<Bytes>> {
+        let mut frames = Html::default();
+        for (n, (app_id, outcome)) in (1..).zip(minted) {
+            frames.push(match outcome {
+                Ok(redirect_url) => {
+                    let (frame_id, status_id) = frame_ids(n);
+                    render(
+                        FRAME,
+                        &[
+                            ("app", Html::escape(app_id)),
+                            ("origin", Html::escape(origin_of(redirect_url))),
+                            ("frame", Html::escape(&frame_id)),
+                            ("status", Html::escape(&status_id)),
+                            ("src", Html::escape(redirect_url)),
+                        ],
+                    )
+                }
+                Err(failure) => render(
+                    FRAME_FAILED,
+                    &[("app", Html::escape(app_id)), ("detail", failure_html(failure))],
+                ),
+            });
+        }
         let main = render(
             EMBED_VIEW,
             &[
                 ("identity", self.identity()),
-                ("src", Html::escape(redirect_url)),
+                ("frames", frames),
                 ("script", Html::trusted(SCRIPT)),
             ],
         );
@@ -232,23 +297,60 @@ impl DemoPortal {
         layout(StatusCode::OK, main)
     }
 
-    fn error_page(&self, failure: &ApiFailure) -> Response<Full<Bytes>> {
-        let detail = match failure {
-            ApiFailure::Unreachable(e) => render(
-                "<p class=\"bad\">The portal could not reach the gateway: {{error}}</p>",
-                &[("error", Html::escape(&e.to_string()))],
-            ),
-            ApiFailure::Refused { status, message } => render(
-                "<p class=\"bad\">The gateway answered <strong>{{status}}</strong>: <code>{{message}}</code></p>",
-                &[
-                    ("status", Html::escape(&status.to_string())),
-                    ("message", Html::escape(message)),
-                ],
-            ),
-        };
+    /// The page of what went wrong, one line per failure.
+    fn error_page(&self, failures: &[ApiFailure]) -> Response<Full<Bytes>> {
+        let mut detail = Html::default();
+        for failure in failures {
+            detail.push(failure_html(failure));
+        }
+        self.error_view(detail)
+    }
+
+    /// The error view around `detail`.
+    fn error_view(&self, detail: Html) -> Response<Full<Bytes>> {
         let main = render(ERROR_VIEW, &[("identity", self.identity()), ("detail", detail)]);
         layout(StatusCode::BAD_GATEWAY, main)
     }
+}
+
+/// What went wrong, as a paragraph of a page.
+fn failure_html(failure: &ApiFailure) -> Html {
+    match failure {
+        ApiFailure::Unreachable(e) => render(
+            "<p class=\"bad\">The portal could not reach the gateway: {{error}}</p>",
+            &[("error", Html::escape(&e.to_string()))],
+        ),
+        ApiFailure::Refused { status, message } => render(
+            "<p class=\"bad\">The gateway answered <strong>{{status}}</strong>: <code>{{message}}</code></p>",
+            &[
+                ("status", Html::escape(&status.to_string())),
+                ("message", Html::escape(message)),
+            ],
+        ),
+    }
+}
+
+/// The element ids of the `n`th frame (from 1) and of its status line. The
+/// first keeps the ids the page had when it framed a single app
+/// (`app-frame`, `embed-status`), which the browser tests read; the others
+/// are numbered: `app-frame-2`, `embed-status-2`, …
+fn frame_ids(n: usize) -> (String, String) {
+    match n {
+        1 => ("app-frame".to_owned(), "embed-status".to_owned()),
+        n => (format!("app-frame-{n}"), format!("embed-status-{n}")),
+    }
+}
+
+/// `scheme://authority` of an `http(s)://` URL, to show where a frame's
+/// app is served (a host of its own, or the gateway's).
+fn origin_of(url: &str) -> &str {
+    let Some(after_scheme) = url.find("://").map(|i| i + 3) else {
+        return url;
+    };
+    let end = url[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| after_scheme + i);
+    &url[..end]
 }
 
 /// `n` of a `revoked=n` query parameter.

@@ -17,6 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The app the tests embed.
 pub(crate) const APP_ID: &str = "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc";
+/// A second app, for a portal that embeds several.
+pub(crate) const SECOND_APP_ID: &str = "3f0c5a52-9d7e-4b61-8c2f-0a1e6d4b7c93";
 /// The user the tests embed it for.
 pub(crate) const EMAIL: &str = "user@example.com";
 /// The portal's API token: no page or header may show it.

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::jwks::JWKS_PATH;
 use super::mount_prefix;
 use crate::assertion::{Claims, Signer, LIFETIME_SECONDS};
-use crate::demo::testing::{dead_base, fake_gateway, get, Log, APP_ID, EMAIL};
+use crate::demo::testing::{dead_base, fake_gateway, get, request, Log, APP_ID, EMAIL};
 use crate::demo::{spawn_app, GatewayLink};
 
 /// The demo app with a gateway that cannot be reached.
@@ -411,5 +411,102 @@ async fn page_leaves_no_placeholder_unfilled() {
         let (status, _, body) = get(addr, "/", headers).await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("</html>") && !body.contains("{{"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn shop_page_loads_its_files_and_api_by_absolute_paths() {
+    let addr = start().await;
+    for path in ["/shop/", "/shop"] {
+        let (status, headers, body) = get(addr, path, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert!(body.contains("<title>Acme shop (embedgate demo)</title>"), "{body}");
+        assert!(
+            body.contains("<link rel=\"stylesheet\" href=\"/static/shop.css\">"),
+            "{body}"
+        );
+        assert!(body.contains("<script src=\"/static/shop.js\"></script>"), "{body}");
+        assert!(body.contains("<p id=\"shop-status\" role=\"status\">"), "{body}");
+        assert!(body.contains("</html>") && !body.contains("{{"), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn shop_serves_its_stylesheet_and_script_with_their_types() {
+    let addr = start().await;
+    let (status, headers, css) = get(addr, "/shop/static/shop.css", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "text/css; charset=utf-8");
+    assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    // What the script reads back to tell that the stylesheet applied.
+    assert!(css.contains(".shop-bar {\n  --shop-stylesheet: applied;"), "{css}");
+
+    let (status, headers, js) = get(addr, "/shop/static/shop.js", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+    assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert!(js.contains("getPropertyValue('--shop-stylesheet')"), "{js}");
+    assert!(js.contains("fetch('/api/whoami'"), "{js}");
+    assert!(js.contains("type: 'embedgate-demo:shop'"), "{js}");
+}
+
+#[tokio::test]
+async fn shop_whoami_answers_as_the_apps_whoami() {
+    let signer = Signer::generate().unwrap();
+    let (addr, _) = app_trusting(&signer).await;
+    let token = sign(&signer, EMAIL);
+    let mut headers = identity(&token).to_vec();
+    headers.extend([
+        ("x-forwarded-host", "app.localhost:8443"),
+        ("x-forwarded-proto", "http"),
+    ]);
+    let (status, response_headers, body) = get(addr, "/shop/api/whoami", &headers).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(response_headers[header::CONTENT_TYPE], "application/json");
+    assert!(!body.contains(&token));
+    let shop: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(shop["user"], EMAIL);
+    assert_eq!(shop["app"], APP_ID);
+    assert_eq!(shop["assertion"]["verified"], true, "{shop}");
+    assert_eq!(shop["forwarded"]["host"], "app.localhost:8443");
+    assert_eq!(shop["forwarded"]["prefix"], Value::Null);
+    let (_, _, first) = get(addr, "/api/whoami", &headers).await;
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(shop, first);
+}
+
+#[tokio::test]
+async fn shop_routes_take_get_and_head_only() {
+    let addr = start().await;
+    for path in [
+        "/shop/",
+        "/shop/static/shop.css",
+        "/shop/static/shop.js",
+        "/shop/api/whoami",
+    ] {
+        let (status, headers, _) = request(addr, Method::POST, path, &[]).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(headers[header::ALLOW], "GET, HEAD", "{path}");
+        let (status, _, body) = request(addr, Method::HEAD, path, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(body.is_empty(), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn shop_unknown_paths_are_not_found() {
+    let addr = start().await;
+    for path in [
+        "/shop/nope",
+        "/shop/static/app.css",
+        "/static/shop.css",
+        "/shopping",
+        "/shop//",
+    ] {
+        let (status, _, body) = get(addr, path, &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(body, "not found\n", "{path}");
     }
 }
