@@ -219,6 +219,10 @@ pub fn check(config: Config) -> Result<Vec<ConfigError>, ConfigErrors> {
                 config.tls = None;
             }
         }
+        // The demo makes its signing key at first start, too.
+        if config.assertion.as_ref().is_some_and(|a| !a.key.exists()) {
+            config.assertion = None;
+        }
     }
     let warnings = warnings(&config);
     State::build(config, None).map(|_| warnings)

@@ -140,6 +140,22 @@ upstream = "http://127.0.0.1:3000/base"
     );
 }
 
+/// What a newcomer's first `embedgate check` sees: the shipped demo config,
+/// in a fresh checkout where the demo has not yet made its certificates and
+/// signing key, passes without a warning.
+#[test]
+fn check_accepts_the_shipped_demo_config_before_its_files_exist() {
+    let dir = new_dir();
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml")).unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, shipped).unwrap();
+    let out = run_check(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(!stderr.contains("warning"), "stderr:\n{stderr}");
+    assert!(!dir.path().join("certs").exists(), "check makes no files");
+}
+
 #[test]
 fn check_reports_a_missing_tls_file() {
     let dir = new_dir();
