@@ -173,18 +173,27 @@ async fn portal_embeds_the_app_cross_site_with_a_verified_identity() {
 async fn portal_embeds_the_host_mode_app_with_its_stylesheet_and_absolute_fetch() {
     let Some(chromium) = chromium() else { return };
     let (gateway, portal) = start_demo("[\"http://127.0.0.1:{portal}\"]", false, Apps::PrefixedAndShop).await;
-    let dom = tokio::task::spawn_blocking(move || dump_dom(&chromium, &format!("http://127.0.0.1:{portal}/")))
-        .await
-        .expect("browser task");
+    // Watched in real time rather than in a virtual-time budget: two frames,
+    // each with a redirect, a page, its assets and a fetch, may take a while
+    // on a loaded machine.
+    let browser = Devtools::launch(&chromium).await;
+    let page = browser.open(&format!("http://127.0.0.1:{portal}/")).await;
+    let reported = "the embedded app reports";
+    let shop = browser
+        .wait_for_text(&page, "embed-status-2", reported, Duration::from_secs(30))
+        .await;
     assert_eq!(
-        status_line(&dom, "embed-status-2"),
+        shop,
         "the embedded app reports: stylesheet applied, whoami: demo@example.com, assertion verified",
         "gateway log:\n{}",
         gateway.stderr()
     );
     // Beside it, the first app under its prefix still works.
+    let first = browser
+        .wait_for_text(&page, "embed-status", reported, Duration::from_secs(30))
+        .await;
     assert_eq!(
-        status_line(&dom, "embed-status"),
+        first,
         "the embedded app reports: user demo@example.com, assertion verified",
         "gateway log:\n{}",
         gateway.stderr()

@@ -18,7 +18,10 @@
 //! - [`tls`]: the throw-away CA and leaf;
 //! - [`client`]: hyper HTTP/1.1 and HTTP/2 clients and what they read;
 //! - [`raw`]: a hand-driven TCP client, for what hyper would not send or read;
-//! - [`embed`]: the PAT API and the embed flow (SPEC §3–§6).
+//! - [`embed`]: the PAT API and the embed flow (SPEC §3–§6);
+//! - [`jwt`]: the JWKS and the assertion as an upstream checks it, and
+//!   assertion signing keys;
+//! - [`sni`]: a CA with one leaf per host, clients that pick the SNI name.
 
 // Each test binary compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
@@ -26,14 +29,16 @@
 mod client;
 mod embed;
 mod gateway;
+mod jwt;
 mod raw;
+mod sni;
 mod tls;
 mod upstreams;
 
 // Likewise for the re-exports: a binary that uses nothing of a file would be
 // told its glob is unused.
 #[allow(unused_imports)]
-pub use self::{client::*, embed::*, gateway::*, raw::*, tls::*, upstreams::*};
+pub use self::{client::*, embed::*, gateway::*, jwt::*, raw::*, sni::*, tls::*, upstreams::*};
 
 use std::time::{Duration, Instant};
 
