@@ -154,13 +154,14 @@ impl State {
         self.apps.get(id).and_then(|&i| self.config.apps.get(i))
     }
 
-    /// The host-mode app served at this request host (a `Host` value or an
-    /// `:authority`), if any.
-    pub(crate) fn app_at_host(&self, authority: &str) -> Option<&App> {
+    /// The host-mode app served at the request's host (a `Host` value or
+    /// an `:authority`, which `host` reads only when some app has a host of
+    /// its own), if any.
+    pub(crate) fn app_at_host<'h>(&self, host: impl FnOnce() -> Option<&'h str>) -> Option<&App> {
         if self.app_hosts.is_empty() {
             return None;
         }
-        let name = config::host_name(authority);
+        let name = config::host_name(host()?);
         self.app_hosts.get(&name).and_then(|&i| self.config.apps.get(i))
     }
 
@@ -203,7 +204,11 @@ impl State {
 /// portal's.
 fn api_tokens(config: &Config, demo_token: Option<TokenHash>) -> Vec<ApiToken> {
     let api = &config.api;
-    let from_list = api.token_hashes.len() - usize::from(api.token_env.is_some());
+    // `token_env`'s hash, when there is one, is the last.
+    let from_list = api
+        .token_hashes
+        .len()
+        .saturating_sub(usize::from(api.token_env.is_some()));
     let unscoped = api.token_hashes.iter().enumerate().map(|(i, &hash)| {
         let name = if i < from_list {
             format!("token_sha256[{i}]")
@@ -212,6 +217,6 @@ fn api_tokens(config: &Config, demo_token: Option<TokenHash>) -> Vec<ApiToken> {
         };
         ApiToken::unscoped(name, hash)
     });
-    let demo = demo_token.map(|hash| ApiToken::unscoped("demo portal".to_owned(), hash));
+    let demo = demo_token.map(|hash| ApiToken::unscoped("(demo-portal)".to_owned(), hash));
     unscoped.chain(api.tokens.iter().cloned()).chain(demo).collect()
 }

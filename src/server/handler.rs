@@ -59,7 +59,7 @@ async fn dispatch(
     let config = &state.config;
     // An app on its own host owns every path of that host, the gateway's
     // own trees included.
-    if let Some(app) = request_host(&req).and_then(|host| state.app_at_host(host)) {
+    if let Some(app) = state.app_at_host(|| request_host(&req)) {
         return embed::handle_host(app, req, state, local, downstream).await;
     }
     match route(req.uri().path(), config.passthrough.is_some()) {
