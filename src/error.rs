@@ -99,7 +99,9 @@ impl GatewayError {
     pub(crate) fn into_response(self) -> Response<Body> {
         match &self {
             GatewayError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
-            GatewayError::StoreUnavailable(cause) => tracing::error!(error = %cause, "session store unavailable"),
+            // The store logs each outage once; a line per request would
+            // flood the log while it lasts.
+            GatewayError::StoreUnavailable(cause) => tracing::debug!(error = %cause, "session store unavailable"),
             _ => {}
         }
         let mut response = json_error(self.status(), &self.to_string());
@@ -116,6 +118,10 @@ impl GatewayError {
             }
             GatewayError::TooManyRequests(RetryAfter(seconds)) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            // The store is checked every second; so may the client.
+            GatewayError::StoreUnavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }
@@ -174,6 +180,7 @@ mod tests {
         let response = GatewayError::StoreUnavailable(Box::new(cause)).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         let bytes = response.into_body().collect().await.map(|c| c.to_bytes()).ok();
         let value: serde_json::Value = serde_json::from_slice(bytes.as_deref().unwrap_or(b"")).unwrap_or_default();
         assert_eq!(value["statusCode"], 503);

@@ -118,6 +118,11 @@ impl Gateway {
             None
         };
 
+        state
+            .store
+            .clone()
+            .start()
+            .map_err(|e| ConfigErrors(vec![state.config.error("store.url", e.to_string())]))?;
         let ended_sessions = state.store.ended_sessions();
         let shared = Arc::new(Shared::new(state));
         let (drain, watch) = Drain::new();
@@ -134,7 +139,9 @@ impl Gateway {
             max_connections,
         ));
         if let Some(admin) = admin {
-            tokio::spawn(server::admin::serve(admin, watch.clone()));
+            let ready_shared = shared.clone();
+            let store_ready = Arc::new(move || ready_shared.load().store.is_ready());
+            tokio::spawn(server::admin::serve(admin, watch.clone(), store_ready));
         }
         tokio::spawn(sweep(shared.clone(), watch.clone()));
         drop::<Watch>(watch);
@@ -193,8 +200,9 @@ impl Gateway {
             || new_server.worker_threads != old_server.worker_threads
             || new_server.max_connections != old_server.max_connections
             || state.config.demo.enabled != old.config.demo.enabled
+            || state.config.store != old.config.store
         {
-            warn!("listen, admin_listen, worker_threads, max_connections and [demo] changes take effect at restart");
+            warn!("listen, admin_listen, worker_threads, max_connections, [store] and [demo] changes take effect at restart");
         }
         self.shared.store(state);
         info!("configuration reloaded");

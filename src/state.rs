@@ -14,7 +14,7 @@ use crate::assertion::{PublishedKey, Signer};
 use crate::config::{self, ApiToken, App, Config, ConfigErrors, Identity, StoreConfig, User};
 use crate::limits::Limits;
 use crate::proxy::UpstreamClient;
-use crate::session::{MemoryStore, Store};
+use crate::session::{MemoryStore, RedisStore, Store};
 use crate::tls;
 use crate::token::TokenHash;
 
@@ -44,14 +44,6 @@ impl State {
     /// `previous` has where it must survive a reload.
     pub(crate) fn build(config: Config, previous: Option<&State>) -> Result<State, ConfigErrors> {
         let mut errors = Vec::new();
-        if matches!(config.store, StoreConfig::Redis { .. }) {
-            // Refused rather than quietly served from memory: replicas would
-            // each think they hold every session (SPEC §7).
-            errors.push(config.error(
-                "store.kind",
-                "\"redis\" is not supported by this build yet; use \"memory\"",
-            ));
-        }
         let tls = match &config.tls {
             Some(t) => tls::acceptor(t)
                 .map_err(|e| errors.push(config.error_at(&e.key, e.line, e.why)))
@@ -95,9 +87,21 @@ impl State {
             Some(previous) if previous.config.rate_limit == config.rate_limit => previous.limits.clone(),
             _ => Arc::new(Limits::new(&config.rate_limit)),
         };
-        let store = match previous {
-            Some(previous) => previous.store.clone(),
-            None => Arc::new(MemoryStore::new()) as Arc<dyn Store>,
+        let store = match (previous, &config.store) {
+            // Sessions outlive a reload; another store needs a restart.
+            (Some(previous), _) => Some(previous.store.clone()),
+            (None, StoreConfig::Memory) => Some(Arc::new(MemoryStore::new()) as Arc<dyn Store>),
+            (
+                None,
+                StoreConfig::Redis {
+                    url,
+                    timeout,
+                    key_prefix,
+                },
+            ) => RedisStore::new(url, *timeout, key_prefix)
+                .map(|store| Arc::new(store) as Arc<dyn Store>)
+                .map_err(|e| errors.push(config.error("store.url", e.to_string())))
+                .ok(),
         };
         let users = config
             .users
@@ -114,8 +118,8 @@ impl State {
             .collect();
         let demo_token = previous.and_then(|p| p.demo_token);
         let api_tokens = api_tokens(&config, demo_token);
-        match (client, signer) {
-            (Some(client), Some(signer)) if errors.is_empty() => Ok(State {
+        match (client, signer, store) {
+            (Some(client), Some(signer), Some(store)) if errors.is_empty() => Ok(State {
                 config,
                 tls,
                 client,

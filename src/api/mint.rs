@@ -129,15 +129,16 @@ pub(crate) async fn handle(body: &[u8], caller: &ApiToken, state: &State) -> Res
 
     let pat = token::new_pat().map_err(|e| GatewayError::Internal(Box::new(e)))?;
     let ttl = Duration::from_secs(request.pat_expiry_seconds);
+    let now = session::now_ms();
     let record = PatRecord {
         email: request.email.clone(),
         groups,
         attributes: request.attributes,
         app_id: app.id.clone(),
         session_idle_ms: request.session_expiry_minutes * 60_000,
-        expires_ms: session::now_ms().saturating_add(session::millis(ttl)),
+        expires_ms: now.saturating_add(session::millis(ttl)),
     };
-    state.store.insert_pat(token::hash(&pat), record).await?;
+    state.store.insert_pat(token::hash(&pat), record, now).await?;
     tracing::info!(
         user = %request.email,
         app = %app.id,

@@ -103,7 +103,7 @@ pub(crate) const LATE_KEYS: [&str; 7] = [
     "server.admin_listen",
     "demo.app_listen",
     "demo.portal_listen",
-    "store.kind",
+    "store.url",
 ];
 
 /// `[server]`.
@@ -299,6 +299,10 @@ pub(crate) enum StoreConfig {
     Redis {
         /// `redis://` or `rediss://`; may hold a password, never logged.
         url: String,
+        /// Bound on every call: past it, the request gets 503.
+        timeout: Duration,
+        /// Every key starts with it, so gateways can share one Redis.
+        key_prefix: String,
     },
 }
 

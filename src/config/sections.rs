@@ -324,6 +324,9 @@ pub(crate) fn rate_limit(mut s: Section<'_>, cx: &mut Cx<'_>) -> RateLimit {
     }
 }
 
+/// The `[store]` keys that mean something only for Redis.
+const REDIS_ONLY: [&str; 3] = ["url", "timeout_ms", "key_prefix"];
+
 /// The store, and the line that chose Redis (for the assertion-key check).
 pub(crate) fn store(mut s: Section<'_>, cx: &mut Cx<'_>) -> (StoreConfig, Option<usize>) {
     enum Kind {
@@ -354,16 +357,36 @@ pub(crate) fn store(mut s: Section<'_>, cx: &mut Cx<'_>) -> (StoreConfig, Option
                 }
                 f.value.to_string()
             });
-            (StoreConfig::Redis { url }, line)
+            let timeout = Duration::from_millis(s.uint(cx, "timeout_ms", 250, 1, 60_000));
+            let key_prefix = match s.str(cx, "key_prefix") {
+                Some(f) if f.value.len() > 64 || !f.value.bytes().all(|b| b.is_ascii_graphic()) => {
+                    cx.error_at(&f, "expected at most 64 visible ASCII characters");
+                    String::new()
+                }
+                Some(f) => f.value.to_owned(),
+                None => "embedgate:".to_owned(),
+            };
+            (
+                StoreConfig::Redis {
+                    url,
+                    timeout,
+                    key_prefix,
+                },
+                line,
+            )
         }
         Kind::Memory => {
-            if let Some(f) = s.entry(cx, "url") {
-                cx.error_at(&f, "only with kind = \"redis\"");
+            for key in REDIS_ONLY {
+                if let Some(f) = s.entry(cx, key) {
+                    cx.error_at(&f, "only with kind = \"redis\"");
+                }
             }
             (StoreConfig::Memory, None)
         }
         Kind::Bad => {
-            s.entry(cx, "url");
+            for key in REDIS_ONLY {
+                s.entry(cx, key);
+            }
             (StoreConfig::Memory, None)
         }
     };

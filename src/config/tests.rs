@@ -395,9 +395,21 @@ fn redis_needs_an_assertion_key_and_a_url() {
     assert_eq!(
         c.store,
         StoreConfig::Redis {
-            url: "rediss://r:6380".into()
+            url: "rediss://r:6380".into(),
+            timeout: Duration::from_millis(250),
+            key_prefix: "embedgate:".into(),
         }
     );
+    let c = ok(&format!(
+        "{MINIMAL}[assertion]\nkey = \"a.pem\"\n[store]\nkind = \"redis\"\nurl = \"redis://r\"\ntimeout_ms = 40\nkey_prefix = \"eg:\"\n"
+    ));
+    assert!(matches!(
+        c.store,
+        StoreConfig::Redis { timeout, ref key_prefix, .. } if timeout == Duration::from_millis(40) && key_prefix == "eg:"
+    ));
+    let redis = format!("{MINIMAL}[assertion]\nkey = \"a.pem\"\n[store]\nkind = \"redis\"\nurl = \"redis://r\"\n");
+    one_err(&format!("{redis}timeout_ms = 0\n"), "store.timeout_ms", Some(8));
+    one_err(&format!("{redis}key_prefix = \"a b\"\n"), "store.key_prefix", Some(8));
 
     one_err(
         &format!("{MINIMAL}[assertion]\nkey = \"a.pem\"\n[store]\nkind = \"redis\"\n"),
@@ -419,6 +431,16 @@ fn store_url_with_memory_is_refused() {
         Some(4),
     );
     assert!(e.message.contains("only with kind"), "{e}");
+    one_err(
+        &format!("{MINIMAL}[store]\ntimeout_ms = 5\n"),
+        "store.timeout_ms",
+        Some(4),
+    );
+    one_err(
+        &format!("{MINIMAL}[store]\nkey_prefix = \"x\"\n"),
+        "store.key_prefix",
+        Some(4),
+    );
     one_err(&format!("{MINIMAL}[store]\nkind = \"etcd\"\n"), "store.kind", Some(4));
 }
 

@@ -73,9 +73,11 @@ async fn redeem(app: &App, query: &str, state: &State) -> Result<String, Gateway
     if !token::looks_like_pat(&pat) {
         return Err(GatewayError::InvalidPat);
     }
+    let pat_hash = token::hash(&pat);
+    let single_use = state.config.pat.single_use;
     let minted = state
         .store
-        .take_pat(&token::hash(&pat), &app.id, state.config.pat.single_use, now)
+        .take_pat(&pat_hash, &app.id, single_use, now)
         .await?
         .ok_or(GatewayError::InvalidPat)?;
     // The directory (or the portal's word), as it is now, decides who the
@@ -88,7 +90,14 @@ async fn redeem(app: &App, query: &str, state: &State) -> Result<String, Gateway
     }
     let token = token::new_session_token().map_err(|e| GatewayError::Internal(Box::new(e)))?;
     let session = SessionRecord::start(&minted, groups, state.config.session.max_lifetime, now);
-    state.store.insert_session(token::hash(&token), session).await?;
+    // Refused when a revocation removed the PAT since it was taken.
+    let started = state
+        .store
+        .start_session(token::hash(&token), session, &pat_hash, single_use)
+        .await?;
+    if !started {
+        return Err(GatewayError::InvalidPat);
+    }
     tracing::info!(user = %minted.email, app = %app.id, "session started");
     Ok(token)
 }

@@ -189,6 +189,16 @@ impl Local {
         }
     }
 
+    /// Ends every open tunnel and forgets every identity: what to do when
+    /// it cannot be known which sessions ended.
+    fn end_all(&self) {
+        self.identities.clear();
+        self.tunnels.retain(|_, signal| {
+            signal.send_replace(true);
+            false
+        });
+    }
+
     /// Follows the sessions the store ends until draining begins, ending
     /// their tunnels at once (a revoked session's, SPEC §6; an expired one's
     /// when the store sweeps it). Should it fall behind the feed, it cannot
@@ -201,16 +211,17 @@ impl Local {
                 () = drain.signaled() => return,
             };
             match heard {
-                Ok(hashes) => self.ended(&hashes),
+                Ok(Ended::Sessions(hashes)) => self.ended(&hashes),
+                Ok(Ended::Unknown) => {
+                    warn!("the store may have ended sessions unheard; closing every open tunnel");
+                    self.end_all();
+                }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     warn!(
                         missed,
                         "fell behind the feed of ended sessions; closing every open tunnel"
                     );
-                    self.tunnels.retain(|_, signal| {
-                        signal.send_replace(true);
-                        false
-                    });
+                    self.end_all();
                 }
                 Err(broadcast::error::RecvError::Closed) => {
                     debug!("the feed of ended sessions closed");
@@ -370,7 +381,8 @@ mod tests {
         let first = local.watch_tunnel([1; 32]);
         let second = local.watch_tunnel([1; 32]);
         let other = local.watch_tunnel([2; 32]);
-        feed.send(Arc::from([[1u8; 32]].as_slice())).expect("a listener");
+        feed.send(Ended::Sessions(Arc::from([[1u8; 32]].as_slice())))
+            .expect("a listener");
         for tunnel in [first, second] {
             tokio::time::timeout(Duration::from_secs(5), tunnel)
                 .await
@@ -392,12 +404,30 @@ mod tests {
         let (feed, heard) = broadcast::channel(1);
         let tunnel = local.watch_tunnel([3; 32]);
         // Two sends into a backlog of one: the follower has lagged.
-        feed.send(Arc::from([[8u8; 32]].as_slice())).expect("a listener");
-        feed.send(Arc::from([[9u8; 32]].as_slice())).expect("a listener");
+        feed.send(Ended::Sessions(Arc::from([[8u8; 32]].as_slice())))
+            .expect("a listener");
+        feed.send(Ended::Sessions(Arc::from([[9u8; 32]].as_slice())))
+            .expect("a listener");
         let (_drain, watch) = crate::drain::Drain::new();
         tokio::spawn(local.clone().follow_ended_sessions(heard, watch));
         tokio::time::timeout(Duration::from_secs(5), tunnel)
             .await
             .expect("every tunnel ends after a lag");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_ending_ends_every_tunnel() {
+        let local = Arc::new(Local::default());
+        let (feed, heard) = broadcast::channel(4);
+        let (_drain, watch) = crate::drain::Drain::new();
+        tokio::spawn(local.clone().follow_ended_sessions(heard, watch));
+        let first = local.watch_tunnel([4; 32]);
+        let second = local.watch_tunnel([5; 32]);
+        feed.send(Ended::Unknown).expect("a listener");
+        for tunnel in [first, second] {
+            tokio::time::timeout(Duration::from_secs(5), tunnel)
+                .await
+                .expect("every tunnel ends when endings went unheard");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The admin listener (`server.admin_listen`, never the public port):
 //! `/healthz` answers 200 while the process serves; `/readyz` answers 200
-//! until draining begins, then 503 so load balancers stop sending traffic.
+//! until draining begins, then 503 so load balancers stop sending traffic —
+//! and 503 too while a shared session store is unreachable.
 
 use std::convert::Infallible;
 
@@ -17,8 +18,11 @@ use crate::error::json_error;
 
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Whether the session store answers (see `Store::is_ready`).
+pub(crate) type StoreReady = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// Serves the admin endpoints until draining begins.
-pub(crate) async fn serve(listener: TcpListener, mut watch: Watch) {
+pub(crate) async fn serve(listener: TcpListener, mut watch: Watch, store_ready: StoreReady) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -33,11 +37,18 @@ pub(crate) async fn serve(listener: TcpListener, mut watch: Watch) {
             }
         };
         let mut conn_watch = watch.clone();
+        let store_ready = store_ready.clone();
         tokio::spawn(async move {
             let ready = conn_watch.clone();
             let service = service_fn(move |req| {
-                let draining = ready.is_draining();
-                async move { Ok::<_, Infallible>(respond(&req, draining)) }
+                let readiness = if ready.is_draining() {
+                    Readiness::Draining
+                } else if !store_ready() {
+                    Readiness::StoreUnreachable
+                } else {
+                    Readiness::Ready
+                };
+                async move { Ok::<_, Infallible>(respond(&req, readiness)) }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
@@ -60,14 +71,25 @@ pub(crate) async fn serve(listener: TcpListener, mut watch: Watch) {
     }
 }
 
-fn respond<B>(req: &Request<B>, draining: bool) -> Response<Body> {
+/// What `/readyz` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    Ready,
+    Draining,
+    /// A shared session store does not answer: requests that need it
+    /// would get 503, so a balancer should send them elsewhere.
+    StoreUnreachable,
+}
+
+fn respond<B>(req: &Request<B>, readiness: Readiness) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return json_error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
     }
-    let (status, text) = match req.uri().path() {
-        "/healthz" => (StatusCode::OK, "ok\n"),
-        "/readyz" if draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        "/readyz" => (StatusCode::OK, "ready\n"),
+    let (status, text) = match (req.uri().path(), readiness) {
+        ("/healthz", _) => (StatusCode::OK, "ok\n"),
+        ("/readyz", Readiness::Draining) => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        ("/readyz", Readiness::StoreUnreachable) => (StatusCode::SERVICE_UNAVAILABLE, "session store unreachable\n"),
+        ("/readyz", Readiness::Ready) => (StatusCode::OK, "ready\n"),
         _ => return json_error(StatusCode::NOT_FOUND, "not found"),
     };
     let mut response = Response::new(Body::full(text));
@@ -83,19 +105,27 @@ fn respond<B>(req: &Request<B>, draining: bool) -> Response<Body> {
 mod tests {
     use super::*;
 
-    fn get(path: &str, draining: bool) -> StatusCode {
+    fn get(path: &str, readiness: Readiness) -> StatusCode {
         let req = Request::get(path).body(()).unwrap_or_default();
-        respond(&req, draining).status()
+        respond(&req, readiness).status()
     }
 
     #[test]
-    fn healthz_is_ok_while_readyz_turns_503_on_drain() {
-        assert_eq!(get("/healthz", false), StatusCode::OK);
-        assert_eq!(get("/healthz", true), StatusCode::OK);
-        assert_eq!(get("/readyz", false), StatusCode::OK);
-        assert_eq!(get("/readyz", true), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(get("/metrics", false), StatusCode::NOT_FOUND);
+    fn healthz_is_ok_while_readyz_turns_503_on_drain_or_an_unreachable_store() {
+        for readiness in [Readiness::Ready, Readiness::Draining, Readiness::StoreUnreachable] {
+            assert_eq!(get("/healthz", readiness), StatusCode::OK);
+        }
+        assert_eq!(get("/readyz", Readiness::Ready), StatusCode::OK);
+        assert_eq!(get("/readyz", Readiness::Draining), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            get("/readyz", Readiness::StoreUnreachable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(get("/metrics", Readiness::Ready), StatusCode::NOT_FOUND);
         let post = Request::post("/healthz").body(()).unwrap_or_default();
-        assert_eq!(respond(&post, false).status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            respond(&post, Readiness::Ready).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 }

@@ -38,15 +38,49 @@ pub(crate) fn session(email: &str, app: &str, now: u64, idle: u64, max: u64) -> 
     SessionRecord::start(&minted, vec!["sales".into()], Duration::from_secs(max), now)
 }
 
+/// Starts `session` under `hash` as an exchange does: from a PAT of the
+/// same identity, just minted and taken (single use).
+pub(crate) async fn open(store: &dyn Store, hash: TokenHash, session: SessionRecord) {
+    let mut pat_hash = hash;
+    pat_hash[30] ^= 0xA5;
+    pat_hash[31] ^= 0x5A;
+    let minted = PatRecord {
+        email: session.email.clone(),
+        groups: session.groups.clone(),
+        attributes: session.attributes.clone(),
+        app_id: session.app_id.clone(),
+        session_idle_ms: session.idle_ms,
+        expires_ms: session.created_ms + 60_000,
+    };
+    store.insert_pat(pat_hash, minted, session.created_ms).await.unwrap();
+    let taken = store
+        .take_pat(&pat_hash, &session.app_id, true, session.created_ms)
+        .await
+        .unwrap();
+    assert!(taken.is_some(), "the PAT just minted is taken");
+    assert!(
+        store.start_session(hash, session, &pat_hash, true).await.unwrap(),
+        "a session starts from a PAT just taken"
+    );
+}
+
 fn s(secs: u64) -> u64 {
     T0 + secs * 1_000
 }
 
 /// Runs every conformance test against the store `$make` builds (a fresh
-/// one per test).
+/// one per test). With `async`, `$make` is a future of
+/// `Option<(Arc<dyn Store>, guard)>` — `None` skips the test (a server the
+/// machine lacks), and the guard lives as long as the test.
 #[macro_export]
 macro_rules! store_conformance_tests {
+    (async $make:expr) => {
+        $crate::store_conformance_tests!(@list (async $make));
+    };
     ($make:expr) => {
+        $crate::store_conformance_tests!(@list ($make));
+    };
+    (@list $make:tt) => {
         $crate::store_conformance_tests!(@tests $make;
             pat_is_taken_once_and_only_for_its_app,
             reusable_pat_works_until_expiry,
@@ -61,9 +95,20 @@ macro_rules! store_conformance_tests {
             revoke_announces_the_ended_sessions,
             revoke_of_nobody_ends_nothing,
             count_counts_live_records_only,
+            a_revocation_between_taking_a_pat_and_starting_its_session_wins,
+            a_claimed_pat_is_not_taken_again,
         );
     };
-    (@tests $make:expr; $($name:ident),+ $(,)?) => {
+    (@tests (async $make:expr); $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some((store, _guard)) = $make.await else { return };
+                $crate::session::conformance::$name(store).await;
+            }
+        )+
+    };
+    (@tests ($make:expr); $($name:ident),+ $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
@@ -75,7 +120,7 @@ macro_rules! store_conformance_tests {
 }
 
 pub(crate) async fn pat_is_taken_once_and_only_for_its_app(store: Arc<dyn Store>) {
-    store.insert_pat([1; 32], pat(USER, APP, T0, 60)).await.unwrap();
+    store.insert_pat([1; 32], pat(USER, APP, T0, 60), T0).await.unwrap();
     assert!(store.take_pat(&[1; 32], OTHER, true, T0).await.unwrap().is_none());
     assert!(
         store.take_pat(&[1; 32], APP, true, T0).await.unwrap().is_some(),
@@ -85,14 +130,14 @@ pub(crate) async fn pat_is_taken_once_and_only_for_its_app(store: Arc<dyn Store>
 }
 
 pub(crate) async fn reusable_pat_works_until_expiry(store: Arc<dyn Store>) {
-    store.insert_pat([2; 32], pat(USER, APP, T0, 10)).await.unwrap();
+    store.insert_pat([2; 32], pat(USER, APP, T0, 10), T0).await.unwrap();
     assert!(store.take_pat(&[2; 32], APP, false, T0).await.unwrap().is_some());
     assert!(store.take_pat(&[2; 32], APP, false, s(9)).await.unwrap().is_some());
     assert!(store.take_pat(&[2; 32], APP, false, s(10)).await.unwrap().is_none());
 }
 
 pub(crate) async fn expired_pat_is_not_taken(store: Arc<dyn Store>) {
-    store.insert_pat([3; 32], pat(USER, APP, T0, 10)).await.unwrap();
+    store.insert_pat([3; 32], pat(USER, APP, T0, 10), T0).await.unwrap();
     assert!(store.take_pat(&[3; 32], APP, true, s(10)).await.unwrap().is_none());
 }
 
@@ -108,7 +153,7 @@ pub(crate) async fn pat_keeps_what_was_minted(store: Arc<dyn Store>) {
     let mut minted = pat(USER, APP, T0, 60);
     minted.groups = vec!["sales".into(), "org:acme".into()];
     minted.attributes = vouched();
-    store.insert_pat([4; 32], minted.clone()).await.unwrap();
+    store.insert_pat([4; 32], minted.clone(), T0).await.unwrap();
     assert_eq!(store.take_pat(&[4; 32], APP, true, T0).await.unwrap(), Some(minted));
 }
 
@@ -116,14 +161,14 @@ pub(crate) async fn session_keeps_vouched_groups_and_attributes(store: Arc<dyn S
     let mut minted = pat(USER, APP, T0, 60);
     minted.attributes = vouched();
     let started = SessionRecord::start(&minted, vec!["org:acme".into()], Duration::from_secs(600), T0);
-    store.insert_session([14; 32], started.clone()).await.unwrap();
+    open(&*store, [14; 32], started.clone()).await;
     let used = store.use_session(&[14; 32], APP, T0).await.unwrap();
     assert_eq!(used.as_ref().map(|s| &s.attributes), Some(&vouched()));
     assert_eq!(used.map(|s| s.groups), Some(vec!["org:acme".to_string()]));
 }
 
 pub(crate) async fn concurrent_takes_of_one_pat_yield_exactly_one(store: Arc<dyn Store>) {
-    store.insert_pat([5; 32], pat(USER, APP, T0, 60)).await.unwrap();
+    store.insert_pat([5; 32], pat(USER, APP, T0, 60), T0).await.unwrap();
     let tries: Vec<_> = (0..50)
         .map(|_| {
             let store = store.clone();
@@ -144,10 +189,7 @@ async fn expiry_after_use(store: &dyn Store, hash: TokenHash, at: u64) -> Option
 
 pub(crate) async fn session_idle_expiry_slides_but_never_past_its_cap(store: Arc<dyn Store>) {
     let store = &*store;
-    store
-        .insert_session([6; 32], session(USER, APP, T0, 10, 40))
-        .await
-        .unwrap();
+    open(store, [6; 32], session(USER, APP, T0, 10, 40)).await;
     assert_eq!(expiry_after_use(store, [6; 32], s(9)).await, Some(s(19)), "slid to 19");
     assert_eq!(
         expiry_after_use(store, [6; 32], s(18)).await,
@@ -160,10 +202,7 @@ pub(crate) async fn session_idle_expiry_slides_but_never_past_its_cap(store: Arc
         "idle for 17 s: gone at 28"
     );
 
-    store
-        .insert_session([16; 32], session(USER, APP, T0, 10, 25))
-        .await
-        .unwrap();
+    open(store, [16; 32], session(USER, APP, T0, 10, 25)).await;
     assert_eq!(expiry_after_use(store, [16; 32], s(9)).await, Some(s(19)));
     assert_eq!(
         expiry_after_use(store, [16; 32], s(18)).await,
@@ -179,36 +218,24 @@ pub(crate) async fn session_idle_expiry_slides_but_never_past_its_cap(store: Arc
 }
 
 pub(crate) async fn idle_session_expires(store: Arc<dyn Store>) {
-    store
-        .insert_session([7; 32], session(USER, APP, T0, 10, 100))
-        .await
-        .unwrap();
+    open(&*store, [7; 32], session(USER, APP, T0, 10, 100)).await;
     assert!(store.use_session(&[7; 32], APP, s(10)).await.unwrap().is_none());
 }
 
 pub(crate) async fn session_is_refused_on_another_app_and_unknown_hashes_are_none(store: Arc<dyn Store>) {
     let started = session(USER, APP, T0, 10, 100);
-    store.insert_session([8; 32], started.clone()).await.unwrap();
+    open(&*store, [8; 32], started.clone()).await;
     assert!(store.use_session(&[8; 32], OTHER, T0).await.unwrap().is_none());
     assert_eq!(store.use_session(&[8; 32], APP, T0).await.unwrap(), Some(started));
     assert!(store.use_session(&[9; 32], APP, T0).await.unwrap().is_none());
 }
 
 pub(crate) async fn revoke_ends_a_users_sessions_and_pats_for_one_app_or_all(store: Arc<dyn Store>) {
-    store
-        .insert_session([10; 32], session(USER, APP, T0, 10, 100))
-        .await
-        .unwrap();
-    store
-        .insert_session([11; 32], session(USER, OTHER, T0, 10, 100))
-        .await
-        .unwrap();
-    store
-        .insert_session([12; 32], session("bob@example.com", APP, T0, 10, 100))
-        .await
-        .unwrap();
-    store.insert_pat([13; 32], pat(USER, APP, T0, 60)).await.unwrap();
-    store.insert_pat([14; 32], pat(USER, OTHER, T0, 60)).await.unwrap();
+    open(&*store, [10; 32], session(USER, APP, T0, 10, 100)).await;
+    open(&*store, [11; 32], session(USER, OTHER, T0, 10, 100)).await;
+    open(&*store, [12; 32], session("bob@example.com", APP, T0, 10, 100)).await;
+    store.insert_pat([13; 32], pat(USER, APP, T0, 60), T0).await.unwrap();
+    store.insert_pat([14; 32], pat(USER, OTHER, T0, 60), T0).await.unwrap();
 
     assert_eq!(
         store.revoke(USER, Some(APP)).await.unwrap(),
@@ -232,30 +259,21 @@ pub(crate) async fn revoke_ends_a_users_sessions_and_pats_for_one_app_or_all(sto
 
 pub(crate) async fn revoke_announces_the_ended_sessions(store: Arc<dyn Store>) {
     let mut heard = store.ended_sessions();
-    store
-        .insert_session([20; 32], session(USER, APP, T0, 10, 100))
-        .await
-        .unwrap();
-    store
-        .insert_session([21; 32], session(USER, OTHER, T0, 10, 100))
-        .await
-        .unwrap();
+    open(&*store, [20; 32], session(USER, APP, T0, 10, 100)).await;
+    open(&*store, [21; 32], session(USER, OTHER, T0, 10, 100)).await;
     store.revoke(USER, Some(APP)).await.unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(5), heard.recv())
         .await
         .expect("a revocation is announced")
         .expect("the feed is open");
-    assert_eq!(&*ended, &[[20u8; 32]] as &[TokenHash]);
+    assert_eq!(ended, super::Ended::Sessions(Arc::from([[20u8; 32]].as_slice())));
     // Nothing ended, nothing announced.
     store.revoke("nobody@example.com", None).await.unwrap();
     assert!(heard.try_recv().is_err());
 }
 
 pub(crate) async fn revoke_of_nobody_ends_nothing(store: Arc<dyn Store>) {
-    store
-        .insert_session([30; 32], session(USER, APP, T0, 10, 100))
-        .await
-        .unwrap();
+    open(&*store, [30; 32], session(USER, APP, T0, 10, 100)).await;
     assert_eq!(
         store.revoke("nobody@example.com", None).await.unwrap(),
         Revoked::default()
@@ -264,17 +282,49 @@ pub(crate) async fn revoke_of_nobody_ends_nothing(store: Arc<dyn Store>) {
 }
 
 pub(crate) async fn count_counts_live_records_only(store: Arc<dyn Store>) {
-    store
-        .insert_session([40; 32], session(USER, APP, T0, 10, 100))
-        .await
-        .unwrap();
-    store
-        .insert_session([41; 32], session(USER, APP, T0, 100, 100))
-        .await
-        .unwrap();
-    store.insert_pat([42; 32], pat(USER, APP, T0, 5)).await.unwrap();
+    open(&*store, [40; 32], session(USER, APP, T0, 10, 100)).await;
+    open(&*store, [41; 32], session(USER, APP, T0, 100, 100)).await;
+    store.insert_pat([42; 32], pat(USER, APP, T0, 5), T0).await.unwrap();
     let now = store.count(T0).await.unwrap();
     assert_eq!((now.sessions, now.pats), (2, 1));
     let later = store.count(s(20)).await.unwrap();
     assert_eq!((later.sessions, later.pats), (1, 0));
+}
+
+/// The exchange takes the PAT, then starts the session: a revocation that
+/// runs in between finds neither a session nor an unused PAT, and must
+/// still win — with single-use PATs and reusable ones.
+pub(crate) async fn a_revocation_between_taking_a_pat_and_starting_its_session_wins(store: Arc<dyn Store>) {
+    for single_use in [true, false] {
+        let minted = pat(USER, APP, T0, 60);
+        store.insert_pat([50; 32], minted.clone(), T0).await.unwrap();
+        let taken = store.take_pat(&[50; 32], APP, single_use, T0).await.unwrap();
+        assert!(taken.is_some(), "single_use = {single_use}");
+        store.revoke(USER, None).await.unwrap();
+        let started = SessionRecord::start(&minted, vec![], Duration::from_secs(600), T0);
+        assert!(
+            !store
+                .start_session([51; 32], started, &[50; 32], single_use)
+                .await
+                .unwrap(),
+            "single_use = {single_use}: the session of a revoked PAT is not started"
+        );
+        assert!(store.use_session(&[51; 32], APP, T0).await.unwrap().is_none());
+    }
+    // Without a revocation, the same steps start it.
+    let minted = pat(USER, APP, T0, 60);
+    store.insert_pat([52; 32], minted.clone(), T0).await.unwrap();
+    assert!(store.take_pat(&[52; 32], APP, false, T0).await.unwrap().is_some());
+    let started = SessionRecord::start(&minted, vec![], Duration::from_secs(600), T0);
+    assert!(store.start_session([53; 32], started, &[52; 32], false).await.unwrap());
+    assert!(store.use_session(&[53; 32], APP, T0).await.unwrap().is_some());
+}
+
+/// A single-use PAT claimed by an exchange that never started its session
+/// (its user was no longer admitted, say) stays spent.
+pub(crate) async fn a_claimed_pat_is_not_taken_again(store: Arc<dyn Store>) {
+    store.insert_pat([54; 32], pat(USER, APP, T0, 60), T0).await.unwrap();
+    assert!(store.take_pat(&[54; 32], APP, true, T0).await.unwrap().is_some());
+    assert!(store.take_pat(&[54; 32], APP, true, T0).await.unwrap().is_none());
+    assert!(store.take_pat(&[54; 32], APP, false, T0).await.unwrap().is_none());
 }

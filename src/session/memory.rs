@@ -3,10 +3,11 @@
 //! sessions so that revoking one user touches only that user's records.
 //!
 //! Every decision is one shard-locked step, so single use is atomic: of
-//! many concurrent exchanges of one PAT exactly one removes it. Where the
+//! many concurrent exchanges of one PAT exactly one claims it. Where the
 //! index and a record map are both locked, the index entry is always taken
 //! first, so a revocation and a concurrent insert for the same user are
-//! ordered: the insert lands either before (and is revoked) or after.
+//! ordered: the insert lands either before (and is revoked) or after — and
+//! a session whose PAT a revocation removed meanwhile is not started.
 
 use std::collections::HashSet;
 
@@ -33,10 +34,17 @@ impl Owned {
     }
 }
 
+/// A PAT as kept: its record, and whether an exchange has claimed it.
+#[derive(Debug)]
+struct Minted {
+    record: PatRecord,
+    claimed: bool,
+}
+
 /// Sessions and PATs of this process.
 #[derive(Debug)]
 pub(crate) struct MemoryStore {
-    pats: DashMap<TokenHash, PatRecord>,
+    pats: DashMap<TokenHash, Minted>,
     sessions: DashMap<TokenHash, SessionRecord>,
     /// Lowercased email → what that user owns.
     by_user: DashMap<String, Owned>,
@@ -64,7 +72,7 @@ impl MemoryStore {
     fn announce(&self, sessions: Vec<TokenHash>) {
         if !sessions.is_empty() {
             // No listener (nothing tunnelled yet) is not a failure.
-            let _ = self.ended.send(sessions.into());
+            let _ = self.ended.send(Ended::Sessions(sessions.into()));
         }
     }
 
@@ -80,10 +88,16 @@ impl MemoryStore {
 
 #[async_trait::async_trait]
 impl Store for MemoryStore {
-    async fn insert_pat(&self, hash: TokenHash, pat: PatRecord) -> Result<(), StoreError> {
+    async fn insert_pat(&self, hash: TokenHash, pat: PatRecord, _now_ms: u64) -> Result<(), StoreError> {
         let mut owned = self.by_user.entry(pat.email.clone()).or_default();
         owned.pats.insert(hash);
-        self.pats.insert(hash, pat);
+        self.pats.insert(
+            hash,
+            Minted {
+                record: pat,
+                claimed: false,
+            },
+        );
         Ok(())
     }
 
@@ -94,23 +108,44 @@ impl Store for MemoryStore {
         single_use: bool,
         now_ms: u64,
     ) -> Result<Option<PatRecord>, StoreError> {
-        let pat = if single_use {
-            let taken = self.pats.remove_if(hash, |_, p| p.app_id == app_id).map(|(_, p)| p);
-            if let Some(pat) = &taken {
-                self.unindex(&pat.email, hash);
-            }
-            taken
-        } else {
-            self.pats.get(hash).filter(|p| p.app_id == app_id).map(|p| p.clone())
+        let Some(mut pat) = self.pats.get_mut(hash) else {
+            return Ok(None);
         };
-        Ok(pat.filter(|p| p.is_live(now_ms)))
+        if pat.record.app_id != app_id || pat.claimed || !pat.record.is_live(now_ms) {
+            return Ok(None);
+        }
+        // Claimed in the same shard-locked step: no other exchange gets it.
+        pat.claimed = single_use;
+        Ok(Some(pat.record.clone()))
     }
 
-    async fn insert_session(&self, hash: TokenHash, session: SessionRecord) -> Result<(), StoreError> {
-        let mut owned = self.by_user.entry(session.email.clone()).or_default();
-        owned.sessions.insert(hash);
-        self.sessions.insert(hash, session);
-        Ok(())
+    async fn start_session(
+        &self,
+        hash: TokenHash,
+        session: SessionRecord,
+        pat: &TokenHash,
+        single_use: bool,
+    ) -> Result<bool, StoreError> {
+        // The index entry first, as a revocation takes it: the PAT is
+        // either still there (the revocation comes after, and finds the
+        // session) or gone (the revocation came first).
+        let email = session.email.clone();
+        let mut owned = self.by_user.entry(email.clone()).or_default();
+        let still_there = if single_use {
+            self.pats.remove_if(pat, |_, p| p.claimed).is_some()
+        } else {
+            self.pats.get(pat).is_some_and(|p| !p.claimed)
+        };
+        if still_there {
+            if single_use {
+                owned.pats.remove(pat);
+            }
+            owned.sessions.insert(hash);
+            self.sessions.insert(hash, session);
+        }
+        drop(owned);
+        self.by_user.remove_if(&email, |_, owned| owned.is_empty());
+        Ok(still_there)
     }
 
     async fn use_session(
@@ -143,7 +178,7 @@ impl Store for MemoryStore {
                 self.sessions.contains_key(hash)
             });
             owned.pats.retain(|hash| {
-                if self.pats.remove_if(hash, |_, p| in_scope(&p.app_id)).is_some() {
+                if self.pats.remove_if(hash, |_, p| in_scope(&p.record.app_id)).is_some() {
                     tokens += 1;
                     return false;
                 }
@@ -162,7 +197,7 @@ impl Store for MemoryStore {
     async fn count(&self, now_ms: u64) -> Result<Counts, StoreError> {
         Ok(Counts {
             sessions: self.sessions.iter().filter(|s| s.is_live(now_ms)).count(),
-            pats: self.pats.iter().filter(|p| p.is_live(now_ms)).count(),
+            pats: self.pats.iter().filter(|p| p.record.is_live(now_ms)).count(),
         })
     }
 
@@ -179,9 +214,9 @@ impl Store for MemoryStore {
         });
         let sessions = dropped.len();
         self.pats.retain(|hash, p| {
-            let live = p.is_live(now_ms);
+            let live = p.record.is_live(now_ms);
             if !live {
-                dropped.push((std::mem::take(&mut p.email), *hash));
+                dropped.push((std::mem::take(&mut p.record.email), *hash));
             }
             live
         });
@@ -201,6 +236,7 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
     use crate::session::conformance::{self, pat, session, APP, OTHER, USER};
+    use std::sync::Arc;
 
     crate::store_conformance_tests!(MemoryStore::new());
 
@@ -208,17 +244,11 @@ mod tests {
     async fn sweep_drops_only_expired_entries_and_their_index() {
         let store = MemoryStore::new();
         let t0 = conformance::T0;
+        conformance::open(&store, [10; 32], session(USER, APP, t0, 10, 100)).await;
+        conformance::open(&store, [11; 32], session(USER, APP, t0, 100, 100)).await;
+        store.insert_pat([12; 32], pat(USER, APP, t0, 5), t0).await.unwrap();
         store
-            .insert_session([10; 32], session(USER, APP, t0, 10, 100))
-            .await
-            .unwrap();
-        store
-            .insert_session([11; 32], session(USER, APP, t0, 100, 100))
-            .await
-            .unwrap();
-        store.insert_pat([12; 32], pat(USER, APP, t0, 5)).await.unwrap();
-        store
-            .insert_pat([13; 32], pat("other@example.com", APP, t0, 5))
+            .insert_pat([13; 32], pat("other@example.com", APP, t0, 5), t0)
             .await
             .unwrap();
         assert_eq!(store.sweep(t0 + 20_000).await.unwrap(), 3);
@@ -241,33 +271,39 @@ mod tests {
         let store = MemoryStore::new();
         let mut heard = store.ended_sessions();
         let t0 = conformance::T0;
-        store
-            .insert_session([20; 32], session(USER, APP, t0, 10, 100))
-            .await
-            .unwrap();
-        store
-            .insert_session([21; 32], session(USER, APP, t0, 100, 100))
-            .await
-            .unwrap();
-        store.insert_pat([22; 32], pat(USER, APP, t0, 5)).await.unwrap();
+        conformance::open(&store, [20; 32], session(USER, APP, t0, 10, 100)).await;
+        conformance::open(&store, [21; 32], session(USER, APP, t0, 100, 100)).await;
+        store.insert_pat([22; 32], pat(USER, APP, t0, 5), t0).await.unwrap();
         assert_eq!(store.sweep(t0 + 20_000).await.unwrap(), 2);
         let ended = heard.try_recv().expect("the swept session is announced");
-        assert_eq!(&*ended, &[[20u8; 32]] as &[TokenHash]);
+        assert_eq!(ended, Ended::Sessions(Arc::from([[20u8; 32]].as_slice())));
         assert_eq!(store.sweep(t0 + 20_000).await.unwrap(), 0);
         assert!(heard.try_recv().is_err(), "nothing swept, nothing announced");
     }
 
+    /// A claimed PAT stays indexed (a revocation must still find it) until
+    /// its session starts; then only the session is.
     #[tokio::test]
-    async fn taken_pats_leave_the_index() {
+    async fn claimed_pats_leave_the_index_when_their_session_starts() {
         let store = MemoryStore::new();
+        let minted = pat(USER, APP, conformance::T0, 60);
         store
-            .insert_pat([1; 32], pat(USER, APP, conformance::T0, 60))
+            .insert_pat([1; 32], minted.clone(), conformance::T0)
             .await
             .unwrap();
-        assert!(store.by_user.contains_key(USER));
         let taken = store.take_pat(&[1; 32], APP, true, conformance::T0).await.unwrap();
         assert!(taken.is_some());
-        assert!(!store.by_user.contains_key(USER));
+        assert_eq!(
+            store.by_user.get(USER).map(|o| o.pats.clone()),
+            Some(HashSet::from([[1; 32]]))
+        );
+        let started = SessionRecord::start(&minted, vec![], std::time::Duration::from_secs(60), conformance::T0);
+        assert!(store.start_session([2; 32], started, &[1; 32], true).await.unwrap());
+        let owned = store.by_user.get(USER).expect("the session is indexed");
+        assert!(owned.pats.is_empty());
+        assert_eq!(owned.sessions, HashSet::from([[2; 32]]));
+        drop(owned);
+        assert!(store.pats.is_empty());
     }
 
     /// Revocation goes through the user's index entry: with 100k live
@@ -282,20 +318,17 @@ mod tests {
         for i in 0..OTHERS {
             hash[..4].copy_from_slice(&i.to_be_bytes());
             let email = format!("user{}@example.com", i % 5_000);
-            store
-                .insert_session(hash, session(&email, APP, t0, 600, 3_600))
-                .await
-                .unwrap();
+            conformance::open(&store, hash, session(&email, APP, t0, 600, 3_600)).await;
         }
         for i in 0..3u8 {
             let mut mine = [0xAA; 32];
             mine[0] = i;
-            store
-                .insert_session(mine, session(USER, APP, t0, 600, 3_600))
-                .await
-                .unwrap();
+            conformance::open(&store, mine, session(USER, APP, t0, 600, 3_600)).await;
         }
-        store.insert_pat([0xBB; 32], pat(USER, OTHER, t0, 60)).await.unwrap();
+        store
+            .insert_pat([0xBB; 32], pat(USER, OTHER, t0, 60), t0)
+            .await
+            .unwrap();
         let before: Vec<(TokenHash, SessionRecord)> = store
             .sessions
             .iter()

@@ -10,6 +10,7 @@
 //! built) is the embed layer's, keyed by the same hash.
 
 mod memory;
+mod redis;
 
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -23,6 +24,7 @@ use tokio::sync::broadcast;
 use crate::error::GatewayError;
 use crate::token::TokenHash;
 
+pub(crate) use self::redis::RedisStore;
 pub(crate) use memory::MemoryStore;
 
 /// Vouched attributes: a flat JSON object of strings, numbers and booleans.
@@ -129,10 +131,17 @@ pub(crate) struct Counts {
     pub(crate) pats: usize,
 }
 
-/// The hashes of sessions that ended together — by one revocation, or one
-/// sweep of expired sessions — as every listener hears it (the embed layer
-/// closes their open tunnels).
-pub(crate) type Ended = Arc<[TokenHash]>;
+/// Sessions that ended, as every listener hears it (the embed layer closes
+/// their open tunnels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// These sessions ended together: by one revocation, or one sweep of
+    /// expired sessions.
+    Sessions(Arc<[TokenHash]>),
+    /// Some sessions may have ended unheard (a shared store's feed was
+    /// interrupted): a listener should treat every session as ended.
+    Unknown,
+}
 
 /// A store that could not answer: unreachable, too slow, or refusing.
 /// Requests that need it get 503 (SPEC §7); the in-process store never
@@ -153,13 +162,14 @@ impl From<StoreError> for GatewayError {
 /// never both win.
 #[async_trait::async_trait]
 pub(crate) trait Store: Send + Sync {
-    /// Keeps a minted PAT under its hash until it expires.
-    async fn insert_pat(&self, hash: TokenHash, pat: PatRecord) -> Result<(), StoreError>;
+    /// Keeps a PAT minted at `now_ms` under its hash until it expires.
+    async fn insert_pat(&self, hash: TokenHash, pat: PatRecord, now_ms: u64) -> Result<(), StoreError>;
 
     /// The PAT with this hash, if it exists, is scoped to `app_id` and is
-    /// live at `now_ms`. With `single_use` it is removed in the same step,
-    /// so that it can never be taken twice; a try for another app leaves
-    /// it in place.
+    /// live at `now_ms`. With `single_use` it is claimed in the same step,
+    /// so that it can never be taken twice (the claim ends with
+    /// [`Store::start_session`], a revocation, or the PAT's expiry); a try
+    /// for another app leaves it in place.
     async fn take_pat(
         &self,
         hash: &TokenHash,
@@ -168,8 +178,19 @@ pub(crate) trait Store: Send + Sync {
         now_ms: u64,
     ) -> Result<Option<PatRecord>, StoreError>;
 
-    /// Keeps a new session under its token's hash.
-    async fn insert_session(&self, hash: TokenHash, session: SessionRecord) -> Result<(), StoreError>;
+    /// Keeps a new session under its token's hash, started from the PAT
+    /// with hash `pat` that [`Store::take_pat`] just handed out — only if
+    /// that PAT is still there, claimed (`single_use`) or still usable, in
+    /// the same step. A revocation that ran between the two steps removed
+    /// it, so the session is refused (`false`) rather than outliving the
+    /// revocation.
+    async fn start_session(
+        &self,
+        hash: TokenHash,
+        session: SessionRecord,
+        pat: &TokenHash,
+        single_use: bool,
+    ) -> Result<bool, StoreError>;
 
     /// The session with this hash, if it is live at `now_ms` and bound to
     /// `app_id`; the request counts as activity (sliding expiry, capped).
@@ -196,6 +217,18 @@ pub(crate) trait Store: Send + Sync {
     /// Every session that ends from now on, revoked or swept after it
     /// expired, in batches as they end.
     fn ended_sessions(&self) -> broadcast::Receiver<Ended>;
+
+    /// Whether the store answered its last check (a shared store that is
+    /// unreachable is not; the in-process store always is).
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    /// Starts what the store runs in the background (a shared store's
+    /// connection and its feed of ended sessions); needs the runtime.
+    fn start(self: Arc<Self>) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

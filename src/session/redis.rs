@@ -1,0 +1,558 @@
+//! The shared store (`store.kind = "redis"`, SPEC §7): PATs and sessions in
+//! Redis with native TTLs, so any number of replicas serve the same users.
+//!
+//! Keys, each under `store.key_prefix` (P):
+//! - `P pat:<hex>` — a PAT's record (JSON; a claimed one starts with `!`),
+//!   expiring with the PAT;
+//! - `P session:<hex>` — a session's record, expiring at the end of its
+//!   idle window, never past its lifetime cap;
+//! - `P user:<email>` — a set indexing that user's PATs and sessions
+//!   (`pat:<hex>:<app>`, `session:<hex>:<app>`), expiring with the
+//!   longest-lived of them, so a revocation reads one set, never the
+//!   keyspace;
+//! - channel `P ended` — the sessions a revocation ended, as hex hashes.
+//!
+//! `<hex>` is the SHA-256 of the token: no token is ever stored. Every
+//! decision (single use, a session started only from a PAT no revocation
+//! removed, a revocation with its announcement) is one Lua script, atomic
+//! across replicas.
+//!
+//! What each replica keeps for itself: a session it has just read, for at
+//! most [`CACHE_FOR`] (a page load of 50 requests is one round trip; a
+//! revocation elsewhere reaches it through the channel at once, or when
+//! the entry expires); and the sessions it has served, so that its sweep
+//! can tell its tunnels which of them expired.
+//!
+//! Every call is bounded by `store.timeout_ms`; a failure is a
+//! [`StoreError`] (503). The connection manager reconnects by itself; a
+//! health check every second keeps [`Store::is_ready`] current and logs an
+//! outage once, when it starts, and once when it ends.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::redis::aio::ConnectionManager;
+use ::redis::{AsyncCommands, Client, RedisError, Script};
+use arc_swap::ArcSwapOption;
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+
+use super::{Counts, Ended, PatRecord, Revoked, SessionRecord, Store, StoreError};
+use crate::token::TokenHash;
+
+/// How long a replica reuses a session it has read before reading it again.
+pub(crate) const CACHE_FOR: Duration = Duration::from_secs(1);
+
+/// How often the connection is checked (`PING`).
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+
+/// Batches of ended sessions a listener may fall behind by.
+const ENDED_BACKLOG: usize = 1024;
+
+static INSERT_PAT: &str = include_str!("redis/insert_pat.lua");
+static TAKE_PAT: &str = include_str!("redis/take_pat.lua");
+static START_SESSION: &str = include_str!("redis/start_session.lua");
+static REVOKE: &str = include_str!("redis/revoke.lua");
+
+/// The scripts, hashed once (sent by `EVALSHA`, loaded when missing).
+struct Scripts {
+    insert_pat: Script,
+    take_pat: Script,
+    start_session: Script,
+    revoke: Script,
+}
+
+/// A session read a moment ago.
+#[derive(Debug, Clone)]
+struct Cached {
+    record: SessionRecord,
+    read_at: Instant,
+}
+
+/// PATs and sessions in Redis.
+pub(crate) struct RedisStore {
+    client: Client,
+    /// Made at [`RedisStore::connect`] (it needs the runtime), then
+    /// reconnecting by itself.
+    connection: ArcSwapOption<ConnectionManager>,
+    prefix: String,
+    timeout: Duration,
+    scripts: Scripts,
+    cache: DashMap<TokenHash, Cached>,
+    /// Sessions this replica has served and not yet seen end.
+    served: DashMap<TokenHash, ()>,
+    ended: broadcast::Sender<Ended>,
+    /// Whether the last call or check failed.
+    down: AtomicBool,
+    /// Names this replica in what it publishes, so it does not hear its
+    /// own revocations twice (it tells its listeners at once).
+    replica: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    // The URL may hold a password: never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a Redis URL was refused, in words that never echo it.
+#[derive(Debug, thiserror::Error)]
+#[error("not a usable redis:// or rediss:// URL ({0:?})")]
+pub(crate) struct BadUrl(::redis::ErrorKind);
+
+impl RedisStore {
+    /// A store for the Redis at `url`, not yet connected (see
+    /// [`connect`](Self::connect)). Fails only on a URL that cannot be used.
+    pub(crate) fn new(url: &str, timeout: Duration, key_prefix: &str) -> Result<RedisStore, BadUrl> {
+        let client = Client::open(url).map_err(|e| BadUrl(e.kind()))?;
+        Ok(RedisStore {
+            client,
+            connection: ArcSwapOption::empty(),
+            prefix: key_prefix.to_owned(),
+            timeout,
+            scripts: Scripts {
+                insert_pat: Script::new(INSERT_PAT),
+                take_pat: Script::new(TAKE_PAT),
+                start_session: Script::new(START_SESSION),
+                revoke: Script::new(REVOKE),
+            },
+            cache: DashMap::new(),
+            served: DashMap::new(),
+            ended: broadcast::channel(ENDED_BACKLOG).0,
+            down: AtomicBool::new(false),
+            replica: hex::encode(rand_id()),
+        })
+    }
+
+    /// Connects (lazily: a Redis that is down now is reached when it is
+    /// back) and starts following the channel of ended sessions and
+    /// checking the connection. Needs the Tokio runtime.
+    pub(crate) fn connect(self: &Arc<Self>) -> Result<(), StoreError> {
+        let config = ::redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_max_delay(Duration::from_secs(2));
+        let manager =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), config).map_err(|e| unavailable(&e))?;
+        self.connection.store(Some(Arc::new(manager)));
+        tokio::spawn(check_health(Arc::downgrade(self)));
+        tokio::spawn(follow_channel(Arc::downgrade(self)));
+        Ok(())
+    }
+
+    fn key(&self, kind: &str, hash: &TokenHash) -> String {
+        format!("{}{kind}:{}", self.prefix, hex::encode(hash))
+    }
+
+    fn user_key(&self, email: &str) -> String {
+        format!("{}user:{email}", self.prefix)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}ended", self.prefix)
+    }
+
+    /// The connection, if [`connect`](Self::connect) made it.
+    fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        match self.connection.load().as_deref() {
+            Some(manager) => Ok(manager.clone()),
+            None => Err(StoreError(Box::new(std::io::Error::other("not connected")))),
+        }
+    }
+
+    /// Runs one call with the timeout, noting whether Redis answered.
+    async fn call<T, F>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => {
+                self.note(true);
+                Ok(value)
+            }
+            Ok(Err(error)) => {
+                self.note(false);
+                Err(unavailable(&error))
+            }
+            Err(_) => {
+                self.note(false);
+                Err(StoreError(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer within store.timeout_ms",
+                ))))
+            }
+        }
+    }
+
+    /// Records whether Redis answered, logging only the changes: one line
+    /// when an outage starts, one when it ends.
+    fn note(&self, answered: bool) {
+        let was_down = self.down.swap(!answered, Ordering::Relaxed);
+        match (was_down, answered) {
+            (false, false) => warn!("session store unreachable; requests that need it get 503"),
+            (true, true) => info!("session store reachable again"),
+            _ => {}
+        }
+    }
+
+    /// Drops these sessions from what this replica keeps.
+    fn forget(&self, hashes: &[TokenHash]) {
+        for hash in hashes {
+            self.cache.remove(hash);
+            self.served.remove(hash);
+        }
+    }
+
+    /// Reads a session from Redis, extends it when due, and caches it.
+    async fn read_session(
+        &self,
+        hash: &TokenHash,
+        app_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let key = self.key("session", hash);
+        let mut connection = self.connection()?;
+        let text: Option<String> = self.call(connection.get(&key)).await?;
+        let Some(mut record) = text.and_then(|t| serde_json::from_str::<SessionRecord>(&t).ok()) else {
+            self.forget(std::slice::from_ref(hash));
+            return Ok(None);
+        };
+        if !record.is_live(now_ms) {
+            return Ok(None);
+        }
+        if extension_due(&record, now_ms) {
+            record.touch(now_ms);
+            let ttl = record.expires_ms.saturating_sub(now_ms).max(1);
+            let json = serde_json::to_string(&record).map_err(|e| StoreError(Box::new(e)))?;
+            // XX: only while it exists, so a revocation is never undone.
+            let written: Option<String> = self
+                .call(
+                    ::redis::cmd("SET")
+                        .arg(&key)
+                        .arg(json)
+                        .arg("PX")
+                        .arg(ttl)
+                        .arg("XX")
+                        .query_async(&mut connection),
+                )
+                .await?;
+            if written.is_none() {
+                return Ok(None);
+            }
+        }
+        self.cache.insert(
+            *hash,
+            Cached {
+                record: record.clone(),
+                read_at: Instant::now(),
+            },
+        );
+        self.served.insert(*hash, ());
+        Ok((record.app_id == app_id).then_some(record))
+    }
+}
+
+/// `PING` every [`HEALTH_EVERY`], so readiness follows Redis even without
+/// traffic; ends with the store.
+async fn check_health(store: std::sync::Weak<RedisStore>) {
+    let mut interval = tokio::time::interval(HEALTH_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(store) = store.upgrade() else { return };
+        let Ok(mut connection) = store.connection() else {
+            continue;
+        };
+        let _ = store
+            .call(::redis::cmd("PING").query_async::<()>(&mut connection))
+            .await;
+    }
+}
+
+/// Follows the channel of ended sessions: drops them from the store's cache
+/// and tells this replica's listeners. After an interruption it cannot know
+/// what it missed, so it tells them every session may have ended. Ends with
+/// the store.
+async fn follow_channel(store: std::sync::Weak<RedisStore>) {
+    let mut interrupted = false;
+    loop {
+        let messages = {
+            let Some(store) = store.upgrade() else { return };
+            let subscribed = async {
+                let mut pubsub = store.client.get_async_pubsub().await?;
+                pubsub.subscribe(store.channel()).await?;
+                Ok::<_, RedisError>(pubsub)
+            };
+            match tokio::time::timeout(store.timeout.max(Duration::from_secs(1)), subscribed).await {
+                Ok(Ok(pubsub)) => {
+                    if interrupted {
+                        store.cache.clear();
+                        let _ = store.ended.send(Ended::Unknown);
+                    }
+                    Some(pubsub.into_on_message())
+                }
+                Ok(Err(_)) | Err(_) => None,
+            }
+        };
+        if let Some(mut messages) = messages {
+            debug!("following the channel of ended sessions");
+            while let Some(message) = messages.next().await {
+                let Some(store) = store.upgrade() else { return };
+                let (from, hashes) = parse_ended(message.get_payload_bytes());
+                if from == store.replica.as_bytes() {
+                    continue;
+                }
+                store.forget(&hashes);
+                if !hashes.is_empty() {
+                    let _ = store.ended.send(Ended::Sessions(hashes.into()));
+                }
+            }
+            debug!("the channel of ended sessions was interrupted");
+        }
+        interrupted = true;
+        tokio::time::sleep(HEALTH_EVERY).await;
+    }
+}
+
+/// The sliding idle timeout without a write per request: the expiry moves
+/// only once a quarter of the idle window has passed since it last moved
+/// (so a session ends between ¾ and all of its idle window after its last
+/// request), and never past the cap.
+fn extension_due(record: &SessionRecord, now_ms: u64) -> bool {
+    let target = now_ms.saturating_add(record.idle_ms).min(record.cap_ms);
+    let left = record.expires_ms.saturating_sub(now_ms);
+    target > record.expires_ms && left <= record.idle_ms - record.idle_ms / 4
+}
+
+/// Eight random bytes naming a replica.
+fn rand_id() -> [u8; 8] {
+    use ring::rand::SecureRandom;
+    let mut id = [0u8; 8];
+    // Only a name: a failure of the OS source leaves zeros, which costs at
+    // worst a duplicate announcement.
+    let _ = ring::rand::SystemRandom::new().fill(&mut id);
+    id
+}
+
+/// A published message: the publishing replica, then the sessions' hashes.
+fn parse_ended(payload: &[u8]) -> (&[u8], Vec<TokenHash>) {
+    let (from, hashes) = match payload.iter().position(|&b| b == b' ') {
+        Some(space) => (&payload[..space], &payload[space + 1..]),
+        None => (payload, &[][..]),
+    };
+    (from, parse_hashes(hashes))
+}
+
+/// Hex hashes, space-separated, as the revoke script publishes them.
+fn parse_hashes(payload: &[u8]) -> Vec<TokenHash> {
+    payload
+        .split(|&b| b == b' ')
+        .filter_map(|hex| {
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(hex, &mut hash).ok()?;
+            Some(hash)
+        })
+        .collect()
+}
+
+/// A Redis failure as a store error, in Redis' words: its messages name
+/// the command, never the URL or its password.
+fn unavailable(error: &RedisError) -> StoreError {
+    StoreError(Box::new(std::io::Error::other(format!(
+        "redis: {:?}: {}",
+        error.kind(),
+        error.detail().unwrap_or("no detail")
+    ))))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError(Box::new(e)))
+}
+
+#[async_trait::async_trait]
+impl Store for RedisStore {
+    async fn insert_pat(&self, hash: TokenHash, pat: PatRecord, now_ms: u64) -> Result<(), StoreError> {
+        let ttl = pat.expires_ms.saturating_sub(now_ms).max(1);
+        let member = format!("pat:{}:{}", hex::encode(hash), pat.app_id);
+        let mut connection = self.connection()?;
+        let mut invocation = self.scripts.insert_pat.prepare_invoke();
+        invocation
+            .key(self.key("pat", &hash))
+            .key(self.user_key(&pat.email))
+            .arg(to_json(&pat)?)
+            .arg(ttl)
+            .arg(member);
+        self.call(invocation.invoke_async::<i64>(&mut connection)).await?;
+        Ok(())
+    }
+
+    async fn take_pat(
+        &self,
+        hash: &TokenHash,
+        app_id: &str,
+        single_use: bool,
+        now_ms: u64,
+    ) -> Result<Option<PatRecord>, StoreError> {
+        let mut connection = self.connection()?;
+        let mut invocation = self.scripts.take_pat.prepare_invoke();
+        invocation
+            .key(self.key("pat", hash))
+            .arg(app_id)
+            .arg(if single_use { "1" } else { "0" });
+        let text: Option<String> = self.call(invocation.invoke_async(&mut connection)).await?;
+        let pat = text.and_then(|t| serde_json::from_str::<PatRecord>(&t).ok());
+        Ok(pat.filter(|p| p.is_live(now_ms)))
+    }
+
+    async fn start_session(
+        &self,
+        hash: TokenHash,
+        session: SessionRecord,
+        pat: &TokenHash,
+        single_use: bool,
+    ) -> Result<bool, StoreError> {
+        let ttl = session.expires_ms.saturating_sub(session.created_ms).max(1);
+        let index_ttl = session.cap_ms.saturating_sub(session.created_ms).max(ttl);
+        let mut connection = self.connection()?;
+        let mut invocation = self.scripts.start_session.prepare_invoke();
+        invocation
+            .key(self.key("session", &hash))
+            .key(self.key("pat", pat))
+            .key(self.user_key(&session.email))
+            .arg(to_json(&session)?)
+            .arg(ttl)
+            .arg(if single_use { "1" } else { "0" })
+            .arg(format!("session:{}:{}", hex::encode(hash), session.app_id))
+            .arg(format!("pat:{}:{}", hex::encode(pat), session.app_id))
+            .arg(index_ttl);
+        let started: i64 = self.call(invocation.invoke_async(&mut connection)).await?;
+        Ok(started == 1)
+    }
+
+    async fn use_session(
+        &self,
+        hash: &TokenHash,
+        app_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        if let Some(cached) = self.cache.get(hash) {
+            let fresh = cached.read_at.elapsed() < CACHE_FOR;
+            if fresh && !extension_due(&cached.record, now_ms) {
+                let record = &cached.record;
+                let usable = record.app_id == app_id && record.is_live(now_ms);
+                return Ok(usable.then(|| record.clone()));
+            }
+        }
+        self.read_session(hash, app_id, now_ms).await
+    }
+
+    async fn revoke(&self, email: &str, app_id: Option<&str>) -> Result<Revoked, StoreError> {
+        let mut connection = self.connection()?;
+        let mut invocation = self.scripts.revoke.prepare_invoke();
+        invocation
+            .key(self.user_key(email))
+            .arg(&self.prefix)
+            .arg(app_id.unwrap_or(""))
+            .arg(self.channel())
+            .arg(&self.replica);
+        let (tokens, sessions): (usize, Vec<String>) = self.call(invocation.invoke_async(&mut connection)).await?;
+        let ended = parse_hashes(sessions.join(" ").as_bytes());
+        // This replica's listeners hear it at once, whatever the channel does.
+        self.forget(&ended);
+        let revoked = Revoked {
+            sessions: ended.len(),
+            tokens,
+        };
+        if !ended.is_empty() {
+            let _ = self.ended.send(Ended::Sessions(ended.into()));
+        }
+        Ok(revoked)
+    }
+
+    async fn count(&self, now_ms: u64) -> Result<Counts, StoreError> {
+        let mut connection = self.connection()?;
+        let mut counts = Counts::default();
+        for (kind, pattern) in [("session", "session:*"), ("pat", "pat:*")] {
+            let pattern = format!("{}{pattern}", self.prefix);
+            let keys: Vec<String> = self
+                .call(async {
+                    let mut iter = connection.scan_match::<_, String>(&pattern).await?;
+                    let mut keys = Vec::new();
+                    while let Some(key) = iter.next_item().await {
+                        keys.push(key?);
+                    }
+                    Ok(keys)
+                })
+                .await?;
+            if keys.is_empty() {
+                continue;
+            }
+            let values: Vec<Option<String>> = self.call(connection.mget(&keys)).await?;
+            let live = values.iter().flatten().filter(|text| {
+                let text = text.strip_prefix('!').unwrap_or(text);
+                match kind {
+                    "session" => serde_json::from_str::<SessionRecord>(text).is_ok_and(|s| s.is_live(now_ms)),
+                    _ => serde_json::from_str::<PatRecord>(text).is_ok_and(|p| p.is_live(now_ms)),
+                }
+            });
+            let live = live.count();
+            match kind {
+                "session" => counts.sessions = live,
+                _ => counts.pats = live,
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Redis expires the records itself; what is left is telling this
+    /// replica's tunnels which of the sessions it served have expired.
+    async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError> {
+        self.cache.retain(|_, cached| cached.read_at.elapsed() < CACHE_FOR);
+        let served: Vec<TokenHash> = self.served.iter().map(|e| *e.key()).collect();
+        if served.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<String> = served.iter().map(|h| self.key("session", h)).collect();
+        let mut connection = self.connection()?;
+        let values: Vec<Option<String>> = self.call(connection.mget(&keys)).await?;
+        let gone: Vec<TokenHash> = served
+            .iter()
+            .zip(values)
+            .filter(|(_, value)| {
+                let record = value
+                    .as_deref()
+                    .and_then(|t| serde_json::from_str::<SessionRecord>(t).ok());
+                !record.is_some_and(|r| r.is_live(now_ms))
+            })
+            .map(|(hash, _)| *hash)
+            .collect();
+        self.forget(&gone);
+        let count = gone.len();
+        if !gone.is_empty() {
+            let _ = self.ended.send(Ended::Sessions(gone.into()));
+        }
+        Ok(count)
+    }
+
+    fn ended_sessions(&self) -> broadcast::Receiver<Ended> {
+        self.ended.subscribe()
+    }
+
+    fn is_ready(&self) -> bool {
+        !self.down.load(Ordering::Relaxed) && self.connection.load().is_some()
+    }
+
+    fn start(self: Arc<Self>) -> Result<(), StoreError> {
+        self.connect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
