@@ -16,9 +16,17 @@
 # /proc/<pid>/stat), the figure that separates proxies when the load
 # generator is the bottleneck.
 #
-# With two or more CPUs, wrk and the upstream are pinned to CPU 0 and each
-# proxy (one worker thread / process) to CPU 1. Everything listens on
-# 127.0.0.1 and is stopped by PID at the end.
+# With redis-server installed (or STORE=redis; STORE=memory skips it), a
+# second gateway with [store] kind = "redis" runs beside the first, and each
+# round also measures its embed route: its row sits beside the memory
+# store's, and a last line gives the Redis commands per proxied request in
+# steady state (CONFIG RESETSTAT before each of its wrk runs, then the calls=
+# of INFO commandstats, except CONFIG and INFO, over wrk's request count)
+# and redis-server's own CPU microseconds per request.
+#
+# With two or more CPUs, wrk, the upstream and redis-server are pinned to
+# CPU 0 and each proxy (one worker thread / process) to CPU 1. Everything
+# listens on 127.0.0.1 and is stopped by PID at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 1; }
@@ -26,6 +34,17 @@ command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"
 duration=${DURATION:-5}
 connections=${CONNECTIONS:-32}
 rounds=${ROUNDS:-3}
+store=${STORE:-}
+if [ -z "$store" ]; then
+  command -v redis-server >/dev/null && store=redis || store=memory
+fi
+case $store in
+  redis) for t in redis-server redis-cli openssl; do
+           command -v "$t" >/dev/null || { echo "STORE=redis needs $t (apt-get install redis-server openssl)"; exit 1; }
+         done ;;
+  memory) ;;
+  *) echo "STORE must be redis or memory, not $store"; exit 1 ;;
+esac
 cargo build --release --quiet --bin embedgate --example bench_upstream
 
 work=$(mktemp -d)
@@ -65,11 +84,11 @@ allow_users = ["*"]
 upstream = "http://$upstream"
 TOML
 
-# start_gateway NAME BINARY: starts it, opens a session; sets NAME_addr,
-# NAME_pid and NAME_cookie.
+# start_gateway NAME BINARY [CONFIG]: starts it, opens a session; sets
+# NAME_addr, NAME_pid and NAME_cookie.
 start_gateway() {
-  local name=$1 bin=$2
-  RUST_LOG=warn "${pin_proxy[@]}" "$bin" --config "$work/gateway.toml" > "$work/$name.out" 2> "$work/$name.err" &
+  local name=$1 bin=$2 config=${3:-$work/gateway.toml}
+  RUST_LOG=warn "${pin_proxy[@]}" "$bin" --config "$config" > "$work/$name.out" 2> "$work/$name.err" &
   local pid=$!
   pids+=("$pid")
   for _ in $(seq 50); do grep -q 'embedgate ready' "$work/$name.out" && break; sleep 0.1; done
@@ -94,6 +113,30 @@ start_gateway() {
 start_gateway gw target/release/embedgate
 if [ -n "${BASELINE:-}" ]; then
   start_gateway base "$BASELINE"
+fi
+
+redis_port="" redis_pid=""
+if [ "$store" = redis ]; then
+  for _ in $(seq 20); do   # a free port below Linux's ephemeral ones; another if taken
+    p=$((10000 + RANDOM % 20000))
+    "${pin_load[@]}" redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no > "$work/redis.out" 2>&1 &
+    redis_pid=$!
+    for _ in $(seq 100); do
+      grep -q 'Ready to accept' "$work/redis.out" 2>/dev/null && { redis_port=$p; break; }
+      kill -0 "$redis_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    [ -n "$redis_port" ] && break
+    kill "$redis_pid" 2>/dev/null || true
+  done
+  pids+=("$redis_pid")
+  [ -n "$redis_port" ] || { echo "redis-server did not start:"; cat "$work/redis.out"; exit 1; }
+  rcli() { redis-cli -p "$redis_port" "$@"; }
+  openssl genpkey -algorithm ed25519 -out "$work/assertion-key.pem" 2>/dev/null
+  { cat "$work/gateway.toml"
+    printf '[assertion]\nkey = "assertion-key.pem"\n[store]\nkind = "redis"\nurl = "redis://127.0.0.1:%s/0"\n' "$redis_port"
+  } > "$work/gateway-redis.toml"
+  start_gateway rgw target/release/embedgate "$work/gateway-redis.toml"
 fi
 
 nginx_port="" nginx_pid=""
@@ -126,7 +169,8 @@ fi
 ticks=$(getconf CLK_TCK)
 # cpu_ticks PID: user + system clock ticks the process has used.
 cpu_ticks() { [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" || echo 0; }
-# measure LABEL PID wrk-args...: one wrk run; appends "rps cpu_us" to $work/LABEL.
+# measure LABEL PID wrk-args...: one wrk run; appends "rps cpu_us requests"
+# to $work/r_LABEL.
 measure() {
   local label=$1 pid=$2; shift 2
   local before after out requests rps
@@ -135,7 +179,7 @@ measure() {
   after=$(cpu_ticks "$pid")
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  echo "$rps $(echo "($after - $before) * 1000000 / $ticks / $requests" | bc -l)" >> "$work/r_$label"
+  echo "$rps $(echo "($after - $before) * 1000000 / $ticks / $requests" | bc -l) $requests" >> "$work/r_$label"
 }
 
 for round in $(seq "$rounds"); do
@@ -147,6 +191,16 @@ for round in $(seq "$rounds"); do
   if [ -n "${BASELINE:-}" ]; then
     measure base_passthrough "$base_pid" "http://$base_addr/"
     measure base_embed "$base_pid" -H "Cookie: $base_cookie" "http://$base_addr/embed-apps/$app/"
+  fi
+  if [ -n "$redis_port" ]; then
+    rcli CONFIG RESETSTAT > /dev/null
+    redis_before=$(cpu_ticks "$redis_pid")
+    measure redis_embed "$rgw_pid" -H "Cookie: $rgw_cookie" "http://$rgw_addr/embed-apps/$app/"
+    redis_after=$(cpu_ticks "$redis_pid")
+    calls=$(rcli INFO commandstats | tr -d '\r' \
+      | awk -F'[:,=]' '/^cmdstat_/ && !/^cmdstat_(config|info)/ {n += $3} END {print n + 0}')
+    requests=$(tail -n1 "$work/r_redis_embed" | awk '{print $3}')
+    echo "$(echo "$calls / $requests" | bc -l) $(echo "($redis_after - $redis_before) * 1000000 / $ticks / $requests" | bc -l) $calls $requests" >> "$work/redis_calls"
   fi
 done
 
@@ -165,5 +219,12 @@ row() {
 row 'nginx proxy_pass' nginx
 row 'gateway passthrough' passthrough
 row 'gateway embed (session)' embed
+row 'gateway embed (redis store)' redis_embed
 row 'baseline passthrough' base_passthrough
 row 'baseline embed (session)' base_embed
+if [ -f "$work/redis_calls" ]; then
+  # The median round by commands per request, and the median redis-server CPU.
+  read -r per_req _ calls requests < <(sort -g -k1 "$work/redis_calls" | awk '{l[NR]=$0} END {print l[int((NR+1)/2)]}')
+  printf 'Redis commands per proxied request: %.4f (%s in %s requests); redis-server CPU us/req: %.2f\n' \
+    "$per_req" "$calls" "$requests" "$(median "$work/redis_calls" 2)"
+fi

@@ -1,30 +1,27 @@
 //! The store behaviour suite against a real `redis-server` (Debian's
-//! package), one server for the whole test binary, each test under a key
-//! prefix of its own; plus what only the shared store does.
+//! package), one server per test (stopped when the test ends); plus what
+//! only the shared store does.
 //!
 //! Without `redis-server` the tests print why and pass, unless
 //! `EMBEDGATE_CI_STRICT` is set, where that is a failure.
 
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
 use crate::session::conformance::{self, pat, session, APP, T0, USER};
 
-/// One `redis-server` for the test binary, on a free loopback port.
+/// A `redis-server` on a free loopback port, stopped by its PID on drop.
 struct Server {
     port: u16,
-    _child: Mutex<Child>,
+    child: Child,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Ok(mut child) = self._child.lock() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -41,50 +38,44 @@ fn redis_server_binary() -> Option<String> {
     None
 }
 
-/// The shared server, started on first use (`None`: not installed).
-fn server() -> Option<&'static Server> {
-    static SERVER: OnceLock<Option<Server>> = OnceLock::new();
-    SERVER
-        .get_or_init(|| {
-            let binary = redis_server_binary()?;
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("a free port");
-            let child = Command::new(binary)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-                .args(["--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start redis-server");
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(std::time::Instant::now() < deadline, "redis-server did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Some(Server {
-                port,
-                _child: Mutex::new(child),
-            })
-        })
-        .as_ref()
+/// A server of this test's own (`None`: not installed).
+fn server() -> Option<Server> {
+    let binary = redis_server_binary()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new(binary)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let server = Server { port, child };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Some(server)
 }
 
-/// A started store under a key prefix no other test uses.
-async fn store() -> Option<(Arc<RedisStore>, ())> {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
+fn url(server: &Server) -> String {
+    format!("redis://127.0.0.1:{}/0", server.port)
+}
+
+/// A started store on a server of its own.
+async fn store() -> Option<(Arc<RedisStore>, Server)> {
     let server = server()?;
-    let prefix = format!("t{}-{}:", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-    let url = format!("redis://127.0.0.1:{}/0", server.port);
-    let store = Arc::new(RedisStore::new(&url, Duration::from_secs(2), &prefix).expect("a good URL"));
+    let store = Arc::new(RedisStore::new(&url(&server), Duration::from_secs(2), "eg-test:").expect("a good URL"));
     store.connect().expect("started");
-    Some((store, ()))
+    Some((store, server))
 }
 
-async fn dyn_store() -> Option<(Arc<dyn Store>, ())> {
-    let (store, guard) = store().await?;
-    Some((store as Arc<dyn Store>, guard))
+async fn dyn_store() -> Option<(Arc<dyn Store>, Server)> {
+    let (store, server) = store().await?;
+    Some((store as Arc<dyn Store>, server))
 }
 
 crate::store_conformance_tests!(async dyn_store());
@@ -134,7 +125,7 @@ fn published_hashes_parse_and_junk_is_skipped() {
 /// Only hashes are stored, under the prefix, with TTLs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_prefixed_hashes_with_ttls() {
-    let Some((store, ())) = store().await else { return };
+    let Some((store, _server)) = store().await else { return };
     let now = crate::session::now_ms();
     store
         .insert_pat([0x61; 32], pat(USER, APP, now, 60), now)
@@ -185,9 +176,8 @@ async fn keys_are_prefixed_hashes_with_ttls() {
 /// A revocation on one replica reaches another's listeners and cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_reaches_every_replica() {
-    let Some((a, ())) = store().await else { return };
-    let url = format!("redis://127.0.0.1:{}/0", server().map(|s| s.port).unwrap_or(0));
-    let b = Arc::new(RedisStore::new(&url, Duration::from_secs(2), &a.prefix).unwrap());
+    let Some((a, server)) = store().await else { return };
+    let b = Arc::new(RedisStore::new(&url(&server), Duration::from_secs(2), &a.prefix).unwrap());
     b.connect().unwrap();
     let mut heard = b.ended_sessions();
     // B subscribes in the background: wait until it listens.
@@ -243,7 +233,7 @@ async fn an_unreachable_redis_fails_fast_and_is_not_ready() {
 /// expired in Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_announces_served_sessions_that_expired() {
-    let Some((store, ())) = store().await else { return };
+    let Some((store, _server)) = store().await else { return };
     let mut heard = store.ended_sessions();
     let now = crate::session::now_ms();
     conformance::open(&*store, [0x81; 32], session(USER, APP, now, 1, 600)).await;
