@@ -47,7 +47,10 @@ impl TlsRedis {
         let server = TlsRedis { port, child };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "redis-server did not start with TLS");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start with TLS"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Some(server)
@@ -58,7 +61,9 @@ impl TlsRedis {
 async fn the_redis_store_speaks_tls_to_a_server_of_a_private_ca() {
     let certs = new_dir();
     TestTls::generate(certs.path());
-    let Some(redis) = TlsRedis::start(certs.path()) else { return };
+    let Some(redis) = TlsRedis::start(certs.path()) else {
+        return;
+    };
     let up = echo_upstream("app").await;
     let dir = new_dir();
     AssertionKey::ed25519(dir.path(), "assertion.pem");
@@ -89,7 +94,9 @@ async fn the_redis_store_speaks_tls_to_a_server_of_a_private_ca() {
 async fn the_redis_store_refuses_a_server_it_cannot_verify() {
     let certs = new_dir();
     TestTls::generate(certs.path());
-    let Some(redis) = TlsRedis::start(certs.path()) else { return };
+    let Some(redis) = TlsRedis::start(certs.path()) else {
+        return;
+    };
     let up = echo_upstream("app").await;
     let dir = new_dir();
     AssertionKey::ed25519(dir.path(), "assertion.pem");

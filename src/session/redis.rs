@@ -28,7 +28,7 @@
 //! health check every second keeps [`Store::is_ready`] current and logs an
 //! outage once, when it starts, and once when it ends.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,11 @@ pub(crate) const CACHE_FOR: Duration = Duration::from_secs(1);
 
 /// How often the connection is checked (`PING`).
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
+
+/// What [`RedisStore::health`] holds.
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
 
 /// Batches of ended sessions a listener may fall behind by.
 const ENDED_BACKLOG: usize = 1024;
@@ -85,8 +90,9 @@ pub(crate) struct RedisStore {
     /// Sessions this replica has served and not yet seen end.
     served: DashMap<TokenHash, ()>,
     ended: broadcast::Sender<Ended>,
-    /// Whether the last call or check failed.
-    down: AtomicBool,
+    /// [`UNKNOWN`] until the first call or check, then [`UP`] or
+    /// [`DOWN`] as the last one went.
+    health: AtomicU8,
     /// Names this replica in what it publishes, so it does not hear its
     /// own revocations twice (it tells its listeners at once).
     replica: String,
@@ -126,7 +132,7 @@ impl RedisStore {
             cache: DashMap::new(),
             served: DashMap::new(),
             ended: broadcast::channel(ENDED_BACKLOG).0,
-            down: AtomicBool::new(false),
+            health: AtomicU8::new(UNKNOWN),
             replica: hex::encode(rand_id()),
         })
     }
@@ -194,10 +200,10 @@ impl RedisStore {
     /// Records whether Redis answered, logging only the changes: one line
     /// when an outage starts, one when it ends.
     fn note(&self, answered: bool) {
-        let was_down = self.down.swap(!answered, Ordering::Relaxed);
-        match (was_down, answered) {
-            (false, false) => warn!("session store unreachable; requests that need it get 503"),
-            (true, true) => info!("session store reachable again"),
+        let was = self.health.swap(if answered { UP } else { DOWN }, Ordering::Relaxed);
+        match (was, answered) {
+            (UP | UNKNOWN, false) => warn!("session store unreachable; requests that need it get 503"),
+            (DOWN, true) => info!("session store reachable again"),
             _ => {}
         }
     }
@@ -545,8 +551,9 @@ impl Store for RedisStore {
         self.ended.subscribe()
     }
 
+    /// Ready once Redis has answered, until it stops answering.
     fn is_ready(&self) -> bool {
-        !self.down.load(Ordering::Relaxed) && self.connection.load().is_some()
+        self.health.load(Ordering::Relaxed) == UP
     }
 
     fn start(self: Arc<Self>) -> Result<(), StoreError> {

@@ -21,7 +21,9 @@
 //! - [`embed`]: the PAT API and the embed flow (SPEC §3–§6);
 //! - [`jwt`]: the JWKS and the assertion as an upstream checks it, and
 //!   assertion signing keys;
-//! - [`sni`]: a CA with one leaf per host, clients that pick the SNI name.
+//! - [`sni`]: a CA with one leaf per host, clients that pick the SNI name;
+//! - [`redis`]: `redis-server` as a child process (stopped and restarted
+//!   for an outage) and a raw RESP client to look inside it.
 
 // Each test binary compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
@@ -31,6 +33,7 @@ mod embed;
 mod gateway;
 mod jwt;
 mod raw;
+mod redis;
 mod sni;
 mod tls;
 mod upstreams;
@@ -38,7 +41,7 @@ mod upstreams;
 // Likewise for the re-exports: a binary that uses nothing of a file would be
 // told its glob is unused.
 #[allow(unused_imports)]
-pub use self::{client::*, embed::*, gateway::*, jwt::*, raw::*, sni::*, tls::*, upstreams::*};
+pub use self::{client::*, embed::*, gateway::*, jwt::*, raw::*, redis::*, sni::*, tls::*, upstreams::*};
 
 use std::time::{Duration, Instant};
 

@@ -247,3 +247,19 @@ async fn sweep_announces_served_sessions_that_expired() {
     assert_eq!(ended, Ended::Sessions(Arc::from([[0x81u8; 32]].as_slice())));
     assert!(!store.served.contains_key(&[0x81; 32]));
 }
+
+/// Ready only once Redis has answered: not before its first check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_is_ready_once_redis_answers() {
+    let Some(server) = server() else { return };
+    let store = Arc::new(RedisStore::new(&url(&server), Duration::from_secs(2), "r:").unwrap());
+    assert!(!store.is_ready(), "not before it has tried");
+    store.connect().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !store.is_ready() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("ready within a check");
+}
