@@ -448,15 +448,25 @@ impl Store for RedisStore {
         app_id: &str,
         now_ms: u64,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        if let Some(cached) = self.cache.get(hash) {
-            let fresh = cached.read_at.elapsed() < CACHE_FOR;
-            if fresh && !extension_due(&cached.record, now_ms) {
-                let record = &cached.record;
-                let usable = record.app_id == app_id && record.is_live(now_ms);
-                return Ok(usable.then(|| record.clone()));
+        if let Some(mut cached) = self.cache.get_mut(hash) {
+            if !extension_due(&cached.record, now_ms) {
+                if cached.read_at.elapsed() < CACHE_FOR {
+                    let record = &cached.record;
+                    let usable = record.app_id == app_id && record.is_live(now_ms);
+                    return Ok(usable.then(|| record.clone()));
+                }
+                // Stale: this request reads Redis again, and the requests
+                // that come meanwhile keep the copy, so a busy session costs
+                // one read a second, not one per request in flight.
+                cached.read_at = Instant::now();
             }
         }
-        self.read_session(hash, app_id, now_ms).await
+        let read = self.read_session(hash, app_id, now_ms).await;
+        if read.is_err() {
+            // Not served from a copy while Redis does not answer.
+            self.cache.remove(hash);
+        }
+        read
     }
 
     async fn revoke(&self, email: &str, app_id: Option<&str>) -> Result<Revoked, StoreError> {
