@@ -1,19 +1,24 @@
 (function () {
+  // This script runs before the frames are in the page, so that no message
+  // of theirs can come before it listens: it looks them up when one comes.
   // Every framed app, with the status line it reports on.
-  var frames = Array.prototype.map.call(document.querySelectorAll('iframe[data-status]'), function (frame) {
-    return {
-      frame: frame,
-      origin: new URL(frame.src, location.href).origin,
-      status: document.getElementById(frame.dataset.status)
-    };
-  });
+  function frames() {
+    return Array.prototype.map.call(document.querySelectorAll('iframe[data-status]'), function (frame) {
+      return {
+        frame: frame,
+        origin: new URL(frame.src, location.href).origin,
+        status: document.getElementById(frame.dataset.status)
+      };
+    });
+  }
   var expired = document.getElementById('expired');
   // The framed app a message came from: its own window, at the origin the
   // portal framed it at; nothing else is listened to.
   function sender(event) {
-    for (var i = 0; i < frames.length; i++) {
-      if (frames[i].frame.contentWindow === event.source && frames[i].origin === event.origin) {
-        return frames[i];
+    var all = frames();
+    for (var i = 0; i < all.length; i++) {
+      if (all[i].frame.contentWindow === event.source && all[i].origin === event.origin) {
+        return all[i];
       }
     }
     return null;
@@ -45,7 +50,7 @@
   });
   var form = document.getElementById('revoke');
   var result = document.getElementById('revoke-result');
-  if (form && frames.length && window.fetch) {
+  if (form && window.fetch) {
     form.addEventListener('submit', function (event) {
       event.preventDefault();
       result.textContent = 'revoking…';
