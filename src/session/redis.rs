@@ -233,7 +233,8 @@ impl RedisStore {
         if !record.is_live(now_ms) {
             return Ok(None);
         }
-        if extension_due(&record, now_ms) {
+        // A request for another app is no activity of this session's.
+        if record.app_id == app_id && extension_due(&record, now_ms) {
             record.touch(now_ms);
             let ttl = record.expires_ms.saturating_sub(now_ms).max(1);
             let json = serde_json::to_string(&record).map_err(|e| StoreError(Box::new(e)))?;
