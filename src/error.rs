@@ -5,6 +5,7 @@
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::Body;
+use crate::metrics::{self, UpstreamError};
 
 /// How long to wait before trying again, for `Retry-After` (RFC 9110
 /// §10.2.3): whole seconds, at least 1.
@@ -99,6 +100,8 @@ impl GatewayError {
     pub(crate) fn into_response(self) -> Response<Body> {
         match &self {
             GatewayError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
+            GatewayError::BadGateway(cause) => metrics::global().upstream_error(upstream_error_kind(cause.as_ref())),
+            GatewayError::GatewayTimeout => metrics::global().upstream_error(UpstreamError::Timeout),
             // The store logs each outage once; a line per request would
             // flood the log while it lasts.
             GatewayError::StoreUnavailable(cause) => tracing::debug!(error = %cause, "session store unavailable"),
@@ -127,6 +130,36 @@ impl GatewayError {
         }
         response
     }
+}
+
+/// What kind of upstream failure `cause` is, from the errors it wraps:
+/// refused, timed out, reset (closed mid-exchange), TLS, or other.
+fn upstream_error_kind(cause: &(dyn std::error::Error + 'static)) -> UpstreamError {
+    let mut next = Some(cause);
+    while let Some(error) = next {
+        if error.is::<rustls::Error>() {
+            return UpstreamError::Tls;
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind;
+            match io.kind() {
+                ErrorKind::ConnectionRefused => return UpstreamError::Refused,
+                ErrorKind::TimedOut => return UpstreamError::Timeout,
+                ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof => return UpstreamError::Reset,
+                _ => {}
+            }
+        }
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+            if hyper.is_incomplete_message() || hyper.is_closed() {
+                return UpstreamError::Reset;
+            }
+        }
+        next = error.source();
+    }
+    UpstreamError::Other
 }
 
 /// A JSON error response in the shape of SPEC §3.

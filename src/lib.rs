@@ -29,6 +29,7 @@ mod drain;
 mod embed;
 mod error;
 mod limits;
+mod metrics;
 mod proxy;
 mod query;
 mod router;
@@ -188,12 +189,21 @@ impl Gateway {
         self.shared.load().config.server.shutdown_grace
     }
 
+    /// Reads the config file at `path` and [`reload`](Self::reload)s it
+    /// (SIGHUP); a file that does not parse is refused like an invalid
+    /// config, and counted so.
+    pub fn reload_file(&self, path: &std::path::Path) -> Result<(), StartError> {
+        let config = load_config(path).inspect_err(|_| metrics::global().config_reload(false))?;
+        self.reload(config)
+    }
+
     /// Validates `config` whole and puts it in force for new requests and
     /// connections; on any error the old state stays. Listener addresses,
     /// `worker_threads`, `max_connections` and `[demo]` need a restart.
     pub fn reload(&self, config: Config) -> Result<(), StartError> {
         let old = self.shared.load();
-        let state = State::build(config, Some(&old))?;
+        let state = State::build(config, Some(&old)).inspect_err(|_| metrics::global().config_reload(false))?;
+        metrics::global().config_reload(true);
         let (new_server, old_server) = (&state.config.server, &old.config.server);
         if new_server.listen != old_server.listen
             || new_server.admin_listen != old_server.admin_listen
@@ -343,11 +353,12 @@ async fn sweep(shared: Arc<Shared>, mut watch: Watch) {
             Ok(dropped) => tracing::debug!(dropped, "swept expired sessions and PATs"),
             Err(error) => warn!(%error, "sweeping the session store failed"),
         }
-        // Counting walks the store: only when someone reads it.
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            if let Ok(live) = state.store.count(now).await {
-                tracing::debug!(sessions = live.sessions, pats = live.pats, "live in the session store");
-            }
+        // Counting walks the store: once a sweep, for the gauges.
+        if let Ok(live) = state.store.count(now).await {
+            let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            metrics::global().sessions_live.set(gauge(live.sessions));
+            metrics::global().pats_live.set(gauge(live.pats));
+            tracing::debug!(sessions = live.sessions, pats = live.pats, "live in the session store");
         }
         state.limits.retain_recent();
         shared.embed.sweep();

@@ -12,6 +12,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::RateLimit;
 use crate::error::RetryAfter;
+use crate::metrics::{self, Limiter};
 
 /// `Retry-After` for a wait: whole seconds rounded up (a client that waits
 /// the rounded-down time would be refused again), at least 1.
@@ -44,17 +45,17 @@ impl Limits {
 
     /// Counts one PAT mint by the API token with this name.
     pub(crate) fn mint_by_token(&self, name: &str) -> Result<(), RetryAfter> {
-        self.check(&self.per_api_token, &name.to_owned())
+        self.check(&self.per_api_token, &name.to_owned(), Limiter::PatCreate)
     }
 
     /// Counts one PAT mint for this (lowercased) email.
     pub(crate) fn mint_for_user(&self, email: &str) -> Result<(), RetryAfter> {
-        self.check(&self.per_user, &email.to_owned())
+        self.check(&self.per_user, &email.to_owned(), Limiter::PatCreatePerUser)
     }
 
     /// Counts one failed PAT exchange from this client address.
     pub(crate) fn failed_exchange(&self, client: IpAddr) -> Result<(), RetryAfter> {
-        self.check(&self.bad_pat_per_ip, &client)
+        self.check(&self.bad_pat_per_ip, &client, Limiter::BadPat)
     }
 
     /// Forgets keys whose limits have fully replenished.
@@ -70,10 +71,16 @@ impl Limits {
         self.per_api_token.len() + self.per_user.len() + self.bad_pat_per_ip.len()
     }
 
-    fn check<K: Hash + Eq + Clone>(&self, limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), RetryAfter> {
-        limiter
-            .check_key(key)
-            .map_err(|not_until| retry_after(not_until.wait_time_from(self.clock.now())))
+    fn check<K: Hash + Eq + Clone>(
+        &self,
+        limiter: &DefaultKeyedRateLimiter<K>,
+        key: &K,
+        which: Limiter,
+    ) -> Result<(), RetryAfter> {
+        limiter.check_key(key).map_err(|not_until| {
+            metrics::global().rate_limited(which);
+            retry_after(not_until.wait_time_from(self.clock.now()))
+        })
     }
 }
 

@@ -104,11 +104,8 @@ async fn serve(path: &Path, config: Config) -> ExitCode {
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hup.recv() => match embedgate::load_config(path) {
-                Ok(new) => if let Err(e) = gateway.reload(new) {
-                    error!("configuration reload refused; the old configuration stays:\n{e}");
-                },
-                Err(e) => error!("configuration reload refused; the old configuration stays:\n{e}"),
+            _ = hup.recv() => if let Err(e) = gateway.reload_file(path) {
+                error!("configuration reload refused; the old configuration stays:\n{e}");
             },
         }
     }

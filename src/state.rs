@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::assertion::{PublishedKey, Signer};
 use crate::config::{self, ApiToken, App, Config, ConfigErrors, Identity, StoreConfig, User};
 use crate::limits::Limits;
+use crate::metrics::RequestMetrics;
 use crate::proxy::UpstreamClient;
 use crate::session::{MemoryStore, RedisStore, Store};
 use crate::tls;
@@ -28,6 +29,8 @@ pub(crate) struct State {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) limits: Arc<Limits>,
     pub(crate) signer: Arc<Signer>,
+    /// The request counters and histograms of this configuration's apps.
+    pub(crate) request_metrics: RequestMetrics,
     /// Every accepted API token: the config's, plus the demo portal's
     /// (made at start, kept across reloads).
     api_tokens: Vec<ApiToken>,
@@ -118,6 +121,7 @@ impl State {
             .collect();
         let demo_token = previous.and_then(|p| p.demo_token);
         let api_tokens = api_tokens(&config, demo_token);
+        let request_metrics = RequestMetrics::new(config.apps.iter().map(|a| a.id.as_str()));
         match (client, signer, store) {
             (Some(client), Some(signer), Some(store)) if errors.is_empty() => Ok(State {
                 config,
@@ -126,6 +130,7 @@ impl State {
                 store,
                 limits,
                 signer,
+                request_metrics,
                 api_tokens,
                 demo_token,
                 users,

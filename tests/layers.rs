@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("body", 2),
     ("query", 2),
     ("drain", 2),
+    ("metrics", 2),
     ("certs", 2),
 ];
 

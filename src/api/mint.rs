@@ -139,6 +139,7 @@ pub(crate) async fn handle(body: &[u8], caller: &ApiToken, state: &State) -> Res
         expires_ms: now.saturating_add(session::millis(ttl)),
     };
     state.store.insert_pat(token::hash(&pat), record, now).await?;
+    crate::metrics::global().pat_minted(&caller.name);
     tracing::info!(
         user = %request.email,
         app = %app.id,

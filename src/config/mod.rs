@@ -337,6 +337,8 @@ pub(crate) struct App {
     /// `attribute_headers`: vouched attributes also sent as
     /// `X-Embed-Attr-<key>`, with the header name built once.
     pub(crate) attribute_headers: Vec<(String, http::HeaderName)>,
+    /// Its place in `[[apps]]`, for per-app metrics.
+    pub(crate) index: usize,
 }
 
 /// Where a host-mode app lives.
@@ -374,6 +376,7 @@ impl App {
             prefix,
             host: None,
             attribute_headers: Vec::new(),
+            index: 0,
         }
     }
 

@@ -483,6 +483,7 @@ pub(crate) fn apps(top: &mut Section<'_>, cx: &mut Cx<'_>, main_url: &str) -> Ve
         let mut app = App::new(id, upstream, allow_users, allow_groups, frame_ancestors);
         app.host = host;
         app.attribute_headers = attribute_headers;
+        app.index = apps.len();
         apps.push(app);
     }
     apps

@@ -11,6 +11,7 @@ use super::Mounted;
 use crate::body::Body;
 use crate::config::App;
 use crate::error::GatewayError;
+use crate::metrics::{self, Exchange};
 use crate::proxy::Downstream;
 use crate::query;
 use crate::session::{self, SessionRecord};
@@ -30,8 +31,10 @@ pub(super) async fn exchange(
         return Err(GatewayError::MethodNotAllowed("GET"));
     }
     let query = req.uri().query().unwrap_or("");
+    let metrics = metrics::global();
     match redeem(app, query, state).await {
         Ok(token) => {
+            metrics.exchange(Exchange::Ok);
             let kept: Vec<&str> = query::pairs(query).filter(|p| !p.is_pat()).map(|p| p.raw).collect();
             let path = match mounted {
                 Mounted::Prefix => format!("/embed-apps/{}", app.id),
@@ -48,15 +51,23 @@ pub(super) async fn exchange(
         }
         // A fault of the gateway's own, or of its store, is not the
         // client's failed try.
-        Err(error @ (GatewayError::Internal(_) | GatewayError::StoreUnavailable(_))) => Err(error),
+        Err(error @ (GatewayError::Internal(_) | GatewayError::StoreUnavailable(_))) => {
+            metrics.exchange(Exchange::StoreError);
+            Err(error)
+        }
         Err(error) => {
             let client = downstream
                 .peer(&state.config.server.trusted_proxies)
                 .client_ip(req.headers());
-            state
-                .limits
-                .failed_exchange(client)
-                .map_err(GatewayError::TooManyRequests)?;
+            state.limits.failed_exchange(client).map_err(|retry| {
+                metrics.exchange(Exchange::RateLimited);
+                GatewayError::TooManyRequests(retry)
+            })?;
+            metrics.exchange(match error {
+                GatewayError::NotFound(_) => Exchange::UserGone,
+                GatewayError::Forbidden(_) => Exchange::AccessGone,
+                _ => Exchange::Invalid,
+            });
             tracing::info!(app = %app.id, client = %client, status = error.status().as_u16(), "PAT exchange refused");
             Err(error)
         }

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use crate::body::Body;
 use crate::config::App;
 use crate::error::GatewayError;
+use crate::metrics::{RouteKind, Tag};
 use crate::proxy::Downstream;
 use crate::query;
 use crate::state::State;
@@ -50,15 +51,19 @@ pub(crate) async fn handle_host(
     state: &State,
     local: &std::sync::Arc<Local>,
     downstream: &Downstream,
+    tag: &mut Tag,
 ) -> Result<Response<Body>, GatewayError> {
+    tag.app = Some(app.index);
     let path = req.uri().path();
     let is_exchange = path
         .strip_prefix("/embed-apps/")
         .is_some_and(|id| id.eq_ignore_ascii_case(&app.id))
         && req.uri().query().is_some_and(|q| query::pairs(q).any(|p| p.is_pat()));
     if is_exchange {
+        tag.route = RouteKind::Exchange;
         return exchange::exchange(app, Mounted::Host, req, state, downstream).await;
     }
+    tag.route = RouteKind::Embed;
     let below = path.strip_prefix('/').unwrap_or(path).to_owned();
     phases::proxy(app, Mounted::Host, &below, req, state, local, downstream).await
 }
@@ -70,6 +75,7 @@ pub(crate) async fn handle(
     state: &State,
     local: &std::sync::Arc<Local>,
     downstream: &Downstream,
+    tag: &mut Tag,
 ) -> Result<Response<Body>, GatewayError> {
     let (app_segment, below) = match rest.split_once('/') {
         Some((app, below)) => (app, Some(below)),
@@ -81,9 +87,11 @@ pub(crate) async fn handle(
     if app.host.is_some() {
         return Err(GatewayError::PathNotFound("this app is served at its own host"));
     }
+    tag.app = Some(app.index);
     match below {
         Some(below) => phases::proxy(app, Mounted::Prefix, below, req, state, local, downstream).await,
         None if req.uri().query().is_some_and(|q| query::pairs(q).any(|p| p.is_pat())) => {
+            tag.route = RouteKind::Exchange;
             exchange::exchange(app, Mounted::Prefix, req, state, downstream).await
         }
         // `/embed-apps/<appId>` without a PAT: the app's root.

@@ -146,6 +146,7 @@ pub(crate) async fn forward(
     // The pool speaks HTTP/1.1 to upstreams whatever the client spoke.
     *req.version_mut() = Version::HTTP_11;
 
+    let sent = std::time::Instant::now();
     let response = match tokio::time::timeout(fwd.timeout, client.hyper().request(req)).await {
         Err(_) => return Err(GatewayError::GatewayTimeout),
         Ok(Err(error)) => {
@@ -154,6 +155,7 @@ pub(crate) async fn forward(
         }
         Ok(Ok(response)) => response,
     };
+    crate::metrics::global().upstream_head.observe(sent.elapsed());
 
     let (mut parts, body) = response.into_parts();
     let upstream_protocol = hop::strip(&mut parts.headers);

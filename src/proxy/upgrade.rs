@@ -59,6 +59,22 @@ pub(crate) fn get_to_connect_response<B>(response: &mut Response<B>) {
     headers.remove(header::CONTENT_LENGTH);
 }
 
+/// Counts a tunnel in `embedgate_tunnels_open` while it lives.
+struct OpenTunnel;
+
+impl OpenTunnel {
+    fn count() -> OpenTunnel {
+        crate::metrics::global().tunnels_open.inc();
+        OpenTunnel
+    }
+}
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        crate::metrics::global().tunnels_open.dec();
+    }
+}
+
 /// Spawns the tunnel between the client's and the upstream's upgraded
 /// connections. It holds `watch` while open, so a drain waits for it (up to
 /// the grace period), and ends early when `cancel` resolves.
@@ -77,6 +93,7 @@ where
         };
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
+        let _open = OpenTunnel::count();
         tokio::select! {
             result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match result {
                 Ok((up, down)) => debug!(bytes_up = up, bytes_down = down, "tunnel closed"),

@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 use crate::body::Body;
 use crate::drain::Watch;
 use crate::error::json_error;
+use crate::metrics;
 
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -90,6 +91,15 @@ fn respond<B>(req: &Request<B>, readiness: Readiness) -> Response<Body> {
         ("/readyz", Readiness::Draining) => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         ("/readyz", Readiness::StoreUnreachable) => (StatusCode::SERVICE_UNAVAILABLE, "session store unreachable\n"),
         ("/readyz", Readiness::Ready) => (StatusCode::OK, "ready\n"),
+        ("/metrics", _) => {
+            let mut response = Response::new(Body::full(metrics::global().encode()));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                // What `prometheus-client` writes: OpenMetrics 1.0 text.
+                http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            return response;
+        }
         _ => return json_error(StatusCode::NOT_FOUND, "not found"),
     };
     let mut response = Response::new(Body::full(text));
@@ -121,7 +131,8 @@ mod tests {
             get("/readyz", Readiness::StoreUnreachable),
             StatusCode::SERVICE_UNAVAILABLE
         );
-        assert_eq!(get("/metrics", Readiness::Ready), StatusCode::NOT_FOUND);
+        assert_eq!(get("/metrics", Readiness::Ready), StatusCode::OK);
+        assert_eq!(get("/nothing", Readiness::Ready), StatusCode::NOT_FOUND);
         let post = Request::post("/healthz").body(()).unwrap_or_default();
         assert_eq!(
             respond(&post, Readiness::Ready).status(),

@@ -10,6 +10,7 @@ use tracing::{field, info, info_span, Instrument};
 
 use crate::body::Body;
 use crate::error::GatewayError;
+use crate::metrics::{RouteKind, Tag};
 use crate::proxy::{self, Downstream, Forward};
 use crate::router::{route, Route};
 use crate::state::State;
@@ -33,9 +34,13 @@ pub(super) async fn handle(
         let method = req.method().clone();
         let target = telemetry::redacted_target(req.uri()).into_owned();
         let version = req.version();
-        let response = dispatch(req, state, local, downstream)
+        let mut tag = Tag::new(RouteKind::Other);
+        let response = dispatch(req, state, local, downstream, &mut tag)
             .await
             .unwrap_or_else(GatewayError::into_response);
+        state
+            .request_metrics
+            .record(tag, response.status().as_u16(), started.elapsed());
         info!(
             method = %method,
             target = %target,
@@ -50,30 +55,39 @@ pub(super) async fn handle(
     .await
 }
 
+/// Runs the request's route; says in `tag` what the request was, for the
+/// metrics.
 async fn dispatch(
     req: Request<Incoming>,
     state: &State,
     local: &Arc<embed::Local>,
     downstream: &Downstream,
+    tag: &mut Tag,
 ) -> Result<Response<Body>, GatewayError> {
     let config = &state.config;
     // An app on its own host owns every path of that host, the gateway's
     // own trees included.
     if let Some(app) = state.app_at_host(|| request_host(&req)) {
-        return embed::handle_host(app, req, state, local, downstream).await;
+        return embed::handle_host(app, req, state, local, downstream, tag).await;
     }
     match route(req.uri().path(), config.passthrough.is_some()) {
         Route::Api(rest) => {
+            tag.route = RouteKind::Api;
             let rest = rest.to_owned();
             api::handle(&rest, req, state).await
         }
         Route::Embed(rest) => {
+            tag.route = RouteKind::Embed;
             let rest = rest.to_owned();
-            embed::handle(&rest, req, state, local, downstream).await
+            embed::handle(&rest, req, state, local, downstream, tag).await
         }
-        Route::WellKnown("jwks.json") => Ok(jwks(state)),
+        Route::WellKnown("jwks.json") => {
+            tag.route = RouteKind::Jwks;
+            Ok(jwks(state))
+        }
         Route::WellKnown(_) | Route::NotFound => Err(GatewayError::PathNotFound("not found")),
         Route::Passthrough => {
+            tag.route = RouteKind::Passthrough;
             let Some(passthrough) = &config.passthrough else {
                 return Err(GatewayError::PathNotFound("not found"));
             };

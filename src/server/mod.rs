@@ -24,6 +24,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use crate::drain::Watch;
 use crate::embed;
+use crate::metrics;
 use crate::proxy::headers::forwarded::Scheme;
 use crate::proxy::Downstream;
 use crate::state::State;
@@ -90,6 +91,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut 
             peer,
             watch: watch.clone(),
             _slot: slot,
+            _open: OpenConnection::count(),
         };
         tokio::spawn(conn.serve(stream, state).instrument(info_span!("conn", peer = %peer)));
     }
@@ -102,6 +104,24 @@ struct Connection {
     watch: Watch,
     /// Returned to the connection limit when the connection ends.
     _slot: OwnedSemaphorePermit,
+    /// Counted in `embedgate_connections_open` while it lives.
+    _open: OpenConnection,
+}
+
+/// Counts a client connection while it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn count() -> OpenConnection {
+        metrics::global().connections_open.inc();
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::global().connections_open.dec();
+    }
 }
 
 impl Connection {
@@ -119,8 +139,14 @@ impl Connection {
             None => self.serve_http(stream, Scheme::Http, &state).await,
             Some(acceptor) => match tokio::time::timeout(server.tls_handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => self.serve_http(tls, Scheme::Https, &state).await,
-                Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
-                Err(_) => debug!("TLS handshake timed out"),
+                Ok(Err(error)) => {
+                    metrics::global().tls_handshake_failures.inc();
+                    debug!(%error, "TLS handshake failed");
+                }
+                Err(_) => {
+                    metrics::global().tls_handshake_failures.inc();
+                    debug!("TLS handshake timed out");
+                }
             },
         }
     }

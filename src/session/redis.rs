@@ -200,6 +200,9 @@ impl RedisStore {
     /// Records whether Redis answered, logging only the changes: one line
     /// when an outage starts, one when it ends.
     fn note(&self, answered: bool) {
+        if !answered {
+            crate::metrics::global().store_errors.inc();
+        }
         let was = self.health.swap(if answered { UP } else { DOWN }, Ordering::Relaxed);
         match (was, answered) {
             (UP | UNKNOWN, false) => warn!("session store unreachable; requests that need it get 503"),

@@ -1,0 +1,544 @@
+//! Prometheus metrics, served at the admin listener's `/metrics` in the
+//! text format through `prometheus-client`.
+//!
+//! Metrics are per process, so there is one registry for the process
+//! ([`global`]). Label values come only from the config (app ids, API
+//! token names) or from fixed sets (route kinds, status classes, outcome
+//! and error categories): never from request data, never a secret or an
+//! email.
+//!
+//! The request path pays atomics only: the counters of every (route, app,
+//! status class) and the duration histogram of every route are looked up
+//! once per configuration ([`RequestMetrics::new`]), and the histograms
+//! here are lock-free ([`AtomicHistogram`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+
+/// Label pairs, as the families take them.
+type Labels = Vec<(&'static str, String)>;
+
+/// What kind of request, for `route` labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RouteKind {
+    /// `/api/ext/*`.
+    Api,
+    /// A PAT exchange.
+    Exchange,
+    /// An embedded app's request through a session (or refused for want
+    /// of one).
+    Embed,
+    /// `[passthrough]`.
+    Passthrough,
+    /// `/.well-known/embedgate/jwks.json`.
+    Jwks,
+    /// Anything else (not found).
+    Other,
+}
+
+impl RouteKind {
+    const ALL: [RouteKind; 6] = [
+        RouteKind::Api,
+        RouteKind::Exchange,
+        RouteKind::Embed,
+        RouteKind::Passthrough,
+        RouteKind::Jwks,
+        RouteKind::Other,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            RouteKind::Api => "api",
+            RouteKind::Exchange => "exchange",
+            RouteKind::Embed => "embed",
+            RouteKind::Passthrough => "passthrough",
+            RouteKind::Jwks => "jwks",
+            RouteKind::Other => "other",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What a request was, as the handlers learn it: its route kind and, for
+/// an embedded app's, the app's place in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tag {
+    pub(crate) route: RouteKind,
+    pub(crate) app: Option<usize>,
+}
+
+impl Tag {
+    /// A request of this kind, for no app (yet).
+    pub(crate) fn new(route: RouteKind) -> Tag {
+        Tag { route, app: None }
+    }
+}
+
+/// Upper bounds of the latency histograms, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// A histogram of latencies made of atomics: observing takes no lock.
+/// Clones share it, as `prometheus-client`'s own metrics do.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct AtomicHistogram(Arc<Buckets>);
+
+/// The counts of an [`AtomicHistogram`].
+#[derive(Debug, Default)]
+pub(crate) struct Buckets {
+    /// Per bucket of [`LATENCY_BUCKETS`], then one for +Inf; not
+    /// cumulative (the encoder sums them).
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    count: AtomicU64,
+    /// The sum of observations in nanoseconds.
+    sum_nanos: AtomicU64,
+}
+
+impl AtomicHistogram {
+    /// Records one duration.
+    pub(crate) fn observe(&self, elapsed: Duration) {
+        let h = &self.0;
+        let seconds = elapsed.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        h.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        h.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        h.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let h = &self.0;
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(&h.buckets)
+            .map(|(bound, n)| (bound, n.load(Ordering::Relaxed)))
+            .collect();
+        let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let count = h.count.load(Ordering::Relaxed);
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+impl TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+/// Every metric of the process.
+pub(crate) struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    durations: Family<Labels, AtomicHistogram>,
+    /// Time to an upstream's response head.
+    pub(crate) upstream_head: AtomicHistogram,
+    /// The counters of fixed label sets, looked up once.
+    upstream_errors: [Counter; UpstreamError::ALL.len()],
+    pats_minted: Family<Labels, Counter>,
+    exchanges: [Counter; Exchange::ALL.len()],
+    rate_limited: [Counter; Limiter::ALL.len()],
+    /// `ok`, then `refused`.
+    config_reloads: [Counter; 2],
+    /// Sessions live in the store, as of the last sweep.
+    pub(crate) sessions_live: Gauge,
+    /// PATs live in the store, as of the last sweep.
+    pub(crate) pats_live: Gauge,
+    /// Client connections open now.
+    pub(crate) connections_open: Gauge,
+    /// WebSocket (and other upgraded) tunnels open now.
+    pub(crate) tunnels_open: Gauge,
+    /// TLS handshakes that failed or timed out.
+    pub(crate) tls_handshake_failures: Counter,
+    /// Calls to the session store that failed (a shared store down or
+    /// slow).
+    pub(crate) store_errors: Counter,
+}
+
+/// The process's metrics.
+pub(crate) fn global() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+fn one(name: &'static str, value: &str) -> Labels {
+    vec![(name, value.to_owned())]
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("embedgate");
+        let requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route kind, app id and status class",
+            requests.clone(),
+        );
+        let durations = Family::<Labels, AtomicHistogram>::default();
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's head to its response head, by route kind",
+            durations.clone(),
+        );
+        let upstream_head = AtomicHistogram::default();
+        registry.register(
+            "upstream_response_head_seconds",
+            "Time from sending a request upstream to its response head",
+            upstream_head.clone(),
+        );
+        let upstream_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream requests that failed, by kind (refused, timeout, reset, tls, other)",
+            upstream_errors.clone(),
+        );
+        let pats_minted = Family::<Labels, Counter>::default();
+        registry.register("pats_minted", "PATs minted, by API token name", pats_minted.clone());
+        let exchanges = Family::<Labels, Counter>::default();
+        registry.register(
+            "exchanges",
+            "PAT exchanges, by outcome (ok, invalid, user_gone, access_gone, rate_limited, store_error)",
+            exchanges.clone(),
+        );
+        let rate_limited = Family::<Labels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused by a rate limit, by limiter",
+            rate_limited.clone(),
+        );
+        let config_reloads = Family::<Labels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by outcome (ok, refused)",
+            config_reloads.clone(),
+        );
+        let sessions_live = Gauge::default();
+        registry.register(
+            "sessions_live",
+            "Embed sessions live in the store (as of the last sweep)",
+            sessions_live.clone(),
+        );
+        let pats_live = Gauge::default();
+        registry.register(
+            "pats_live",
+            "PATs live in the store (as of the last sweep)",
+            pats_live.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open on the public listener",
+            connections_open.clone(),
+        );
+        let tunnels_open = Gauge::default();
+        registry.register(
+            "tunnels_open",
+            "WebSocket (upgraded) tunnels open",
+            tunnels_open.clone(),
+        );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            tls_handshake_failures.clone(),
+        );
+        let store_errors = Counter::default();
+        registry.register(
+            "store_errors",
+            "Calls to the session store that failed or timed out",
+            store_errors.clone(),
+        );
+        // Fixed label sets are there from the start, at zero, so that a
+        // dashboard or an alert sees them before the first event; their
+        // counters are looked up once.
+        let handle = |family: &Family<Labels, Counter>, name: &'static str, value: &str| {
+            family.get_or_create(&one(name, value)).clone()
+        };
+        Metrics {
+            registry,
+            requests,
+            durations,
+            upstream_head,
+            upstream_errors: UpstreamError::ALL.map(|kind| handle(&upstream_errors, "kind", kind.name())),
+            pats_minted,
+            exchanges: Exchange::ALL.map(|outcome| handle(&exchanges, "outcome", outcome.name())),
+            rate_limited: Limiter::ALL.map(|limiter| handle(&rate_limited, "limiter", limiter.name())),
+            config_reloads: ["ok", "refused"].map(|outcome| handle(&config_reloads, "outcome", outcome)),
+            sessions_live,
+            pats_live,
+            connections_open,
+            tunnels_open,
+            tls_handshake_failures,
+            store_errors,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub(crate) fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Counts one upstream failure.
+    pub(crate) fn upstream_error(&self, kind: UpstreamError) {
+        self.upstream_errors[kind as usize].inc();
+    }
+
+    /// Counts one PAT minted by the API token named `token`.
+    pub(crate) fn pat_minted(&self, token: &str) {
+        self.pats_minted.get_or_create(&one("token", token)).inc();
+    }
+
+    /// Counts one exchange.
+    pub(crate) fn exchange(&self, outcome: Exchange) {
+        self.exchanges[outcome as usize].inc();
+    }
+
+    /// Counts one refusal by a rate limit.
+    pub(crate) fn rate_limited(&self, limiter: Limiter) {
+        self.rate_limited[limiter as usize].inc();
+    }
+
+    /// Counts one configuration reload.
+    pub(crate) fn config_reload(&self, ok: bool) {
+        self.config_reloads[usize::from(!ok)].inc();
+    }
+}
+
+/// Why an upstream request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpstreamError {
+    Refused,
+    Timeout,
+    Reset,
+    Tls,
+    Other,
+}
+
+impl UpstreamError {
+    const ALL: [UpstreamError; 5] = [
+        UpstreamError::Refused,
+        UpstreamError::Timeout,
+        UpstreamError::Reset,
+        UpstreamError::Tls,
+        UpstreamError::Other,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            UpstreamError::Refused => "refused",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Reset => "reset",
+            UpstreamError::Tls => "tls",
+            UpstreamError::Other => "other",
+        }
+    }
+}
+
+/// How a PAT exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exchange {
+    Ok,
+    /// Unknown, expired, used, or another app's: deliberately one category
+    /// (SPEC §4).
+    Invalid,
+    UserGone,
+    AccessGone,
+    RateLimited,
+    StoreError,
+}
+
+impl Exchange {
+    const ALL: [Exchange; 6] = [
+        Exchange::Ok,
+        Exchange::Invalid,
+        Exchange::UserGone,
+        Exchange::AccessGone,
+        Exchange::RateLimited,
+        Exchange::StoreError,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Exchange::Ok => "ok",
+            Exchange::Invalid => "invalid",
+            Exchange::UserGone => "user_gone",
+            Exchange::AccessGone => "access_gone",
+            Exchange::RateLimited => "rate_limited",
+            Exchange::StoreError => "store_error",
+        }
+    }
+}
+
+/// A rate limiter (SPEC §2 `[rate_limit]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limiter {
+    /// `pat_create_per_minute`, per API token.
+    PatCreate,
+    /// `pat_create_per_user_per_minute`, per email.
+    PatCreatePerUser,
+    /// `bad_pat_per_minute`, per client address.
+    BadPat,
+}
+
+impl Limiter {
+    const ALL: [Limiter; 3] = [Limiter::PatCreate, Limiter::PatCreatePerUser, Limiter::BadPat];
+
+    fn name(self) -> &'static str {
+        match self {
+            Limiter::PatCreate => "pat_create",
+            Limiter::PatCreatePerUser => "pat_create_per_user",
+            Limiter::BadPat => "bad_pat",
+        }
+    }
+}
+
+/// The request counters and duration histograms of one configuration,
+/// looked up once: recording a request is an index and two atomics.
+#[derive(Debug)]
+pub(crate) struct RequestMetrics {
+    /// By route kind, then app slot (`apps.len()` for none), then status
+    /// class (1xx to 5xx).
+    counters: Vec<Counter>,
+    slots: usize,
+    durations: Vec<AtomicHistogram>,
+}
+
+impl RequestMetrics {
+    /// The handles for these app ids, in config order.
+    pub(crate) fn new<'a>(app_ids: impl ExactSizeIterator<Item = &'a str> + Clone) -> RequestMetrics {
+        let metrics = global();
+        let slots = app_ids.len() + 1;
+        let mut counters = Vec::with_capacity(RouteKind::ALL.len() * slots * 5);
+        for route in RouteKind::ALL {
+            for app in app_ids.clone().map(Some).chain([None]) {
+                for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
+                    let labels = vec![
+                        ("route", route.name().to_owned()),
+                        ("app", app.unwrap_or("").to_owned()),
+                        ("status_class", class.to_owned()),
+                    ];
+                    counters.push(metrics.requests.get_or_create(&labels).clone());
+                }
+            }
+        }
+        let durations = RouteKind::ALL
+            .iter()
+            .map(|route| metrics.durations.get_or_create(&one("route", route.name())).clone())
+            .collect();
+        RequestMetrics {
+            counters,
+            slots,
+            durations,
+        }
+    }
+
+    /// Records one answered request.
+    pub(crate) fn record(&self, tag: Tag, status: u16, elapsed: Duration) {
+        let class = usize::from(status.clamp(100, 599) / 100 - 1);
+        let app = tag.app.filter(|&a| a < self.slots - 1).unwrap_or(self.slots - 1);
+        let index = (tag.route.index() * self.slots + app) * 5 + class;
+        if let Some(counter) = self.counters.get(index) {
+            counter.inc();
+        }
+        if let Some(histogram) = self.durations.get(tag.route.index()) {
+            histogram.observe(elapsed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    #[test]
+    fn a_request_moves_exactly_its_counter_and_histogram() {
+        let ids = ["11111111-1111-4111-8111-111111111111"];
+        let requests = RequestMetrics::new(ids.iter().copied());
+        let before = global().encode();
+        let counter = "embedgate_requests_total{route=\"embed\",app=\"11111111-1111-4111-8111-111111111111\",status_class=\"4xx\"}";
+        let value = |text: &str| {
+            line(text, counter)
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let start = value(&before).expect("the series exists at zero");
+        requests.record(
+            Tag {
+                route: RouteKind::Embed,
+                app: Some(0),
+            },
+            401,
+            Duration::from_millis(3),
+        );
+        let after = global().encode();
+        assert_eq!(value(&after), Some(start + 1), "{after}");
+        assert!(
+            line(
+                &after,
+                "embedgate_request_duration_seconds_bucket{le=\"0.005\",route=\"embed\"}"
+            )
+            .is_some()
+                || line(
+                    &after,
+                    "embedgate_request_duration_seconds_bucket{route=\"embed\",le=\"0.005\"}"
+                )
+                .is_some(),
+            "{after}"
+        );
+    }
+
+    #[test]
+    fn fixed_label_sets_are_exposed_at_zero() {
+        let text = global().encode();
+        for series in [
+            "embedgate_upstream_errors_total{kind=\"tls\"}",
+            "embedgate_exchanges_total{outcome=\"user_gone\"}",
+            "embedgate_rate_limited_total{limiter=\"bad_pat\"}",
+            "embedgate_config_reloads_total{outcome=\"refused\"}",
+            "embedgate_sessions_live ",
+            "embedgate_connections_open ",
+        ] {
+            assert!(text.contains(series), "{series} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn histograms_bucket_by_upper_bound() {
+        let h = AtomicHistogram::default();
+        h.observe(Duration::from_micros(400));
+        h.observe(Duration::from_millis(1));
+        h.observe(Duration::from_secs(10));
+        let counts: Vec<u64> = h.0.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        assert_eq!(counts[0], 1, "0.4 ms ≤ 0.5 ms");
+        assert_eq!(counts[1], 1, "1 ms ≤ 1 ms");
+        assert_eq!(counts[LATENCY_BUCKETS.len()], 1, "10 s: +Inf");
+        assert_eq!(h.0.count.load(Ordering::Relaxed), 3);
+    }
+}
