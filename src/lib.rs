@@ -32,6 +32,7 @@ mod limits;
 mod metrics;
 mod proxy;
 mod query;
+mod request_id;
 mod router;
 mod server;
 mod session;

@@ -29,6 +29,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("query", 2),
     ("drain", 2),
     ("metrics", 2),
+    ("request_id", 2),
     ("certs", 2),
 ];
 

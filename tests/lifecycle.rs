@@ -93,6 +93,43 @@ async fn sigterm_gives_up_on_in_flight_requests_after_shutdown_grace() {
     );
 }
 
+/// While a drain waits for in-flight work, a balancer's new health check is
+/// answered — `/readyz` 503 — not refused; `/healthz` stays 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_503_to_new_checks_while_draining() {
+    let up = echo_upstream("a").await;
+    let mut gw = Gateway::start(
+        new_dir(),
+        &config("shutdown_grace_seconds = 10", &passthrough(&up.url())),
+    )
+    .await;
+    let (addr, admin) = (gw.public_addr, gw.admin());
+    assert_eq!(get(admin, "/readyz").await.status, 200);
+    let in_flight = tokio::spawn(async move {
+        let mut c = H1::connect(addr).await;
+        c.request(hyper::Request::get("/delay/2000").body(empty()).unwrap())
+            .await
+    });
+    assert!(eventually(T, || async { up.requests() == 1 }).await);
+    gw.signal("TERM");
+    // Each check on a new connection: refused would panic here.
+    let draining = eventually(Duration::from_secs(2), || async {
+        get(admin, "/readyz").await.status == 503
+    })
+    .await;
+    assert!(draining, "a new connection to /readyz during the drain gets 503");
+    let r = get(admin, "/readyz").await;
+    assert_eq!(r.text(), "draining\n");
+    assert_eq!(get(admin, "/healthz").await.status, 200);
+    assert_eq!(
+        in_flight.await.expect("the request task").status,
+        200,
+        "the drain let it finish"
+    );
+    let status = gw.wait_exit(Duration::from_secs(8)).await;
+    assert_eq!(exit_code(status, "after SIGTERM"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_exits_0() {
     let mut gw = Gateway::start(new_dir(), &config("", "")).await;

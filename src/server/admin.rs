@@ -1,9 +1,11 @@
 //! The admin listener (`server.admin_listen`, never the public port):
 //! `/healthz` answers 200 while the process serves; `/readyz` answers 200
 //! until draining begins, then 503 so load balancers stop sending traffic —
-//! and 503 too while a shared session store is unreachable.
+//! and 503 too while a shared session store is unreachable. It answers
+//! until the process exits, through the drain.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::service::service_fn;
@@ -22,14 +24,21 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Whether the session store answers (see `Store::is_ready`).
 pub(crate) type StoreReady = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
-/// Serves the admin endpoints until draining begins.
+/// Serves the admin endpoints for as long as the process lives: through a
+/// drain too, so that a balancer's health check is answered — `/readyz`
+/// 503 — rather than refused while in-flight work finishes. It holds no
+/// [`Watch`], so it never keeps a drain waiting.
 pub(crate) async fn serve(listener: TcpListener, mut watch: Watch, store_ready: StoreReady) {
+    let draining = std::sync::Arc::new(AtomicBool::new(false));
+    {
+        let draining = draining.clone();
+        tokio::spawn(async move {
+            watch.signaled().await;
+            draining.store(true, Ordering::Relaxed);
+        });
+    }
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = watch.signaled() => break,
-        };
-        let stream = match accepted {
+        let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(error) => {
                 warn!(%error, "admin accept failed");
@@ -37,12 +46,11 @@ pub(crate) async fn serve(listener: TcpListener, mut watch: Watch, store_ready: 
                 continue;
             }
         };
-        let mut conn_watch = watch.clone();
         let store_ready = store_ready.clone();
+        let draining = draining.clone();
         tokio::spawn(async move {
-            let ready = conn_watch.clone();
             let service = service_fn(move |req| {
-                let readiness = if ready.is_draining() {
+                let readiness = if draining.load(Ordering::Relaxed) {
                     Readiness::Draining
                 } else if !store_ready() {
                     Readiness::StoreUnreachable
@@ -56,16 +64,7 @@ pub(crate) async fn serve(listener: TcpListener, mut watch: Watch, store_ready: 
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                () = conn_watch.signaled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(error) = result {
+            if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
                 debug!(%error, "admin connection ended with an error");
             }
         });

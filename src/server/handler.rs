@@ -1,6 +1,5 @@
 //! One request's way through: route it, run the route, log one access line.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,12 +11,11 @@ use crate::body::Body;
 use crate::error::GatewayError;
 use crate::metrics::{RouteKind, Tag};
 use crate::proxy::{self, Downstream, Forward};
+use crate::request_id::{self, X_REQUEST_ID};
 use crate::router::{route, Route};
 use crate::state::State;
 use crate::telemetry;
 use crate::{api, embed};
-
-static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Serves one request; every failure becomes its JSON error response.
 pub(super) async fn handle(
@@ -26,18 +24,28 @@ pub(super) async fn handle(
     local: &Arc<embed::Local>,
     downstream: &Downstream,
 ) -> Response<Body> {
-    let id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
+    let trusted = downstream.peer(&state.config.server.trusted_proxies).is_trusted();
+    let request_id = request_id::of(req.headers(), trusted);
     // `app` and `user` are recorded by the embed route's access-log phase.
-    let span = info_span!("request", id, app = field::Empty, user = field::Empty);
+    let span = info_span!(
+        "request",
+        request_id = %request_id.to_str().unwrap_or(""),
+        app = field::Empty,
+        user = field::Empty
+    );
+    let mut req = req;
+    // The upstream gets it (the proxy forwards it like any end-to-end field).
+    req.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
     async move {
         let started = Instant::now();
         let method = req.method().clone();
         let target = telemetry::redacted_target(req.uri()).into_owned();
         let version = req.version();
         let mut tag = Tag::new(RouteKind::Other);
-        let response = dispatch(req, state, local, downstream, &mut tag)
+        let mut response = dispatch(req, state, local, downstream, &mut tag)
             .await
             .unwrap_or_else(GatewayError::into_response);
+        response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         state
             .request_metrics
             .record(tag, response.status().as_u16(), started.elapsed());
