@@ -1,10 +1,12 @@
 //! `/api/ext/*`: the portal backend's API (SPEC §3, §6). Every endpoint
-//! takes `Authorization: Basic <token>` and a small JSON body.
+//! takes `Authorization: Basic <token>` and a small JSON body, except the
+//! public OpenAPI document that describes them (`openapi.json`).
 
 mod auth;
 mod fields;
 mod identity;
 mod mint;
+mod openapi;
 mod revoke;
 
 use bytes::Bytes;
@@ -33,15 +35,22 @@ pub(crate) async fn handle(rest: &str, req: Request<Incoming>, state: &State) ->
             return Err(refusal);
         }
     };
-    let body = read_body(&parts, body, state).await?;
     match endpoint {
-        Endpoint::Mint(caller) => mint::handle(&body, caller, state).await,
-        Endpoint::Revoke(caller) => revoke::handle(&body, caller, state).await,
+        Endpoint::Document => {
+            // A GET has no body to speak of; one sent anyway is dropped as a
+            // refused one is, so the connection stays usable.
+            body::discard(&parts.headers, body, 0, state.config.server.header_read_timeout).await;
+            Ok(openapi::response())
+        }
+        Endpoint::Mint(caller) => mint::handle(&read_body(&parts, body, state).await?, caller, state).await,
+        Endpoint::Revoke(caller) => revoke::handle(&read_body(&parts, body, state).await?, caller, state).await,
     }
 }
 
 /// An endpoint, with the API token that called it.
 enum Endpoint<'a> {
+    /// The OpenAPI document: public, so no caller.
+    Document,
     Mint(&'a ApiToken),
     Revoke(&'a ApiToken),
 }
@@ -49,6 +58,11 @@ enum Endpoint<'a> {
 /// The checks that need only the request head.
 fn admit<'a>(rest: &str, parts: &Parts, state: &'a State) -> Result<Endpoint<'a>, GatewayError> {
     let mint = match rest {
+        "openapi.json" if parts.method == Method::GET || parts.method == Method::HEAD => {
+            return Ok(Endpoint::Document);
+        }
+        // RFC 9110 §10.2.1: `Allow` lists every method served, HEAD included.
+        "openapi.json" => return Err(GatewayError::MethodNotAllowed("GET, HEAD")),
         "users/personal-access-token" => true,
         "users/sessions/revoke" => false,
         _ => return Err(GatewayError::PathNotFound("no such API endpoint")),
@@ -99,7 +113,7 @@ async fn read_body(parts: &Parts, mut body: Incoming, state: &State) -> Result<B
             body::discard(&parts.headers, body, limit as u64 + 1, patience).await;
             Err(GatewayError::PayloadTooLarge)
         }
-        Ok(Err(_)) => Err(GatewayError::BadRequest("the request body could not be read")),
+        Ok(Err(_)) => Err(GatewayError::BadRequest("body: could not be read (broken framing)")),
     }
 }
 

@@ -33,6 +33,10 @@ use crate::state::State;
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 
+/// How long a connection is still served once draining begins, before it is
+/// closed when idle: long enough to read what a client sent just before.
+const DRAIN_LINGER: Duration = Duration::from_millis(100);
+
 /// What every connection and request shares for the life of the process.
 pub(crate) struct Shared {
     /// The state in force; a reload swaps a whole new one in, and a request
@@ -218,6 +222,18 @@ impl Connection {
                 () = watch.signaled() => {}
             }
             if watch.is_draining() {
+                // A request the client sent just before the signal may still
+                // sit unread in the socket, and closing an idle HTTP/1
+                // connection would drop it: serve a moment longer first.
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(error) = result {
+                            debug!(error = %error, "connection ended with an error while draining");
+                        }
+                        return;
+                    }
+                    () = tokio::time::sleep(DRAIN_LINGER) => {}
+                }
                 conn.as_mut().graceful_shutdown();
                 if let Err(error) = conn.as_mut().await {
                     debug!(error = %error, "connection ended with an error while draining");

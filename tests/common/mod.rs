@@ -23,7 +23,9 @@
 //!   assertion signing keys;
 //! - [`sni`]: a CA with one leaf per host, clients that pick the SNI name;
 //! - [`redis`]: `redis-server` as a child process (stopped and restarted
-//!   for an outage) and a raw RESP client to look inside it.
+//!   for an outage) and a raw RESP client to look inside it;
+//! - [`load`]: keep-alive HTTP/1.1 and HTTP/2 clients looping checked
+//!   requests, each timed, and a prober opening new connections.
 
 // Each test binary compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
@@ -32,6 +34,7 @@ mod client;
 mod embed;
 mod gateway;
 mod jwt;
+mod load;
 mod raw;
 mod redis;
 mod sni;
@@ -41,7 +44,7 @@ mod upstreams;
 // Likewise for the re-exports: a binary that uses nothing of a file would be
 // told its glob is unused.
 #[allow(unused_imports)]
-pub use self::{client::*, embed::*, gateway::*, jwt::*, raw::*, redis::*, sni::*, tls::*, upstreams::*};
+pub use self::{client::*, embed::*, gateway::*, jwt::*, load::*, raw::*, redis::*, sni::*, tls::*, upstreams::*};
 
 use std::time::{Duration, Instant};
 
