@@ -49,7 +49,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 pub use config::{load as load_config, Config, ConfigError, ConfigErrors};
-pub use telemetry::{init as init_logging, LogFormat};
+pub use telemetry::{init as init_logging, LogFormat, LogGuard};
 
 use drain::{Drain, Watch};
 use server::Shared;

@@ -31,7 +31,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    embedgate::init_logging(cli.log_format);
+    // Held to the end, so the last lines (the drain's) are written.
+    let _log = embedgate::init_logging(cli.log_format);
     match cli.command {
         Some(Command::Check) => check(&cli.config),
         None => run(&cli.config),

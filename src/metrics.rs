@@ -54,7 +54,7 @@ impl RouteKind {
         RouteKind::Other,
     ];
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             RouteKind::Api => "api",
             RouteKind::Exchange => "exchange",
@@ -173,6 +173,9 @@ pub(crate) struct Metrics {
     /// Calls to the session store that failed (a shared store down or
     /// slow).
     pub(crate) store_errors: Counter,
+    /// Log lines the background writer dropped because stderr did not keep
+    /// up (brought up to date at each scrape).
+    pub(crate) log_lines_dropped: Counter,
 }
 
 /// The process's metrics.
@@ -268,6 +271,12 @@ impl Metrics {
             "Calls to the session store that failed or timed out",
             store_errors.clone(),
         );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr did not keep up",
+            log_lines_dropped.clone(),
+        );
         // Fixed label sets are there from the start, at zero, so that a
         // dashboard or an alert sees them before the first event; their
         // counters are looked up once.
@@ -290,6 +299,15 @@ impl Metrics {
             tunnels_open,
             tls_handshake_failures,
             store_errors,
+            log_lines_dropped,
+        }
+    }
+
+    /// Brings `log_lines_dropped` up to `dropped`, the writer's own count.
+    pub(crate) fn log_lines_dropped_total(&self, dropped: u64) {
+        let seen = self.log_lines_dropped.get();
+        if dropped > seen {
+            self.log_lines_dropped.inc_by(dropped - seen);
         }
     }
 

@@ -2,6 +2,9 @@
 
 use std::borrow::Cow;
 use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 
 use http::Uri;
 
@@ -19,19 +22,43 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber: stderr, filtered by `RUST_LOG`
-/// (default `info`).
-pub fn init(format: LogFormat) {
+/// Keeps the background log writer running; dropping it writes what is
+/// still queued. Hold it until the process ends.
+#[must_use = "dropping it stops the log writer"]
+pub struct LogGuard(#[allow(dead_code, reason = "held for its Drop")] WorkerGuard);
+
+/// Lines queued for stderr before new ones are dropped (and counted).
+const LOG_QUEUE_LINES: usize = 128 * 1024;
+
+/// The background writer's count of dropped lines, once logging is set up.
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Installs the global subscriber: stderr through a background writer (a
+/// request never waits on stderr; past a queue of lines, new lines are
+/// dropped and counted), filtered by `RUST_LOG` (default `info`).
+pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("embedgate-log")
+        .finish(std::io::stderr());
+    let _ = DROPPED.set(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
     // A second init (tests running `run` twice) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    LogGuard(guard)
+}
+
+/// Log lines dropped so far because stderr did not keep up.
+pub(crate) fn dropped_lines() -> u64 {
+    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
 }
 
 /// The request target for logs: path and query with the value of every

@@ -329,7 +329,7 @@ fn logs_get(line: &str, target: &str, status: u16) -> bool {
     let fields: Vec<&str> = line.split_whitespace().collect();
     [
         "method=GET".to_string(),
-        format!("target={target}"),
+        format!("path={target}"),
         format!("status={status}"),
     ]
     .iter()

@@ -53,6 +53,8 @@ pub struct Config {
     pub(crate) store: StoreConfig,
     /// `[identity]`: who the users are.
     pub(crate) identity: Identity,
+    /// `[log]`: what is logged.
+    pub(crate) log: LogConfig,
     /// `[[users]]`, in file order.
     pub(crate) users: Vec<User>,
     /// `[[apps]]`, in file order.
@@ -239,6 +241,13 @@ impl ApiToken {
             .as_ref()
             .is_none_or(|patterns| patterns.iter().any(|p| pattern_matches(p, email)))
     }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogConfig {
+    /// One `embedgate::access` line per request (default on).
+    pub(crate) access: bool,
 }
 
 /// `[identity]`.
@@ -562,6 +571,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let session = sections::session(top.section_or_empty(&mut cx, "session"), &mut cx);
     let rate_limit = sections::rate_limit(top.section_or_empty(&mut cx, "rate_limit"), &mut cx);
     let identity = sections::identity(top.section_or_empty(&mut cx, "identity"), &mut cx);
+    let log = sections::log(top.section_or_empty(&mut cx, "log"), &mut cx);
     let (store, redis_line) = sections::store(top.section_or_empty(&mut cx, "store"), &mut cx);
     let users = sections::users(&mut top, &mut cx);
     let main_url = server.as_ref().map_or("", |s| s.public_url.as_str());
@@ -603,6 +613,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             rate_limit,
             store,
             identity,
+            log,
             users,
             apps,
             passthrough,

@@ -14,8 +14,8 @@ use super::checks::{
 };
 use super::walk::{Cx, Field, Section, MAX_MINUTES, MAX_SECONDS};
 use super::{
-    host_name, Api, ApiToken, App, AppHost, Assertion, CertFiles, Demo, Identity, KeyFile, Passthrough, Pat, RateLimit,
-    Server, SessionConfig, StoreConfig, Tls, User,
+    host_name, Api, ApiToken, App, AppHost, Assertion, CertFiles, Demo, Identity, KeyFile, LogConfig, Passthrough, Pat,
+    RateLimit, Server, SessionConfig, StoreConfig, Tls, User,
 };
 
 /// `[server]`; `public_url` is required.
@@ -136,6 +136,13 @@ pub(crate) fn assertion(mut s: Section<'_>, cx: &mut Cx<'_>) -> Assertion {
         previous_keys,
         next_keys,
     }
+}
+
+/// `[log]`.
+pub(crate) fn log(mut s: Section<'_>, cx: &mut Cx<'_>) -> LogConfig {
+    let access = s.bool(cx, "access").unwrap_or(true);
+    s.finish(cx);
+    LogConfig { access }
 }
 
 /// `[identity]`.

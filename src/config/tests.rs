@@ -684,6 +684,13 @@ fn app_with(extra: &str) -> String {
 }
 
 #[test]
+fn log_access_is_on_unless_turned_off() {
+    assert!(ok(MINIMAL).log.access);
+    assert!(!ok(&format!("{MINIMAL}[log]\naccess = false\n")).log.access);
+    one_err(&format!("{MINIMAL}[log]\naccess = \"no\"\n"), "log.access", Some(4));
+}
+
+#[test]
 fn identity_users_is_config_or_portal() {
     assert_eq!(
         ok(&format!("{MINIMAL}[identity]\nusers = \"portal\"\n")).identity,

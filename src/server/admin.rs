@@ -18,6 +18,7 @@ use crate::body::Body;
 use crate::drain::Watch;
 use crate::error::json_error;
 use crate::metrics;
+use crate::telemetry;
 
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -91,7 +92,9 @@ fn respond<B>(req: &Request<B>, readiness: Readiness) -> Response<Body> {
         ("/readyz", Readiness::StoreUnreachable) => (StatusCode::SERVICE_UNAVAILABLE, "session store unreachable\n"),
         ("/readyz", Readiness::Ready) => (StatusCode::OK, "ready\n"),
         ("/metrics", _) => {
-            let mut response = Response::new(Body::full(metrics::global().encode()));
+            let metrics = metrics::global();
+            metrics.log_lines_dropped_total(telemetry::dropped_lines());
+            let mut response = Response::new(Body::full(metrics.encode()));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 // What `prometheus-client` writes: OpenMetrics 1.0 text.

@@ -38,9 +38,19 @@ pub(super) async fn handle(
     req.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
     async move {
         let started = Instant::now();
-        let method = req.method().clone();
-        let target = telemetry::redacted_target(req.uri()).into_owned();
-        let version = req.version();
+        // What the access line needs of the request, taken before it moves
+        // on (and only when the line is written).
+        let access = state.config.log.access.then(|| {
+            let client = downstream
+                .peer(&state.config.server.trusted_proxies)
+                .client_ip(req.headers());
+            (
+                req.method().clone(),
+                telemetry::redacted_target(req.uri()).into_owned(),
+                req.version(),
+                client,
+            )
+        });
         let mut tag = Tag::new(RouteKind::Other);
         let mut response = dispatch(req, state, local, downstream, &mut tag)
             .await
@@ -49,14 +59,21 @@ pub(super) async fn handle(
         state
             .request_metrics
             .record(tag, response.status().as_u16(), started.elapsed());
-        info!(
-            method = %method,
-            target = %target,
-            version = ?version,
-            status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "request"
-        );
+        if let Some((method, path, version, client)) = access {
+            // `path`, not `target`: a JSON line already has tracing's own
+            // `target` key, and a reader would lose one of the two.
+            info!(
+                target: "embedgate::access",
+                method = %method,
+                path = %path,
+                version = ?version,
+                route = tag.route.name(),
+                client = %client,
+                status = response.status().as_u16(),
+                elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "request"
+            );
+        }
         response
     }
     .instrument(span)
