@@ -54,6 +54,9 @@ const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
+/// Keys per call when the store walks many of them (count, sweep).
+const BATCH: usize = 1000;
+
 /// Batches of ended sessions a listener may fall behind by.
 const ENDED_BACKLOG: usize = 1024;
 
@@ -496,39 +499,50 @@ impl Store for RedisStore {
         Ok(revoked)
     }
 
+    /// Walks the keyspace under the prefix a batch at a time (`SCAN` and
+    /// `MGET` of [`BATCH`] keys per call, each within the timeout), so a
+    /// large store costs many small calls, never one long one.
     async fn count(&self, now_ms: u64) -> Result<Counts, StoreError> {
         let mut connection = self.connection()?;
         let mut counts = Counts::default();
-        for (kind, pattern) in [("session", "session:*"), ("pat", "pat:*")] {
-            let pattern = format!("{}{pattern}", self.prefix);
-            let keys: Vec<String> = self
-                .call(async {
-                    let mut iter = connection.scan_match::<_, String>(&pattern).await?;
-                    let mut keys = Vec::new();
-                    while let Some(key) = iter.next_item().await {
-                        keys.push(key?);
-                    }
-                    Ok(keys)
-                })
+        let pattern = format!("{}*", self.prefix);
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .call(
+                    ::redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(BATCH)
+                        .query_async(&mut connection),
+                )
                 .await?;
-            if keys.is_empty() {
-                continue;
-            }
-            let values: Vec<Option<String>> = self.call(connection.mget(&keys)).await?;
-            let live = values.iter().flatten().filter(|text| {
-                let text = text.strip_prefix('!').unwrap_or(text);
-                match kind {
-                    "session" => serde_json::from_str::<SessionRecord>(text).is_ok_and(|s| s.is_live(now_ms)),
-                    _ => serde_json::from_str::<PatRecord>(text).is_ok_and(|p| p.is_live(now_ms)),
+            let kind_is = |key: &str, kind: &str| key.get(self.prefix.len()..).is_some_and(|k| k.starts_with(kind));
+            let keys: Vec<String> = keys
+                .into_iter()
+                .filter(|k| kind_is(k, "session:") || kind_is(k, "pat:"))
+                .collect();
+            if !keys.is_empty() {
+                let values: Vec<Option<String>> = self.call(connection.mget(&keys)).await?;
+                for (key, text) in keys.iter().zip(values) {
+                    let Some(text) = text else { continue };
+                    let text = text.strip_prefix('!').unwrap_or(&text);
+                    if kind_is(key, "session:") {
+                        let live = serde_json::from_str::<SessionRecord>(text).is_ok_and(|s| s.is_live(now_ms));
+                        counts.sessions += usize::from(live);
+                    } else {
+                        let live = serde_json::from_str::<PatRecord>(text).is_ok_and(|p| p.is_live(now_ms));
+                        counts.pats += usize::from(live);
+                    }
                 }
-            });
-            let live = live.count();
-            match kind {
-                "session" => counts.sessions = live,
-                _ => counts.pats = live,
             }
+            if next == 0 {
+                return Ok(counts);
+            }
+            cursor = next;
         }
-        Ok(counts)
     }
 
     /// Redis expires the records itself; what is left is telling this
@@ -539,20 +553,19 @@ impl Store for RedisStore {
         if served.is_empty() {
             return Ok(0);
         }
-        let keys: Vec<String> = served.iter().map(|h| self.key("session", h)).collect();
         let mut connection = self.connection()?;
-        let values: Vec<Option<String>> = self.call(connection.mget(&keys)).await?;
-        let gone: Vec<TokenHash> = served
-            .iter()
-            .zip(values)
-            .filter(|(_, value)| {
+        let mut gone: Vec<TokenHash> = Vec::new();
+        for batch in served.chunks(BATCH) {
+            let keys: Vec<String> = batch.iter().map(|h| self.key("session", h)).collect();
+            let values: Vec<Option<String>> = self.call(connection.mget(&keys)).await?;
+            let ended = batch.iter().zip(values).filter(|(_, value)| {
                 let record = value
                     .as_deref()
                     .and_then(|t| serde_json::from_str::<SessionRecord>(t).ok());
                 !record.is_some_and(|r| r.is_live(now_ms))
-            })
-            .map(|(hash, _)| *hash)
-            .collect();
+            });
+            gone.extend(ended.map(|(hash, _)| *hash));
+        }
         self.forget(&gone);
         let count = gone.len();
         if !gone.is_empty() {

@@ -263,3 +263,19 @@ async fn a_store_is_ready_once_redis_answers() {
     .await
     .expect("ready within a check");
 }
+
+/// Counting walks the keyspace in batches: more keys than one batch are
+/// all counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_walks_more_than_one_batch() {
+    let Some((store, _server)) = store().await else { return };
+    let now = crate::session::now_ms();
+    let many = BATCH * 2 + 7;
+    for i in 0..many {
+        let mut hash = [0u8; 32];
+        hash[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        store.insert_pat(hash, pat(USER, APP, now, 60), now).await.unwrap();
+    }
+    let counts = store.count(now).await.unwrap();
+    assert_eq!((counts.sessions, counts.pats), (0, many));
+}
