@@ -117,22 +117,6 @@ fn assertion_of(e: &Echo) -> String {
     values.pop().unwrap()
 }
 
-/// The comma-separated groups of the one `X-Embed-Groups`, as a set.
-fn groups_header(e: &Echo) -> BTreeSet<String> {
-    let values = e.headers("x-embed-groups");
-    assert_eq!(values.len(), 1, "X-Embed-Groups: {values:?}");
-    values[0]
-        .split(',')
-        .map(str::trim)
-        .filter(|g| !g.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-fn set_of(items: &[&str]) -> BTreeSet<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
 /// Fires `n` exchanges of `pat` at once, spread round-robin over `addrs`
 /// (connected first); returns each one's status and cookie.
 async fn exchange_concurrently(addrs: &[SocketAddr], app: &str, pat: &str, n: usize) -> Vec<(u16, Option<String>)> {

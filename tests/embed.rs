@@ -19,15 +19,6 @@ async fn gateway() -> (Gateway, Upstream, Upstream) {
     (gw, a, b)
 }
 
-/// The `;`-separated parts of a `Set-Cookie` value (or of its attributes),
-/// trimmed and sorted: their order carries no meaning (RFC 6265 §5.2), but a
-/// part missing, added, changed or repeated does.
-fn cookie_parts(v: &str) -> Vec<String> {
-    let mut parts: Vec<String> = v.split(';').map(|part| part.trim().to_string()).collect();
-    parts.sort_unstable();
-    parts
-}
-
 fn is_lower_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
@@ -60,12 +51,7 @@ async fn exchange_sets_partitioned_path_scoped_cookie() {
     );
     assert_eq!(r.header("cache-control"), Some("no-store"));
     assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
-    let cookies: Vec<&str> = r
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect();
+    let cookies: Vec<&str> = r.header_all("set-cookie");
     assert_eq!(cookies.len(), 1, "{cookies:?}");
     let (value, attrs) = cookies[0]
         .strip_prefix("embedgate_session=")
@@ -737,18 +723,6 @@ const FRAMING_RESPONSE: &[u8] = b"HTTP/1.1 302 Found\r\n\
     Content-Length: 0\r\n\
     \r\n";
 
-/// The directives of a CSP value, whitespace normalised, sorted: their order
-/// carries no meaning, but a repeat does (a browser obeys the first only).
-fn csp_directives(v: &str) -> Vec<String> {
-    let mut directives: Vec<String> = v
-        .split(';')
-        .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|d| !d.is_empty())
-        .collect();
-    directives.sort_unstable();
-    directives
-}
-
 async fn framing_gateway() -> (Gateway, Upstream) {
     let raw = raw_upstream(FRAMING_RESPONSE).await;
     let gw = EmbedOpts::new(&raw.url(), &raw.url()).start().await;
@@ -762,12 +736,7 @@ async fn frame_ancestors_replace_upstream_csp() {
         let s = open_session(gw.public_addr, "alice@example.com", app).await;
         let r = embed_get(gw.public_addr, app, "/home", &s).await;
         assert_eq!(r.status, 302, "{r:?}");
-        let csp: Vec<&str> = r
-            .headers
-            .get_all("content-security-policy")
-            .iter()
-            .map(|v| v.to_str().unwrap())
-            .collect();
+        let csp: Vec<&str> = r.header_all("content-security-policy");
         assert_eq!(csp.len(), 1, "{csp:?}");
         let expected = csp_directives(&format!(
             "default-src 'self'; script-src 'self' 'unsafe-inline'; frame-ancestors {ancestors}"
@@ -811,12 +780,7 @@ async fn upstream_location_and_set_cookie_rewritten() {
         r.header("location"),
         Some(format!("/embed-apps/{APP_A}/login?next=%2Fhome").as_str())
     );
-    let cookies: Vec<&str> = r
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect();
+    let cookies: Vec<&str> = r.header_all("set-cookie");
     assert_eq!(cookies.len(), 2, "{cookies:?}");
     assert_eq!(
         cookie_parts(cookies[0]),

@@ -109,22 +109,6 @@ fn attr_headers(e: &Echo) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-fn set_of(items: &[&str]) -> BTreeSet<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
-/// The comma-separated groups of one `X-Embed-Groups` header, as a set.
-fn groups_header(e: &Echo) -> BTreeSet<String> {
-    let values = e.headers("x-embed-groups");
-    assert_eq!(values.len(), 1, "X-Embed-Groups: {values:?}");
-    values[0]
-        .split(',')
-        .map(str::trim)
-        .filter(|g| !g.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// The `groups` claim as a set.
 fn groups_claim(claims: &Value) -> BTreeSet<String> {
     claims["groups"]

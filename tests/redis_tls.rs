@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -57,13 +58,14 @@ impl TlsRedis {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_redis_store_speaks_tls_to_a_server_of_a_private_ca() {
+/// A TLS-only Redis with a throw-away CA, and a gateway on it whose trust
+/// store is what `trust` makes of the CA's file: `None` when redis-server
+/// is not installed. The rest is kept alive with the gateway (the store
+/// reads its trust file when it connects).
+async fn gateway_on_tls_redis(trust: impl FnOnce(&Path) -> PathBuf) -> Option<(Gateway, Kept)> {
     let certs = new_dir();
     TestTls::generate(certs.path());
-    let Some(redis) = TlsRedis::start(certs.path()) else {
-        return;
-    };
+    let redis = TlsRedis::start(certs.path())?;
     let up = echo_upstream("app").await;
     let dir = new_dir();
     AssertionKey::ed25519(dir.path(), "assertion.pem");
@@ -73,9 +75,19 @@ async fn the_redis_store_speaks_tls_to_a_server_of_a_private_ca() {
          [store]\nkind = \"redis\"\nurl = \"rediss://localhost:{}/0\"\ntimeout_ms = 2000\n",
         redis.port
     );
-    let ca = certs.path().join("ca.pem").display().to_string();
-    let gw = Gateway::start_full(dir, &opts.config(), &[], &[("SSL_CERT_FILE", ca.as_str())]).await;
+    let trusted = trust(&certs.path().join("ca.pem")).display().to_string();
+    let gw = Gateway::start_full(dir, &opts.config(), &[], &[("SSL_CERT_FILE", trusted.as_str())]).await;
+    Some((gw, (redis, up, certs)))
+}
 
+/// What a test holds while its gateway runs.
+type Kept = (TlsRedis, Upstream, tempfile::TempDir);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_speaks_tls_to_a_server_of_a_private_ca() {
+    let Some((gw, _kept)) = gateway_on_tls_redis(Path::to_path_buf).await else {
+        return;
+    };
     let r = mint(gw.public_addr, &json!({"email": "alice@example.com", "appId": APP_A})).await;
     assert_eq!(r.status, 201, "{} {}", r.text(), gw.stderr());
     let pat = r.json()["personalAccessToken"].as_str().unwrap_or_default().to_string();
@@ -92,25 +104,15 @@ async fn the_redis_store_speaks_tls_to_a_server_of_a_private_ca() {
 /// spoken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_store_refuses_a_server_it_cannot_verify() {
-    let certs = new_dir();
-    TestTls::generate(certs.path());
-    let Some(redis) = TlsRedis::start(certs.path()) else {
+    // An empty trust store: the platform's roots do not know the test CA.
+    let untrusting = |ca: &Path| {
+        let empty = ca.with_file_name("none.pem");
+        std::fs::write(&empty, "").expect("write");
+        empty
+    };
+    let Some((gw, _kept)) = gateway_on_tls_redis(untrusting).await else {
         return;
     };
-    let up = echo_upstream("app").await;
-    let dir = new_dir();
-    AssertionKey::ed25519(dir.path(), "assertion.pem");
-    let mut opts = EmbedOpts::new(&up.url(), &up.url());
-    opts.extra = format!(
-        "[assertion]\nkey = \"assertion.pem\"\n\n\
-         [store]\nkind = \"redis\"\nurl = \"rediss://localhost:{}/0\"\n",
-        redis.port
-    );
-    // An empty trust store: the platform's roots do not know the test CA.
-    let empty = certs.path().join("none.pem");
-    std::fs::write(&empty, "").expect("write");
-    let empty = empty.display().to_string();
-    let gw = Gateway::start_full(dir, &opts.config(), &[], &[("SSL_CERT_FILE", empty.as_str())]).await;
     let r = mint(gw.public_addr, &json!({"email": "alice@example.com", "appId": APP_A})).await;
     assert_eq!(r.status, 503, "{}", r.text());
 }

@@ -330,3 +330,40 @@ pub async fn embed_websocket(
     assert_eq!(resp.status(), 101);
     ws
 }
+
+/// The `;`-separated parts of a `Set-Cookie` value, trimmed and sorted.
+pub fn cookie_parts(v: &str) -> Vec<String> {
+    let mut parts: Vec<String> = v.split(';').map(|p| p.trim().to_string()).collect();
+    parts.sort_unstable();
+    parts
+}
+
+/// The directives of a CSP value, whitespace normalised, sorted: their order
+/// carries no meaning, but a repeat does (a browser obeys the first only).
+pub fn csp_directives(v: &str) -> Vec<String> {
+    let mut directives: Vec<String> = v
+        .split(';')
+        .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|d| !d.is_empty())
+        .collect();
+    directives.sort_unstable();
+    directives
+}
+
+/// Owned strings, as a set.
+pub fn set_of(items: &[&str]) -> std::collections::BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The comma-separated groups of the one `X-Embed-Groups` an upstream got,
+/// as a set.
+pub fn groups_header(e: &super::client::Echo) -> std::collections::BTreeSet<String> {
+    let values = e.headers("x-embed-groups");
+    assert_eq!(values.len(), 1, "X-Embed-Groups: {values:?}");
+    values[0]
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(str::to_string)
+        .collect()
+}

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use super::client::{Echo, Reply};
-use super::embed::{set_cookie_value, API_TOKEN};
+use super::embed::{csp_directives, set_cookie_value, API_TOKEN};
 use super::tls::TestTls;
 use super::{empty, full, Body, T};
 
@@ -267,17 +267,6 @@ pub async fn open_session_tls(tls: &TestTls, addr: SocketAddr, email: &str, app:
     let r = fetch_h1_tls(tls, addr, req).await.expect("exchange over TLS");
     assert_eq!(r.status, 303, "exchange for {email} on {app}: {r:?} {}", r.text());
     set_cookie_value(&r, "embedgate_session").expect("the exchange set no embedgate_session cookie")
-}
-
-/// The directives of a CSP value, whitespace normalised, sorted.
-pub fn csp_directives(v: &str) -> Vec<String> {
-    let mut d: Vec<String> = v
-        .split(';')
-        .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|d| !d.is_empty())
-        .collect();
-    d.sort_unstable();
-    d
 }
 
 /// Where a load request goes, and what its answer must be.
