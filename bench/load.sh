@@ -10,7 +10,10 @@
 # an upstream keep-alive pool (when nginx is installed: the field's reference
 # reverse proxy); the gateway's [passthrough]; the gateway's embed route with
 # a live session (identity headers, cached assertion, response rewriting);
-# and, with BASELINE, the same two routes of that other binary. Rounds are
+# the same two routes of two more gateways logging at RUST_LOG=info to a
+# file, one with its access log on and one with it off (the difference is
+# the access log's cost); and, with BASELINE, the same two routes of that
+# other binary. Rounds are
 # interleaved and the medians reported: requests/s, its ratio to the direct
 # run, and the proxy process's CPU microseconds per request (from
 # /proc/<pid>/stat), the figure that separates proxies when the load
@@ -84,11 +87,11 @@ allow_users = ["*"]
 upstream = "http://$upstream"
 TOML
 
-# start_gateway NAME BINARY [CONFIG]: starts it, opens a session; sets
-# NAME_addr, NAME_pid and NAME_cookie.
+# start_gateway NAME BINARY [CONFIG [RUST_LOG]]: starts it, opens a
+# session; sets NAME_addr, NAME_pid and NAME_cookie.
 start_gateway() {
-  local name=$1 bin=$2 config=${3:-$work/gateway.toml}
-  RUST_LOG=warn "${pin_proxy[@]}" "$bin" --config "$config" > "$work/$name.out" 2> "$work/$name.err" &
+  local name=$1 bin=$2 config=${3:-$work/gateway.toml} log=${4:-warn}
+  RUST_LOG=$log "${pin_proxy[@]}" "$bin" --config "$config" > "$work/$name.out" 2> "$work/$name.err" &
   local pid=$!
   pids+=("$pid")
   for _ in $(seq 50); do grep -q 'embedgate ready' "$work/$name.out" && break; sleep 0.1; done
@@ -111,6 +114,12 @@ start_gateway() {
 }
 
 start_gateway gw target/release/embedgate
+# The same binary logging at RUST_LOG=info (to a file, as in production),
+# with its access log on and off: the difference is what the access log
+# costs; against the rows above, what info-level logging costs in all.
+{ cat "$work/gateway.toml"; printf '[log]\naccess = false\n'; } > "$work/gateway-noaccess.toml"
+start_gateway lgw target/release/embedgate "$work/gateway.toml" info
+start_gateway ngw target/release/embedgate "$work/gateway-noaccess.toml" info
 if [ -n "${BASELINE:-}" ]; then
   start_gateway base "$BASELINE"
 fi
@@ -188,6 +197,10 @@ for round in $(seq "$rounds"); do
   [ -n "$nginx_port" ] && measure nginx "$nginx_pid" "http://127.0.0.1:$nginx_port/"
   measure passthrough "$gw_pid" "http://$gw_addr/"
   measure embed "$gw_pid" -H "Cookie: $gw_cookie" "http://$gw_addr/embed-apps/$app/"
+  measure log_passthrough "$lgw_pid" "http://$lgw_addr/"
+  measure log_embed "$lgw_pid" -H "Cookie: $lgw_cookie" "http://$lgw_addr/embed-apps/$app/"
+  measure nolog_passthrough "$ngw_pid" "http://$ngw_addr/"
+  measure nolog_embed "$ngw_pid" -H "Cookie: $ngw_cookie" "http://$ngw_addr/embed-apps/$app/"
   if [ -n "${BASELINE:-}" ]; then
     measure base_passthrough "$base_pid" "http://$base_addr/"
     measure base_embed "$base_pid" -H "Cookie: $base_cookie" "http://$base_addr/embed-apps/$app/"
@@ -219,6 +232,10 @@ row() {
 row 'nginx proxy_pass' nginx
 row 'gateway passthrough' passthrough
 row 'gateway embed (session)' embed
+row 'passthrough, info, access off' nolog_passthrough
+row 'passthrough, info, access on' log_passthrough
+row 'embed, info, access off' nolog_embed
+row 'embed, info, access on' log_embed
 row 'gateway embed (redis store)' redis_embed
 row 'baseline passthrough' base_passthrough
 row 'baseline embed (session)' base_embed

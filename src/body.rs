@@ -1,7 +1,9 @@
 //! The one response body type the gateway hands to hyper: either an
-//! upstream's streamed body or a small body the gateway wrote itself.
+//! upstream's streamed body or a small body the gateway wrote itself; and
+//! the wrapper that counts a request's bytes in and out for its access line.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -70,6 +72,75 @@ impl http_body::Body for Body {
     }
 }
 
+/// Which way a [`Tallied`] body's bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// From the client: a request body.
+    Received,
+    /// To the client: a response body.
+    Sent,
+}
+
+/// What counts the bytes of a request's bodies (its access record).
+pub(crate) trait Tally: Send + Sync {
+    /// `bytes` more went `direction`.
+    fn count(&self, direction: Direction, bytes: u64);
+}
+
+/// A body whose data bytes are counted, frame by frame, into a [`Tally`]
+/// that the body holds until it is dropped (with no tally, it is the bare
+/// body). Size hints and the end of stream pass through unchanged.
+pub(crate) struct Tallied<B> {
+    inner: B,
+    tally: Option<(Arc<dyn Tally>, Direction)>,
+}
+
+/// The request body every handler sees.
+pub(crate) type RequestBody = Tallied<Incoming>;
+
+impl<B> Tallied<B> {
+    /// `inner`, counted into `tally` (when given) as going `direction`.
+    pub(crate) fn new(inner: B, tally: Option<Arc<dyn Tally>>, direction: Direction) -> Self {
+        Tallied {
+            inner,
+            tally: tally.map(|t| (t, direction)),
+        }
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for Tallied<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl<B> http_body::Body for Tallied<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some((tally, direction))) = (&polled, &this.tally) {
+            if let Some(data) = frame.data_ref() {
+                tally.count(*direction, data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// How much of a refused request body the gateway reads and throws away
 /// before answering; past this the connection is simply closed.
 const DISCARD_BYTES: u64 = 1024 * 1024;
@@ -77,7 +148,7 @@ const DISCARD_BYTES: u64 = 1024 * 1024;
 /// The length a request body declares (`Content-Length`, as hyper parsed
 /// and checked it), or the least it can be for a chunked body: the one
 /// place the gateway reads a body's declared size.
-pub(crate) fn declared_length(body: &Incoming) -> u64 {
+pub(crate) fn declared_length(body: &RequestBody) -> u64 {
     http_body::Body::size_hint(body).lower()
 }
 
@@ -90,7 +161,12 @@ pub(crate) fn declared_length(body: &Incoming) -> u64 {
 /// client that sent `Expect: 100-continue` has not been told to go on
 /// (`already == 0`): it is waiting for the answer, and reading would make
 /// hyper invite the body.
-pub(crate) async fn discard(headers: &http::HeaderMap, mut body: Incoming, already: u64, limit: std::time::Duration) {
+pub(crate) async fn discard(
+    headers: &http::HeaderMap,
+    mut body: RequestBody,
+    already: u64,
+    limit: std::time::Duration,
+) {
     use http_body_util::BodyExt;
     let expects_continue = headers
         .get(http::header::EXPECT)

@@ -42,11 +42,12 @@ mod tls;
 mod token;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use config::{load as load_config, Config, ConfigError, ConfigErrors};
 pub use telemetry::{init as init_logging, LogFormat, LogGuard};
@@ -70,6 +71,8 @@ pub enum StartError {
     Certs(#[from] certs::CertError),
     #[error("demo app on {addr}: {source}")]
     Demo { addr: SocketAddr, source: std::io::Error },
+    #[error("log.audit_file: cannot open {path} for appending: {source}")]
+    AuditFile { path: PathBuf, source: std::io::Error },
 }
 
 /// A running gateway.
@@ -105,6 +108,7 @@ impl Gateway {
             warn!(%warning, "configuration");
         }
         let mut state = State::build(config, None)?;
+        open_audit_file(&state.config)?;
         let server = &state.config.server;
         let listener = bind("server.listen", server.listen).await?;
         let public_addr = listener.local_addr().unwrap_or(server.listen);
@@ -193,9 +197,20 @@ impl Gateway {
     /// Reads the config file at `path` and [`reload`](Self::reload)s it
     /// (SIGHUP); a file that does not parse is refused like an invalid
     /// config, and counted so.
+    ///
+    /// The audit file is reopened either way: logrotate sends SIGHUP after
+    /// moving it, whatever became of the config file meanwhile.
     pub fn reload_file(&self, path: &std::path::Path) -> Result<(), StartError> {
-        let config = load_config(path).inspect_err(|_| metrics::global().config_reload(false))?;
-        self.reload(config)
+        let reloaded = load_config(path)
+            .inspect_err(|_| metrics::global().config_reload(false))
+            .map_err(StartError::from)
+            .and_then(|config| self.reload(config));
+        if reloaded.is_err() {
+            if let Err(error) = open_audit_file(&self.shared.load().config) {
+                error!(%error, "reopening the audit file failed");
+            }
+        }
+        reloaded
     }
 
     /// Validates `config` whole and puts it in force for new requests and
@@ -204,6 +219,7 @@ impl Gateway {
     pub fn reload(&self, config: Config) -> Result<(), StartError> {
         let old = self.shared.load();
         let state = State::build(config, Some(&old)).inspect_err(|_| metrics::global().config_reload(false))?;
+        open_audit_file(&state.config).inspect_err(|_| metrics::global().config_reload(false))?;
         metrics::global().config_reload(true);
         let (new_server, old_server) = (&state.config.server, &old.config.server);
         if new_server.listen != old_server.listen
@@ -225,6 +241,15 @@ impl Gateway {
     pub async fn shutdown(self) {
         self.drain.drain().await;
     }
+}
+
+/// Puts `[log] audit_file` in force (opening or reopening it).
+fn open_audit_file(config: &Config) -> Result<(), StartError> {
+    let path = config.log.audit_file.as_deref();
+    telemetry::audit::open(path).map_err(|source| StartError::AuditFile {
+        path: path.map(PathBuf::from).unwrap_or_default(),
+        source,
+    })
 }
 
 /// `embedgate check`: everything [`Gateway::start`] would refuse, short of

@@ -156,10 +156,14 @@ async fn portal_embeds_the_app_cross_site_with_a_verified_identity() {
         "gateway log:\n{}",
         gateway.stderr()
     );
-    // The browser really went through the exchange and the session.
-    let log = gateway.stderr();
-    assert!(log.contains("session started"), "{log}");
-    assert!(log.contains("personal-access-token=REDACTED"), "{log}");
+    // The browser really went through the exchange and the session (the
+    // access lines come when each request is over, in batches).
+    let logged = common::eventually(common::T, || async {
+        let log = gateway.stderr();
+        log.contains("session started") && log.contains("personal-access-token=REDACTED")
+    })
+    .await;
+    assert!(logged, "{}", gateway.stderr());
 }
 
 /// The shop is written for the root of a host: its page links
@@ -201,15 +205,23 @@ async fn portal_embeds_the_host_mode_app_with_its_stylesheet_and_absolute_fetch(
     // The shop's frame went through its own host's exchange, and its
     // absolute paths reached it through the gateway. (Without a
     // `[passthrough]`, nothing but the shop's host serves them.)
-    let log = gateway.stderr();
     let exchange = format!("/embed-apps/{SHOP}?personal-access-token=REDACTED");
-    for (target, status) in [
+    let expected = [
         (exchange.as_str(), 303),
         ("/", 200),
         ("/static/shop.css", 200),
         ("/static/shop.js", 200),
         ("/api/whoami", 200),
-    ] {
+    ];
+    // Access lines come when each request is over, in batches.
+    let all_logged = |log: &str| {
+        expected
+            .iter()
+            .all(|(target, status)| log.lines().any(|line| logs_get(line, target, *status)))
+    };
+    common::eventually(common::T, || async { all_logged(&gateway.stderr()) }).await;
+    let log = gateway.stderr();
+    for (target, status) in expected {
         assert!(
             log.lines().any(|line| logs_get(line, target, status)),
             "no GET {target} answered {status} in the gateway log:\n{log}"

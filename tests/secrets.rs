@@ -140,16 +140,25 @@ async fn whole_flow(gw: &Gateway, http: &Upstream, ws_up: &Upstream) -> Vec<Stri
 async fn run(extra_args: &[&str], trace_marker: &str) {
     let http = echo_upstream("a").await;
     let ws_up = websocket_upstream().await;
-    let opts = EmbedOpts::new(&http.url(), &ws_up.url());
+    let mut opts = EmbedOpts::new(&http.url(), &ws_up.url());
+    opts.extra = "[log]\naudit_file = \"audit.jsonl\"\n".into();
     let mut gw = Gateway::start_full(new_dir(), &opts.config(), extra_args, &[("RUST_LOG", "trace")]).await;
     let secrets = whole_flow(&gw, &http, &ws_up).await;
 
     gw.signal("TERM");
     assert!(gw.wait_exit(T).await.is_some(), "the gateway did not exit on SIGTERM");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let stderr = gw.stderr();
+    // The audit file is read with the other logs: no secret in either.
+    let audit = std::fs::read_to_string(gw.dir.path().join("audit.jsonl")).unwrap_or_default();
+    assert!(
+        audit.contains("\"event\":\"exchange\"") && audit.contains("\"event\":\"revoke\""),
+        "the audit file has the flow's events:\n{audit}"
+    );
+    let stderr = gw.stderr() + &audit;
 
-    // The capture works and is at trace level, and the access log is there.
+    // The capture works and is at trace level, and the access and audit
+    // logs are there.
+    assert!(stderr.contains("embedgate::audit"), "no audit events:\n{stderr}");
     assert!(stderr.contains(trace_marker), "no TRACE lines were captured:\n{stderr}");
     assert!(
         stderr.contains("personal-access-token=REDACTED"),

@@ -7,11 +7,12 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use crate::config::ApiToken;
 use crate::error::GatewayError;
+use crate::telemetry::audit;
 use crate::token;
 
-/// The accepted token that was presented, with its name and scope.
-pub(crate) fn authenticate<'a>(headers: &HeaderMap, accepted: &'a [ApiToken]) -> Result<&'a ApiToken, GatewayError> {
-    let presented = headers
+/// The token after `Basic`, if one was sent.
+fn presented(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -19,7 +20,20 @@ pub(crate) fn authenticate<'a>(headers: &HeaderMap, accepted: &'a [ApiToken]) ->
             scheme.eq_ignore_ascii_case("basic").then(|| token.trim())
         })
         .filter(|t| !t.is_empty())
-        .ok_or(GatewayError::Unauthorized)?;
+}
+
+/// How the audit log names the token a request presented: its name when
+/// accepted, else the fingerprint of its hash (never the token), or `none`.
+pub(crate) fn label(headers: &HeaderMap, accepted: &[ApiToken]) -> String {
+    match authenticate(headers, accepted) {
+        Ok(token) => token.name.clone(),
+        Err(_) => presented(headers).map_or_else(|| "none".to_owned(), |t| audit::fingerprint(&token::hash(t))),
+    }
+}
+
+/// The accepted token that was presented, with its name and scope.
+pub(crate) fn authenticate<'a>(headers: &HeaderMap, accepted: &'a [ApiToken]) -> Result<&'a ApiToken, GatewayError> {
+    let presented = presented(headers).ok_or(GatewayError::Unauthorized)?;
     let hash = token::hash(presented);
     // Compare against every entry, without stopping at a match.
     let mut matched = u64::MAX;
@@ -56,6 +70,15 @@ mod tests {
         let found = authenticate(&headers("Basic s3cret"), &accepted).ok();
         assert_eq!(found.map(|t| t.name.as_str()), Some("name-of-s3cret"));
         assert!(authenticate(&headers("basic s3cret"), &accepted).is_ok());
+    }
+
+    #[test]
+    fn the_audit_label_is_the_name_or_a_fingerprint_never_the_token() {
+        let accepted = tokens(&["s3cret"]);
+        assert_eq!(label(&headers("Basic s3cret"), &accepted), "name-of-s3cret");
+        let unknown = label(&headers("Basic wrong-token"), &accepted);
+        assert_eq!(unknown, hex::encode(token::hash("wrong-token"))[..8]);
+        assert_eq!(label(&HeaderMap::new(), &accepted), "none");
     }
 
     #[test]

@@ -101,8 +101,15 @@ pub(crate) fn parse(body: &[u8], limits: &Pat, users: Identity) -> Result<MintRe
 }
 
 /// Serves a mint by the API token `caller`.
-pub(crate) async fn handle(body: &[u8], caller: &ApiToken, state: &State) -> Result<Response<Body>, GatewayError> {
+pub(crate) async fn handle(
+    body: &[u8],
+    caller: &ApiToken,
+    state: &State,
+    asked: &mut super::Asked,
+) -> Result<Response<Body>, GatewayError> {
     let request = parse(body, &state.config.pat, state.config.identity)?;
+    asked.user = Some(request.email.clone());
+    asked.app = Some(request.app_id.clone());
     // Before anything is looked up or counted: a scoped token learns
     // nothing of the users and apps outside its scope, and cannot spend
     // their per-user quota.

@@ -9,16 +9,19 @@ mod mint;
 mod openapi;
 mod revoke;
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, RequestBody};
 use crate::config::ApiToken;
 use crate::error::GatewayError;
+use crate::request_id::X_REQUEST_ID;
 use crate::state::State;
+use crate::telemetry::audit;
 
 /// Serves `/api/ext/<rest>`.
 ///
@@ -26,11 +29,25 @@ use crate::state::State;
 /// method, credentials, rate limit, media type) first reads and discards a
 /// bounded amount of the body, so a client still sending it gets the answer
 /// rather than a reset connection.
-pub(crate) async fn handle(rest: &str, req: Request<Incoming>, state: &State) -> Result<Response<Body>, GatewayError> {
+pub(crate) async fn handle(
+    rest: &str,
+    req: Request<RequestBody>,
+    state: &State,
+    client: IpAddr,
+) -> Result<Response<Body>, GatewayError> {
     let (parts, body) = req.into_parts();
+    let caller = audit::Caller {
+        request_id: parts
+            .headers
+            .get(&X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+        client,
+    };
     let endpoint = match admit(rest, &parts, state) {
         Ok(endpoint) => endpoint,
         Err(refusal) => {
+            audit_refused_call(rest, &parts, state, caller, &refusal);
             body::discard(&parts.headers, body, 0, state.config.server.header_read_timeout).await;
             return Err(refusal);
         }
@@ -42,8 +59,65 @@ pub(crate) async fn handle(rest: &str, req: Request<Incoming>, state: &State) ->
             body::discard(&parts.headers, body, 0, state.config.server.header_read_timeout).await;
             Ok(openapi::response())
         }
-        Endpoint::Mint(caller) => mint::handle(&read_body(&parts, body, state).await?, caller, state).await,
-        Endpoint::Revoke(caller) => revoke::handle(&read_body(&parts, body, state).await?, caller, state).await,
+        Endpoint::Mint(token) => {
+            let mut asked = Asked::default();
+            let answer = match read_body(&parts, body, state).await {
+                Ok(body) => mint::handle(&body, token, state, &mut asked).await,
+                Err(error) => Err(error),
+            };
+            let outcome = answer.as_ref().map_or_else(audit::outcome, |_| "ok");
+            audit::mint(
+                caller,
+                &token.name,
+                asked.user.as_deref(),
+                asked.app.as_deref(),
+                outcome,
+            );
+            answer
+        }
+        Endpoint::Revoke(token) => {
+            let mut asked = Asked::default();
+            let answer = match read_body(&parts, body, state).await {
+                Ok(body) => revoke::handle(&body, token, state, &mut asked).await,
+                Err(error) => Err(error),
+            };
+            let outcome = answer.as_ref().map_or_else(audit::outcome, |_| "ok");
+            audit::revoke(
+                caller,
+                &token.name,
+                asked.user.as_deref(),
+                asked.app.as_deref(),
+                asked.revoked.map(|r| (r.sessions, r.tokens)),
+                outcome,
+            );
+            answer
+        }
+    }
+}
+
+/// What a mint or revocation asked for, as far as it was understood: for
+/// the audit log, whatever the answer.
+#[derive(Debug, Default)]
+pub(crate) struct Asked {
+    pub(crate) user: Option<String>,
+    pub(crate) app: Option<String>,
+    /// What a revocation ended.
+    pub(crate) revoked: Option<crate::session::Revoked>,
+}
+
+/// A mint or revocation refused before its body was read (credentials,
+/// rate limit, media type) is audited too; other paths and methods are no
+/// calls of either.
+fn audit_refused_call(rest: &str, parts: &Parts, state: &State, caller: audit::Caller<'_>, refusal: &GatewayError) {
+    if parts.method != Method::POST {
+        return;
+    }
+    let token = auth::label(&parts.headers, state.api_tokens());
+    let outcome = audit::outcome(refusal);
+    match rest {
+        "users/personal-access-token" => audit::mint(caller, &token, None, None, outcome),
+        "users/sessions/revoke" => audit::revoke(caller, &token, None, None, None, outcome),
+        _ => {}
     }
 }
 
@@ -97,7 +171,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// Reads a request body of at most `api.max_body_bytes`: 413 past it (said
 /// at once when the declared length is already too long), and no slower
 /// than the head timeout.
-async fn read_body(parts: &Parts, mut body: Incoming, state: &State) -> Result<Bytes, GatewayError> {
+async fn read_body(parts: &Parts, mut body: RequestBody, state: &State) -> Result<Bytes, GatewayError> {
     let limit = state.config.api.max_body_bytes;
     let patience = state.config.server.header_read_timeout;
     if body::declared_length(&body) > limit as u64 {

@@ -25,8 +25,15 @@ struct RevokeBody {
 
 /// Serves a revocation by the API token `caller`. A token scoped to some
 /// apps that names no app revokes within its apps only.
-pub(crate) async fn handle(body: &[u8], caller: &ApiToken, state: &State) -> Result<Response<Body>, GatewayError> {
+pub(crate) async fn handle(
+    body: &[u8],
+    caller: &ApiToken,
+    state: &State,
+    asked: &mut super::Asked,
+) -> Result<Response<Body>, GatewayError> {
     let (email, app_id) = parse(body)?;
+    asked.user = Some(email.clone());
+    asked.app.clone_from(&app_id);
     if !caller.reaches_email(&email) {
         return Err(GatewayError::Forbidden("this API token may not revoke for this user"));
     }
@@ -44,14 +51,7 @@ pub(crate) async fn handle(body: &[u8], caller: &ApiToken, state: &State) -> Res
         }
         (app, _) => revoked = state.store.revoke(&email, app.as_deref()).await?,
     }
-    tracing::info!(
-        user = %email,
-        app = app_id.as_deref().unwrap_or("*"),
-        token = %caller.name,
-        sessions = revoked.sessions,
-        tokens = revoked.tokens,
-        "revoked"
-    );
+    asked.revoked = Some(revoked);
     Ok(super::json_response(
         StatusCode::OK,
         &json!({"revokedSessions": revoked.sessions, "revokedTokens": revoked.tokens}),

@@ -244,10 +244,13 @@ impl ApiToken {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LogConfig {
     /// One `embedgate::access` line per request (default on).
     pub(crate) access: bool,
+    /// Where audit events also go, as JSON lines (resolved against the
+    /// config file's directory); reopened on SIGHUP.
+    pub(crate) audit_file: Option<std::path::PathBuf>,
 }
 
 /// `[identity]`.

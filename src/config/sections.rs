@@ -141,8 +141,9 @@ pub(crate) fn assertion(mut s: Section<'_>, cx: &mut Cx<'_>) -> Assertion {
 /// `[log]`.
 pub(crate) fn log(mut s: Section<'_>, cx: &mut Cx<'_>) -> LogConfig {
     let access = s.bool(cx, "access").unwrap_or(true);
+    let audit_file = s.str(cx, "audit_file").and_then(|f| cx.resolve(&f));
     s.finish(cx);
-    LogConfig { access }
+    LogConfig { access, audit_file }
 }
 
 /// `[identity]`.

@@ -5,25 +5,27 @@
 use cookie::{Cookie, SameSite};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::Mounted;
-use crate::body::Body;
+use crate::body::{Body, RequestBody};
 use crate::config::App;
 use crate::error::GatewayError;
 use crate::metrics::{self, Exchange};
 use crate::proxy::Downstream;
 use crate::query;
+use crate::request_id::X_REQUEST_ID;
 use crate::session::{self, SessionRecord};
 use crate::state::State;
+use crate::telemetry::audit::{self, Refusal};
 use crate::token;
 
 /// Swaps the request's PAT for a session. Every failure that is the
-/// client's counts against its address's `bad_pat_per_minute`.
+/// client's counts against its address's `bad_pat_per_minute`. Each try is
+/// one audit event: ok, or refused and why.
 pub(super) async fn exchange(
     app: &App,
     mounted: Mounted,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     state: &State,
     downstream: &Downstream,
 ) -> Result<Response<Body>, GatewayError> {
@@ -32,15 +34,26 @@ pub(super) async fn exchange(
     }
     let query = req.uri().query().unwrap_or("");
     let metrics = metrics::global();
+    let caller = audit::Caller {
+        request_id: req
+            .headers()
+            .get(&X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+        client: downstream
+            .peer(&state.config.server.trusted_proxies)
+            .client_ip(req.headers()),
+    };
     match redeem(app, query, state).await {
-        Ok(token) => {
+        Ok(redeemed) => {
             metrics.exchange(Exchange::Ok);
+            audit::exchange_ok(caller, &redeemed.email, &app.id, &redeemed.hash);
             let kept: Vec<&str> = query::pairs(query).filter(|p| !p.is_pat()).map(|p| p.raw).collect();
             let path = match mounted {
                 Mounted::Prefix => format!("/embed-apps/{}", app.id),
                 Mounted::Host => "/".to_owned(),
             };
-            let cookie = session_cookie(&state.config.session.cookie_name, &token, path);
+            let cookie = session_cookie(&state.config.session.cookie_name, &redeemed.token, path);
             Ok(see_other(
                 &state.config.server.public_url,
                 app,
@@ -51,66 +64,129 @@ pub(super) async fn exchange(
         }
         // A fault of the gateway's own, or of its store, is not the
         // client's failed try.
-        Err(error @ (GatewayError::Internal(_) | GatewayError::StoreUnavailable(_))) => {
+        Err(Refused { error, why: None, user }) => {
             metrics.exchange(Exchange::StoreError);
+            audit::exchange_refused(caller, user.as_deref(), &app.id, "error");
             Err(error)
         }
-        Err(error) => {
-            let client = downstream
-                .peer(&state.config.server.trusted_proxies)
-                .client_ip(req.headers());
-            state.limits.failed_exchange(client).map_err(|retry| {
+        Err(Refused {
+            error,
+            why: Some(why),
+            user,
+        }) => {
+            let user = user.as_deref();
+            state.limits.failed_exchange(caller.client).map_err(|retry| {
                 metrics.exchange(Exchange::RateLimited);
+                audit::exchange_refused(caller, user, &app.id, Refusal::RateLimited.name());
                 GatewayError::TooManyRequests(retry)
             })?;
-            metrics.exchange(match error {
-                GatewayError::NotFound(_) => Exchange::UserGone,
-                GatewayError::Forbidden(_) => Exchange::AccessGone,
+            metrics.exchange(match why {
+                Refusal::UserGone => Exchange::UserGone,
+                Refusal::AccessGone => Exchange::AccessGone,
                 _ => Exchange::Invalid,
             });
-            tracing::info!(app = %app.id, client = %client, status = error.status().as_u16(), "PAT exchange refused");
+            audit::exchange_refused(caller, user, &app.id, why.name());
+            tracing::info!(
+                app = %app.id,
+                client = %caller.client,
+                status = error.status().as_u16(),
+                "PAT exchange refused"
+            );
             Err(error)
         }
     }
 }
 
-/// Checks the PAT and creates the session; returns the session's token.
-async fn redeem(app: &App, query: &str, state: &State) -> Result<String, GatewayError> {
+/// A session just started.
+struct Redeemed {
+    /// The session's token, for the cookie.
+    token: String,
+    hash: token::TokenHash,
+    email: String,
+}
+
+/// An exchange refused: the answer, why (`None`: the gateway's or its
+/// store's fault, not the client's), and whose PAT it was, when known.
+struct Refused {
+    error: GatewayError,
+    why: Option<Refusal>,
+    user: Option<String>,
+}
+
+impl Refused {
+    fn invalid(why: Refusal) -> Self {
+        Refused {
+            error: GatewayError::InvalidPat,
+            why: Some(why),
+            user: None,
+        }
+    }
+
+    fn fault(error: impl Into<GatewayError>, user: Option<&str>) -> Self {
+        Refused {
+            error: error.into(),
+            why: None,
+            user: user.map(str::to_owned),
+        }
+    }
+}
+
+/// Checks the PAT and creates the session.
+async fn redeem(app: &App, query: &str, state: &State) -> Result<Redeemed, Refused> {
     let now = session::now_ms();
     let pat = query::pairs(query)
         .find(|p| p.is_pat())
         .map(|p| p.value)
         .unwrap_or_default();
     if !token::looks_like_pat(&pat) {
-        return Err(GatewayError::InvalidPat);
+        return Err(Refused::invalid(Refusal::Malformed));
     }
     let pat_hash = token::hash(&pat);
     let single_use = state.config.pat.single_use;
     let minted = state
         .store
         .take_pat(&pat_hash, &app.id, single_use, now)
-        .await?
-        .ok_or(GatewayError::InvalidPat)?;
+        .await
+        .map_err(|e| Refused::fault(e, None))?
+        .map_err(Refused::invalid)?;
+    let refused = |error: GatewayError, why: Refusal| Refused {
+        error,
+        why: Some(why),
+        user: Some(minted.email.clone()),
+    };
     // The directory (or the portal's word), as it is now, decides who the
     // user is and may be.
-    let groups = state
-        .identify(&minted.email, &minted.groups)
-        .ok_or_else(|| GatewayError::NotFound("user no longer exists".into()))?;
+    let Some(groups) = state.identify(&minted.email, &minted.groups) else {
+        return Err(refused(
+            GatewayError::NotFound("user no longer exists".into()),
+            Refusal::UserGone,
+        ));
+    };
     if !app.admits(&minted.email, &groups) {
-        return Err(GatewayError::Forbidden("this user may no longer open this app"));
+        return Err(refused(
+            GatewayError::Forbidden("this user may no longer open this app"),
+            Refusal::AccessGone,
+        ));
     }
-    let token = token::new_session_token().map_err(|e| GatewayError::Internal(Box::new(e)))?;
+    let token = token::new_session_token()
+        .map_err(|e| Refused::fault(GatewayError::Internal(Box::new(e)), Some(&minted.email)))?;
+    let hash = token::hash(&token);
     let session = SessionRecord::start(&minted, groups, state.config.session.max_lifetime, now);
     // Refused when a revocation removed the PAT since it was taken.
     let started = state
         .store
-        .start_session(token::hash(&token), session, &pat_hash, single_use)
-        .await?;
+        .start_session(hash, session, &pat_hash, single_use)
+        .await
+        .map_err(|e| Refused::fault(e, Some(&minted.email)))?;
     if !started {
-        return Err(GatewayError::InvalidPat);
+        return Err(refused(GatewayError::InvalidPat, Refusal::Unknown));
     }
     tracing::info!(user = %minted.email, app = %app.id, "session started");
-    Ok(token)
+    Ok(Redeemed {
+        token,
+        hash,
+        email: minted.email,
+    })
 }
 
 /// The session cookie of SPEC §4: scoped to the app's mount (`path`: its

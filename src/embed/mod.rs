@@ -18,9 +18,8 @@ mod phases;
 mod rewrite;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 
-use crate::body::Body;
+use crate::body::{Body, RequestBody};
 use crate::config::App;
 use crate::error::GatewayError;
 use crate::metrics::{RouteKind, Tag};
@@ -47,7 +46,7 @@ enum Mounted {
 /// other path, unchanged, through a session to its upstream.
 pub(crate) async fn handle_host(
     app: &App,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     state: &State,
     local: &std::sync::Arc<Local>,
     downstream: &Downstream,
@@ -71,7 +70,7 @@ pub(crate) async fn handle_host(
 /// Serves `/embed-apps/<rest>`.
 pub(crate) async fn handle(
     rest: &str,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     state: &State,
     local: &std::sync::Arc<Local>,
     downstream: &Downstream,

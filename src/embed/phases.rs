@@ -13,10 +13,9 @@ use std::sync::Arc;
 
 use http::header::HeaderMap;
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 use super::{cookies, expired, rewrite, Local, Mounted};
-use crate::body::{self, Body};
+use crate::body::{self, Body, RequestBody};
 use crate::config::App;
 use crate::error::GatewayError;
 use crate::proxy::headers::forwarded::X_FORWARDED_PREFIX;
@@ -47,7 +46,7 @@ pub(super) async fn proxy(
     app: &App,
     mounted: Mounted,
     below: &str,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     state: &State,
     local: &Arc<Local>,
     downstream: &Downstream,
@@ -81,7 +80,7 @@ impl Embed<'_> {
     ///
     /// May change: the request's `Cookie` fields, from which the gateway's
     /// own cookie is taken out (the upstream never sees it). Nothing else.
-    async fn session_check(&self, req: &mut Request<Incoming>) -> Result<Option<Session>, GatewayError> {
+    async fn session_check(&self, req: &mut Request<RequestBody>) -> Result<Option<Session>, GatewayError> {
         let state = self.state;
         let now = session::now_ms();
         for value in cookies::take(req.headers_mut(), &state.config.session.cookie_name) {
@@ -99,7 +98,7 @@ impl Embed<'_> {
     /// No valid session: the 401 of SPEC §5, after reading what is left of
     /// a small request body so that a client still sending it gets the
     /// answer.
-    async fn no_session(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn no_session(&self, req: Request<RequestBody>) -> Response<Body> {
         let response = expired::respond(req.headers(), self.app);
         let (parts, body) = req.into_parts();
         body::discard(&parts.headers, body, 0, self.state.config.server.header_read_timeout).await;
@@ -136,7 +135,7 @@ impl Embed<'_> {
     /// the upstream's.
     async fn upstream_request(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         below: &str,
         vouched: HeaderMap,
         session: &Session,

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::CertificateDer;
+
+use crate::body::RequestBody;
 
 /// Idle pooled connections are closed after this long; below the common
 /// upstream keep-alive defaults (nginx 75 s, Node 5 s is the outlier, and a
@@ -20,7 +21,7 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 /// A cheap-to-clone handle on the connection pool.
 #[derive(Clone, Debug)]
 pub(crate) struct UpstreamClient {
-    inner: Client<Connector, Incoming>,
+    inner: Client<Connector, RequestBody>,
 }
 
 impl UpstreamClient {
@@ -61,7 +62,7 @@ impl UpstreamClient {
     }
 
     /// The underlying hyper client.
-    pub(crate) fn hyper(&self) -> &Client<Connector, Incoming> {
+    pub(crate) fn hyper(&self) -> &Client<Connector, RequestBody> {
         &self.inner
     }
 }

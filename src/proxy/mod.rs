@@ -14,13 +14,14 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpInfo;
 use tracing::debug;
 
-use crate::body::Body;
+use crate::body::{Body, RequestBody};
 use crate::config::Upstream;
 use crate::drain::Watch;
 use crate::error::GatewayError;
+use crate::telemetry::access::UpstreamSeen;
 pub(crate) use client::UpstreamClient;
 use headers::forwarded::{self, Peer, Scheme};
 use headers::{hop, identity};
@@ -99,7 +100,7 @@ pub(crate) type Cancel = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// request's (400).
 pub(crate) async fn forward(
     client: &UpstreamClient,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     fwd: Forward<'_>,
 ) -> Result<Response<Body>, GatewayError> {
     let client_host = req.headers().get(header::HOST).cloned().or_else(|| {
@@ -158,6 +159,13 @@ pub(crate) async fn forward(
     crate::metrics::global().upstream_head.observe(sent.elapsed());
 
     let (mut parts, body) = response.into_parts();
+    // For the access line: where the pooled connection goes, and what
+    // came back before the gateway touched it.
+    let seen = UpstreamSeen {
+        addr: parts.extensions.get::<HttpInfo>().map(HttpInfo::remote_addr),
+        status: parts.status.as_u16(),
+    };
+    parts.extensions.insert(seen);
     let upstream_protocol = hop::strip(&mut parts.headers);
     let mut response = Response::from_parts(parts, Body::from(body));
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {

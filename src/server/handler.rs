@@ -1,31 +1,34 @@
-//! One request's way through: route it, run the route, log one access line.
+//! One request's way through: route it, run the route, and keep what its
+//! access line will say.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tracing::{field, info, info_span, Instrument};
+use tracing::{field, info_span, Instrument};
 
-use crate::body::Body;
+use crate::body::{Body, Direction, RequestBody, Tallied, Tally};
 use crate::error::GatewayError;
 use crate::metrics::{RouteKind, Tag};
 use crate::proxy::{self, Downstream, Forward};
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::router::{route, Route};
 use crate::state::State;
-use crate::telemetry;
+use crate::telemetry::access::{Access, Answer, UpstreamSeen};
 use crate::{api, embed};
 
-/// Serves one request; every failure becomes its JSON error response.
+/// Serves one request; every failure becomes its JSON error response. The
+/// request's access record, when the access log is on, goes with both
+/// bodies and writes its line when the last of them is done.
 pub(super) async fn handle(
     req: Request<Incoming>,
     state: &State,
     local: &Arc<embed::Local>,
     downstream: &Downstream,
-) -> Response<Body> {
-    let trusted = downstream.peer(&state.config.server.trusted_proxies).is_trusted();
-    let request_id = request_id::of(req.headers(), trusted);
+) -> Response<Tallied<Body>> {
+    let peer = downstream.peer(&state.config.server.trusted_proxies);
+    let request_id = request_id::of(req.headers(), peer.is_trusted());
     // `app` and `user` are recorded by the embed route's access-log phase.
     let span = info_span!(
         "request",
@@ -33,57 +36,49 @@ pub(super) async fn handle(
         app = field::Empty,
         user = field::Empty
     );
-    let mut req = req;
+    let access = Access::begin(
+        state.config.log.access,
+        &request_id,
+        peer.client_ip(req.headers()),
+        req.method(),
+        req.uri(),
+        req.version(),
+    );
+    let mut req = req.map(|body| Tallied::new(body, tally(&access), Direction::Received));
     // The upstream gets it (the proxy forwards it like any end-to-end field).
     req.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
     async move {
         let started = Instant::now();
-        // What the access line needs of the request, taken before it moves
-        // on (and only when the line is written).
-        let access = state.config.log.access.then(|| {
-            let client = downstream
-                .peer(&state.config.server.trusted_proxies)
-                .client_ip(req.headers());
-            (
-                req.method().clone(),
-                telemetry::redacted_target(req.uri()).into_owned(),
-                req.version(),
-                client,
-            )
-        });
         let mut tag = Tag::new(RouteKind::Other);
         let mut response = dispatch(req, state, local, downstream, &mut tag)
             .await
             .unwrap_or_else(GatewayError::into_response);
         response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-        state
-            .request_metrics
-            .record(tag, response.status().as_u16(), started.elapsed());
-        if let Some((method, path, version, client)) = access {
-            // `path`, not `target`: a JSON line already has tracing's own
-            // `target` key, and a reader would lose one of the two.
-            info!(
-                target: "embedgate::access",
-                method = %method,
-                path = %path,
-                version = ?version,
-                route = tag.route.name(),
-                client = %client,
-                status = response.status().as_u16(),
-                elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                "request"
-            );
+        let status = response.status().as_u16();
+        state.request_metrics.record(tag, status, started.elapsed());
+        let upstream = response.extensions_mut().remove::<UpstreamSeen>();
+        if let Some(access) = &access {
+            access.answered(Answer {
+                route: tag.route,
+                app: tag.app.and_then(|i| state.config.apps.get(i)).map(|app| app.id.clone()),
+                status,
+                upstream,
+            });
         }
-        response
+        response.map(|body| Tallied::new(body, tally(&access), Direction::Sent))
     }
     .instrument(span)
     .await
 }
 
+fn tally(access: &Option<Arc<Access>>) -> Option<Arc<dyn Tally>> {
+    access.clone().map(|a| a as Arc<dyn Tally>)
+}
+
 /// Runs the request's route; says in `tag` what the request was, for the
 /// metrics.
 async fn dispatch(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     state: &State,
     local: &Arc<embed::Local>,
     downstream: &Downstream,
@@ -99,7 +94,8 @@ async fn dispatch(
         Route::Api(rest) => {
             tag.route = RouteKind::Api;
             let rest = rest.to_owned();
-            api::handle(&rest, req, state).await
+            let client = downstream.peer(&config.server.trusted_proxies).client_ip(req.headers());
+            api::handle(&rest, req, state, client).await
         }
         Route::Embed(rest) => {
             tag.route = RouteKind::Embed;
@@ -131,7 +127,7 @@ async fn dispatch(
 
 /// The host a request is for: HTTP/2's `:authority` (or an HTTP/1
 /// absolute-form target's, RFC 9112 §3.2.2), else the `Host` field.
-fn request_host(req: &Request<Incoming>) -> Option<&str> {
+fn request_host(req: &Request<RequestBody>) -> Option<&str> {
     match req.uri().authority() {
         Some(authority) => Some(authority.as_str()),
         None => req.headers().get(http::header::HOST)?.to_str().ok(),
@@ -140,7 +136,7 @@ fn request_host(req: &Request<Incoming>) -> Option<&str> {
 
 /// The request target as `/path?query` (RFC 9112 §3.2.1 origin-form); the
 /// gateway is no forward proxy, so other forms are refused.
-fn origin_form(req: &Request<Incoming>) -> Result<String, GatewayError> {
+fn origin_form(req: &Request<RequestBody>) -> Result<String, GatewayError> {
     match req.uri().path_and_query() {
         Some(pq) if pq.as_str().starts_with('/') => Ok(pq.as_str().to_owned()),
         _ => Err(GatewayError::BadRequest("request target must be a path")),

@@ -20,7 +20,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, debug_span, warn, Instrument};
 
 use crate::drain::Watch;
 use crate::embed;
@@ -97,7 +97,10 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut 
             _slot: slot,
             _open: OpenConnection::count(),
         };
-        tokio::spawn(conn.serve(stream, state).instrument(info_span!("conn", peer = %peer)));
+        // A debug span: the peer is on every line at `debug`, and at `info`
+        // the span costs nothing (a request's lines carry its id, and its
+        // access line the client).
+        tokio::spawn(conn.serve(stream, state).instrument(debug_span!("conn", peer = %peer)));
     }
 }
 

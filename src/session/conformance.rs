@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{PatRecord, Revoked, SessionRecord, Store};
+use super::{Counts, PatRecord, Revoked, SessionRecord, Store};
+use crate::telemetry::audit::Refusal;
 use crate::token::TokenHash;
 
 /// An app id.
@@ -57,7 +58,7 @@ pub(crate) async fn open(store: &dyn Store, hash: TokenHash, session: SessionRec
         .take_pat(&pat_hash, &session.app_id, true, session.created_ms)
         .await
         .unwrap();
-    assert!(taken.is_some(), "the PAT just minted is taken");
+    assert!(taken.is_ok(), "the PAT just minted is taken");
     assert!(
         store.start_session(hash, session, &pat_hash, true).await.unwrap(),
         "a session starts from a PAT just taken"
@@ -97,6 +98,7 @@ macro_rules! store_conformance_tests {
             count_counts_live_records_only,
             a_revocation_between_taking_a_pat_and_starting_its_session_wins,
             a_claimed_pat_is_not_taken_again,
+            a_refused_pat_says_why,
         );
     };
     (@tests (async $make:expr); $($name:ident),+ $(,)?) => {
@@ -121,24 +123,54 @@ macro_rules! store_conformance_tests {
 
 pub(crate) async fn pat_is_taken_once_and_only_for_its_app(store: Arc<dyn Store>) {
     store.insert_pat([1; 32], pat(USER, APP, T0, 60), T0).await.unwrap();
-    assert!(store.take_pat(&[1; 32], OTHER, true, T0).await.unwrap().is_none());
+    assert_eq!(
+        store.take_pat(&[1; 32], OTHER, true, T0).await.unwrap(),
+        Err(Refusal::WrongApp)
+    );
     assert!(
-        store.take_pat(&[1; 32], APP, true, T0).await.unwrap().is_some(),
+        store.take_pat(&[1; 32], APP, true, T0).await.unwrap().is_ok(),
         "a wrong-app try must not burn it"
     );
-    assert!(store.take_pat(&[1; 32], APP, true, T0).await.unwrap().is_none());
+    assert_eq!(
+        store.take_pat(&[1; 32], APP, true, T0).await.unwrap(),
+        Err(Refusal::Used)
+    );
 }
 
 pub(crate) async fn reusable_pat_works_until_expiry(store: Arc<dyn Store>) {
     store.insert_pat([2; 32], pat(USER, APP, T0, 10), T0).await.unwrap();
-    assert!(store.take_pat(&[2; 32], APP, false, T0).await.unwrap().is_some());
-    assert!(store.take_pat(&[2; 32], APP, false, s(9)).await.unwrap().is_some());
-    assert!(store.take_pat(&[2; 32], APP, false, s(10)).await.unwrap().is_none());
+    assert!(store.take_pat(&[2; 32], APP, false, T0).await.unwrap().is_ok());
+    assert!(store.take_pat(&[2; 32], APP, false, s(9)).await.unwrap().is_ok());
+    assert!(store.take_pat(&[2; 32], APP, false, s(10)).await.unwrap().is_err());
 }
 
 pub(crate) async fn expired_pat_is_not_taken(store: Arc<dyn Store>) {
     store.insert_pat([3; 32], pat(USER, APP, T0, 10), T0).await.unwrap();
-    assert!(store.take_pat(&[3; 32], APP, true, s(10)).await.unwrap().is_none());
+    assert_eq!(
+        store.take_pat(&[3; 32], APP, true, s(10)).await.unwrap(),
+        Err(Refusal::Expired)
+    );
+}
+
+/// Why a PAT is refused, for the audit log: never minted, or used — also
+/// once its session started, until it would have expired; a used PAT is no
+/// live PAT.
+pub(crate) async fn a_refused_pat_says_why(store: Arc<dyn Store>) {
+    assert_eq!(
+        store.take_pat(&[6; 32], APP, true, T0).await.unwrap(),
+        Err(Refusal::Unknown)
+    );
+    open(&*store, [7; 32], session(USER, APP, T0, 60, 600)).await;
+    // The PAT `open` exchanged.
+    let mut used = [7; 32];
+    used[30] ^= 0xA5;
+    used[31] ^= 0x5A;
+    assert_eq!(store.take_pat(&used, APP, true, T0).await.unwrap(), Err(Refusal::Used));
+    assert_eq!(store.take_pat(&used, APP, false, T0).await.unwrap(), Err(Refusal::Used));
+    assert_eq!(store.count(T0).await.unwrap(), Counts { sessions: 1, pats: 0 });
+    // Nothing to revoke in a used PAT; the session goes.
+    let revoked = store.revoke(USER, None).await.unwrap();
+    assert_eq!((revoked.sessions, revoked.tokens), (1, 0));
 }
 
 /// The portal's word, as a PAT and a session carry it.
@@ -154,7 +186,7 @@ pub(crate) async fn pat_keeps_what_was_minted(store: Arc<dyn Store>) {
     minted.groups = vec!["sales".into(), "org:acme".into()];
     minted.attributes = vouched();
     store.insert_pat([4; 32], minted.clone(), T0).await.unwrap();
-    assert_eq!(store.take_pat(&[4; 32], APP, true, T0).await.unwrap(), Some(minted));
+    assert_eq!(store.take_pat(&[4; 32], APP, true, T0).await.unwrap(), Ok(minted));
 }
 
 pub(crate) async fn session_keeps_vouched_groups_and_attributes(store: Arc<dyn Store>) {
@@ -172,7 +204,7 @@ pub(crate) async fn concurrent_takes_of_one_pat_yield_exactly_one(store: Arc<dyn
     let tries: Vec<_> = (0..50)
         .map(|_| {
             let store = store.clone();
-            tokio::spawn(async move { store.take_pat(&[5; 32], APP, true, T0).await.unwrap().is_some() })
+            tokio::spawn(async move { store.take_pat(&[5; 32], APP, true, T0).await.unwrap().is_ok() })
         })
         .collect();
     let mut winners = 0;
@@ -243,14 +275,14 @@ pub(crate) async fn revoke_ends_a_users_sessions_and_pats_for_one_app_or_all(sto
     );
     assert!(store.use_session(&[10; 32], APP, T0).await.unwrap().is_none());
     assert!(store.use_session(&[11; 32], OTHER, T0).await.unwrap().is_some());
-    assert!(store.take_pat(&[13; 32], APP, false, T0).await.unwrap().is_none());
+    assert!(store.take_pat(&[13; 32], APP, false, T0).await.unwrap().is_err());
 
     assert_eq!(
         store.revoke(USER, None).await.unwrap(),
         Revoked { sessions: 1, tokens: 1 }
     );
     assert!(store.use_session(&[11; 32], OTHER, T0).await.unwrap().is_none());
-    assert!(store.take_pat(&[14; 32], OTHER, false, T0).await.unwrap().is_none());
+    assert!(store.take_pat(&[14; 32], OTHER, false, T0).await.unwrap().is_err());
     assert!(
         store.use_session(&[12; 32], APP, T0).await.unwrap().is_some(),
         "another user's session is untouched"
@@ -299,7 +331,7 @@ pub(crate) async fn a_revocation_between_taking_a_pat_and_starting_its_session_w
         let minted = pat(USER, APP, T0, 60);
         store.insert_pat([50; 32], minted.clone(), T0).await.unwrap();
         let taken = store.take_pat(&[50; 32], APP, single_use, T0).await.unwrap();
-        assert!(taken.is_some(), "single_use = {single_use}");
+        assert!(taken.is_ok(), "single_use = {single_use}");
         store.revoke(USER, None).await.unwrap();
         let started = SessionRecord::start(&minted, vec![], Duration::from_secs(600), T0);
         assert!(
@@ -314,7 +346,7 @@ pub(crate) async fn a_revocation_between_taking_a_pat_and_starting_its_session_w
     // Without a revocation, the same steps start it.
     let minted = pat(USER, APP, T0, 60);
     store.insert_pat([52; 32], minted.clone(), T0).await.unwrap();
-    assert!(store.take_pat(&[52; 32], APP, false, T0).await.unwrap().is_some());
+    assert!(store.take_pat(&[52; 32], APP, false, T0).await.unwrap().is_ok());
     let started = SessionRecord::start(&minted, vec![], Duration::from_secs(600), T0);
     assert!(store.start_session([53; 32], started, &[52; 32], false).await.unwrap());
     assert!(store.use_session(&[53; 32], APP, T0).await.unwrap().is_some());
@@ -324,7 +356,7 @@ pub(crate) async fn a_revocation_between_taking_a_pat_and_starting_its_session_w
 /// (its user was no longer admitted, say) stays spent.
 pub(crate) async fn a_claimed_pat_is_not_taken_again(store: Arc<dyn Store>) {
     store.insert_pat([54; 32], pat(USER, APP, T0, 60), T0).await.unwrap();
-    assert!(store.take_pat(&[54; 32], APP, true, T0).await.unwrap().is_some());
-    assert!(store.take_pat(&[54; 32], APP, true, T0).await.unwrap().is_none());
-    assert!(store.take_pat(&[54; 32], APP, false, T0).await.unwrap().is_none());
+    assert!(store.take_pat(&[54; 32], APP, true, T0).await.unwrap().is_ok());
+    assert!(store.take_pat(&[54; 32], APP, true, T0).await.unwrap().is_err());
+    assert!(store.take_pat(&[54; 32], APP, false, T0).await.unwrap().is_err());
 }

@@ -14,7 +14,8 @@ use std::collections::HashSet;
 use dashmap::DashMap;
 use tokio::sync::broadcast;
 
-use super::{Counts, Ended, PatRecord, Revoked, SessionRecord, Store, StoreError};
+use super::{Attributes, Counts, Ended, PatRecord, Revoked, SessionRecord, Store, StoreError};
+use crate::telemetry::audit::Refusal;
 use crate::token::TokenHash;
 
 /// Batches of ended sessions a listener may fall behind by before it is
@@ -34,11 +35,14 @@ impl Owned {
     }
 }
 
-/// A PAT as kept: its record, and whether an exchange has claimed it.
+/// A PAT as kept: its record, whether an exchange has claimed it, and
+/// whether that exchange started its session (then only a mark that it was
+/// used is left, until it would have expired).
 #[derive(Debug)]
 struct Minted {
     record: PatRecord,
     claimed: bool,
+    spent: bool,
 }
 
 /// Sessions and PATs of this process.
@@ -96,6 +100,7 @@ impl Store for MemoryStore {
             Minted {
                 record: pat,
                 claimed: false,
+                spent: false,
             },
         );
         Ok(())
@@ -107,16 +112,25 @@ impl Store for MemoryStore {
         app_id: &str,
         single_use: bool,
         now_ms: u64,
-    ) -> Result<Option<PatRecord>, StoreError> {
+    ) -> Result<Result<PatRecord, Refusal>, StoreError> {
         let Some(mut pat) = self.pats.get_mut(hash) else {
-            return Ok(None);
+            return Ok(Err(Refusal::Unknown));
         };
-        if pat.record.app_id != app_id || pat.claimed || !pat.record.is_live(now_ms) {
-            return Ok(None);
+        let refusal = if pat.claimed {
+            Some(Refusal::Used)
+        } else if !pat.record.is_live(now_ms) {
+            Some(Refusal::Expired)
+        } else if pat.record.app_id != app_id {
+            Some(Refusal::WrongApp)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            return Ok(Err(refusal));
         }
         // Claimed in the same shard-locked step: no other exchange gets it.
         pat.claimed = single_use;
-        Ok(Some(pat.record.clone()))
+        Ok(Ok(pat.record.clone()))
     }
 
     async fn start_session(
@@ -131,10 +145,16 @@ impl Store for MemoryStore {
         // session) or gone (the revocation came first).
         let email = session.email.clone();
         let mut owned = self.by_user.entry(email.clone()).or_default();
-        let still_there = if single_use {
-            self.pats.remove_if(pat, |_, p| p.claimed).is_some()
-        } else {
-            self.pats.get(pat).is_some_and(|p| !p.claimed)
+        let still_there = match self.pats.get_mut(pat) {
+            Some(mut p) if single_use && p.claimed && !p.spent => {
+                // Spent: what is left says only that it was used.
+                p.spent = true;
+                p.record.groups = Vec::new();
+                p.record.attributes = Attributes::new();
+                true
+            }
+            Some(p) => !single_use && !p.claimed,
+            None => false,
         };
         if still_there {
             if single_use {
@@ -157,7 +177,18 @@ impl Store for MemoryStore {
         let Some(mut session) = self.sessions.get_mut(hash) else {
             return Ok(None);
         };
-        if session.app_id != app_id || !session.is_live(now_ms) {
+        if !session.is_live(now_ms) {
+            drop(session);
+            // Ended now rather than at the next sweep (once: whoever
+            // removes it says so).
+            if let Some((_, s)) = self.sessions.remove_if(hash, |_, s| !s.is_live(now_ms)) {
+                self.unindex(&s.email, hash);
+                self.announce(vec![*hash]);
+                super::ended(hash, &s.email, &s.app_id, s.cap_ms, false, now_ms);
+            }
+            return Ok(None);
+        }
+        if session.app_id != app_id {
             return Ok(None);
         }
         session.touch(now_ms);
@@ -170,7 +201,8 @@ impl Store for MemoryStore {
         let mut tokens = 0;
         if let Some(mut owned) = self.by_user.get_mut(email) {
             owned.sessions.retain(|hash| {
-                if self.sessions.remove_if(hash, |_, s| in_scope(&s.app_id)).is_some() {
+                if let Some((_, s)) = self.sessions.remove_if(hash, |_, s| in_scope(&s.app_id)) {
+                    super::ended(hash, email, &s.app_id, s.cap_ms, true, 0);
                     ended.push(*hash);
                     return false;
                 }
@@ -197,7 +229,11 @@ impl Store for MemoryStore {
     async fn count(&self, now_ms: u64) -> Result<Counts, StoreError> {
         Ok(Counts {
             sessions: self.sessions.iter().filter(|s| s.is_live(now_ms)).count(),
-            pats: self.pats.iter().filter(|p| p.record.is_live(now_ms)).count(),
+            pats: self
+                .pats
+                .iter()
+                .filter(|p| !p.spent && p.record.is_live(now_ms))
+                .count(),
         })
     }
 
@@ -208,6 +244,7 @@ impl Store for MemoryStore {
         self.sessions.retain(|hash, s| {
             let live = s.is_live(now_ms);
             if !live {
+                super::ended(hash, &s.email, &s.app_id, s.cap_ms, false, now_ms);
                 dropped.push((std::mem::take(&mut s.email), *hash));
             }
             live
@@ -253,6 +290,11 @@ mod tests {
             .unwrap();
         assert_eq!(store.sweep(t0 + 20_000).await.unwrap(), 3);
         assert_eq!(store.sessions.len(), 1);
+        // Left: the marks of the two PATs `open` exchanged, until they
+        // would have expired.
+        assert_eq!(store.pats.len(), 2);
+        assert!(store.pats.iter().all(|p| p.spent));
+        assert_eq!(store.sweep(t0 + 61_000).await.unwrap(), 2);
         assert!(store.pats.is_empty());
         let owned = store.by_user.get(USER).expect("alice still owns a session");
         assert_eq!(owned.sessions, HashSet::from([[11; 32]]));
@@ -281,6 +323,43 @@ mod tests {
         assert!(heard.try_recv().is_err(), "nothing swept, nothing announced");
     }
 
+    /// Each session that ends is one audit event, with why: swept after
+    /// its idle timeout or its lifetime cap, noticed at its next use, or
+    /// revoked; never twice.
+    #[tokio::test]
+    async fn ended_sessions_are_audited_once_with_the_reason() {
+        let (_guard, audit) = crate::telemetry::audit::testing::capture();
+        let store = MemoryStore::new();
+        let t0 = conformance::T0;
+        // Idle 10 s under a 100 s cap; idle 100 s under a 30 s cap.
+        conformance::open(&store, [30; 32], session(USER, APP, t0, 10, 100)).await;
+        conformance::open(&store, [31; 32], session(USER, APP, t0, 100, 30)).await;
+        conformance::open(&store, [32; 32], session(USER, OTHER, t0, 100, 100)).await;
+        conformance::open(&store, [33; 32], session(USER, OTHER, t0, 10, 100)).await;
+        store.sweep(t0 + 20_000).await.unwrap();
+        assert!(store.use_session(&[31; 32], APP, t0 + 31_000).await.unwrap().is_none());
+        store.revoke(USER, Some(OTHER)).await.unwrap();
+        store.sweep(t0 + 200_000).await.unwrap();
+        assert!(store.use_session(&[30; 32], APP, t0 + 300_000).await.unwrap().is_none());
+        let fingerprint = |b: u8| crate::telemetry::audit::fingerprint(&[b; 32]);
+        let ended = |b: u8, app: &str, reason: &str| {
+            serde_json::json!({
+                "message": "audit", "event": "session_end", "user": USER, "app": app,
+                "session": fingerprint(b), "reason": reason,
+            })
+        };
+        let mut events = audit.events();
+        events.sort_by_key(|e| e["session"].as_str().map(str::to_owned));
+        let mut expected = [
+            ended(30, APP, "idle"),
+            ended(31, APP, "lifetime"),
+            ended(32, OTHER, "revoked"),
+            ended(33, OTHER, "idle"),
+        ];
+        expected.sort_by_key(|e| e["session"].as_str().map(str::to_owned));
+        assert_eq!(events, expected);
+    }
+
     /// A claimed PAT stays indexed (a revocation must still find it) until
     /// its session starts; then only the session is.
     #[tokio::test]
@@ -292,7 +371,7 @@ mod tests {
             .await
             .unwrap();
         let taken = store.take_pat(&[1; 32], APP, true, conformance::T0).await.unwrap();
-        assert!(taken.is_some());
+        assert!(taken.is_ok());
         assert_eq!(
             store.by_user.get(USER).map(|o| o.pats.clone()),
             Some(HashSet::from([[1; 32]]))
@@ -303,7 +382,11 @@ mod tests {
         assert!(owned.pats.is_empty());
         assert_eq!(owned.sessions, HashSet::from([[2; 32]]));
         drop(owned);
-        assert!(store.pats.is_empty());
+        let mark = store.pats.get(&[1; 32]);
+        assert!(
+            mark.is_some_and(|p| p.spent && p.record.groups.is_empty() && p.record.attributes.is_empty()),
+            "only a mark that it was used is left"
+        );
     }
 
     /// Revocation goes through the user's index entry: with 100k live

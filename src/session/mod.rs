@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::error::GatewayError;
+use crate::telemetry::audit::{self, EndReason, Refusal};
 use crate::token::TokenHash;
 
 pub(crate) use self::redis::RedisStore;
@@ -117,6 +118,19 @@ impl SessionRecord {
     }
 }
 
+/// Logs that a session ended, and why: revoked, or at `now_ms` past its
+/// lifetime cap or its idle timeout.
+pub(crate) fn ended(hash: &TokenHash, email: &str, app_id: &str, cap_ms: u64, revoked: bool, now_ms: u64) {
+    let reason = if revoked {
+        EndReason::Revoked
+    } else if now_ms >= cap_ms {
+        EndReason::Lifetime
+    } else {
+        EndReason::Idle
+    };
+    audit::session_end(email, app_id, hash, reason);
+}
+
 /// What a revocation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Revoked {
@@ -166,17 +180,18 @@ pub(crate) trait Store: Send + Sync {
     async fn insert_pat(&self, hash: TokenHash, pat: PatRecord, now_ms: u64) -> Result<(), StoreError>;
 
     /// The PAT with this hash, if it exists, is scoped to `app_id` and is
-    /// live at `now_ms`. With `single_use` it is claimed in the same step,
-    /// so that it can never be taken twice (the claim ends with
-    /// [`Store::start_session`], a revocation, or the PAT's expiry); a try
-    /// for another app leaves it in place.
+    /// live at `now_ms`; else why not, for the audit log. With `single_use`
+    /// it is claimed in the same step, so that it can never be taken twice
+    /// (the claim ends with [`Store::start_session`], which leaves a mark
+    /// that it was used until it would have expired, a revocation, or the
+    /// PAT's expiry); a try for another app leaves it in place.
     async fn take_pat(
         &self,
         hash: &TokenHash,
         app_id: &str,
         single_use: bool,
         now_ms: u64,
-    ) -> Result<Option<PatRecord>, StoreError>;
+    ) -> Result<Result<PatRecord, Refusal>, StoreError>;
 
     /// Keeps a new session under its token's hash, started from the PAT
     /// with hash `pat` that [`Store::take_pat`] just handed out — only if
@@ -194,6 +209,8 @@ pub(crate) trait Store: Send + Sync {
 
     /// The session with this hash, if it is live at `now_ms` and bound to
     /// `app_id`; the request counts as activity (sliding expiry, capped).
+    /// A session found to have ended is logged to the audit log (once by
+    /// the store that notices: see [`ended`]).
     async fn use_session(
         &self,
         hash: &TokenHash,
@@ -202,16 +219,18 @@ pub(crate) trait Store: Send + Sync {
     ) -> Result<Option<SessionRecord>, StoreError>;
 
     /// Ends every session and unused PAT of `email` (for `app_id` only,
-    /// when given), found through a per-user index rather than a scan, and
-    /// announces the ended sessions on [`Store::ended_sessions`].
+    /// when given), found through a per-user index rather than a scan,
+    /// announces the ended sessions on [`Store::ended_sessions`] and logs
+    /// each to the audit log.
     async fn revoke(&self, email: &str, app_id: Option<&str>) -> Result<Revoked, StoreError>;
 
     /// Sessions and PATs live at `now_ms`.
     async fn count(&self, now_ms: u64) -> Result<Counts, StoreError>;
 
     /// Drops what expired by `now_ms`, announcing the sessions on
-    /// [`Store::ended_sessions`]; returns how many records went. A store
-    /// with native expiry has nothing to do.
+    /// [`Store::ended_sessions`] and logging each to the audit log; returns
+    /// how many records went. A store with native expiry has only the
+    /// sessions this process served to look at.
     async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError>;
 
     /// Every session that ends from now on, revoked or swept after it

@@ -41,6 +41,7 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 use super::{Counts, Ended, PatRecord, Revoked, SessionRecord, Store, StoreError};
+use crate::telemetry::audit::Refusal;
 use crate::token::TokenHash;
 
 /// How long a replica reuses a session it has read before reading it again.
@@ -90,8 +91,9 @@ pub(crate) struct RedisStore {
     timeout: Duration,
     scripts: Scripts,
     cache: DashMap<TokenHash, Cached>,
-    /// Sessions this replica has served and not yet seen end.
-    served: DashMap<TokenHash, ()>,
+    /// Sessions this replica has served and not yet seen end, with what
+    /// the audit log says when they do.
+    served: DashMap<TokenHash, Served>,
     ended: broadcast::Sender<Ended>,
     /// [`UNKNOWN`] until the first call or check, then [`UP`] or
     /// [`DOWN`] as the last one went.
@@ -222,6 +224,15 @@ impl RedisStore {
         }
     }
 
+    /// Drops a session that expired from what this replica keeps, and logs
+    /// its end if this replica served it (each replica that did says so).
+    fn expired(&self, hash: &TokenHash, now_ms: u64) {
+        self.cache.remove(hash);
+        if let Some((_, served)) = self.served.remove(hash) {
+            super::ended(hash, &served.email, &served.app_id, served.cap_ms, false, now_ms);
+        }
+    }
+
     /// Reads a session from Redis, extends it when due, and caches it.
     async fn read_session(
         &self,
@@ -233,10 +244,11 @@ impl RedisStore {
         let mut connection = self.connection()?;
         let text: Option<String> = self.call(connection.get(&key)).await?;
         let Some(mut record) = text.and_then(|t| serde_json::from_str::<SessionRecord>(&t).ok()) else {
-            self.forget(std::slice::from_ref(hash));
+            self.expired(hash, now_ms);
             return Ok(None);
         };
         if !record.is_live(now_ms) {
+            self.expired(hash, now_ms);
             return Ok(None);
         }
         // A request for another app is no activity of this session's.
@@ -267,9 +279,21 @@ impl RedisStore {
                 read_at: Instant::now(),
             },
         );
-        self.served.insert(*hash, ());
+        self.served.entry(*hash).or_insert_with(|| Served {
+            email: record.email.clone(),
+            app_id: record.app_id.clone(),
+            cap_ms: record.cap_ms,
+        });
         Ok((record.app_id == app_id).then_some(record))
     }
+}
+
+/// A session this replica served, as the audit log names it when it ends.
+#[derive(Debug)]
+struct Served {
+    email: String,
+    app_id: String,
+    cap_ms: u64,
 }
 
 /// `PING` every [`HEALTH_EVERY`], so readiness follows Redis even without
@@ -412,16 +436,26 @@ impl Store for RedisStore {
         app_id: &str,
         single_use: bool,
         now_ms: u64,
-    ) -> Result<Option<PatRecord>, StoreError> {
+    ) -> Result<Result<PatRecord, Refusal>, StoreError> {
         let mut connection = self.connection()?;
         let mut invocation = self.scripts.take_pat.prepare_invoke();
         invocation
             .key(self.key("pat", hash))
             .arg(app_id)
             .arg(if single_use { "1" } else { "0" });
-        let text: Option<String> = self.call(invocation.invoke_async(&mut connection)).await?;
-        let pat = text.and_then(|t| serde_json::from_str::<PatRecord>(&t).ok());
-        Ok(pat.filter(|p| p.is_live(now_ms)))
+        // The record, or why not: "unknown", "used" or "wrong_app". Redis
+        // drops a PAT when it expires, so an expired one is mostly unknown.
+        let (taken, text): (String, String) = self.call(invocation.invoke_async(&mut connection)).await?;
+        Ok(match taken.as_str() {
+            "ok" => match serde_json::from_str::<PatRecord>(&text) {
+                Ok(pat) if pat.is_live(now_ms) => Ok(pat),
+                Ok(_) => Err(Refusal::Expired),
+                Err(_) => Err(Refusal::Unknown),
+            },
+            "used" => Err(Refusal::Used),
+            "wrong_app" => Err(Refusal::WrongApp),
+            _ => Err(Refusal::Unknown),
+        })
     }
 
     async fn start_session(
@@ -485,8 +519,12 @@ impl Store for RedisStore {
             .arg(app_id.unwrap_or(""))
             .arg(self.channel())
             .arg(&self.replica);
-        let (tokens, sessions): (usize, Vec<String>) = self.call(invocation.invoke_async(&mut connection)).await?;
+        let (tokens, sessions, apps): (usize, Vec<String>, Vec<String>) =
+            self.call(invocation.invoke_async(&mut connection)).await?;
         let ended = parse_hashes(sessions.join(" ").as_bytes());
+        for (hash, ended_app) in ended.iter().zip(&apps) {
+            super::ended(hash, email, ended_app, 0, true, 0);
+        }
         // This replica's listeners hear it at once, whatever the channel does.
         self.forget(&ended);
         let revoked = Revoked {
@@ -566,7 +604,9 @@ impl Store for RedisStore {
             });
             gone.extend(ended.map(|(hash, _)| *hash));
         }
-        self.forget(&gone);
+        for hash in &gone {
+            self.expired(hash, now_ms);
+        }
         let count = gone.len();
         if !gone.is_empty() {
             let _ = self.ended.send(Ended::Sessions(gone.into()));

@@ -3,8 +3,9 @@
 -- KEYS[1] the user's index
 -- ARGV[1] the key prefix, ARGV[2] the app id or "" for every app,
 -- ARGV[3] the channel of ended sessions, ARGV[4] the revoking replica
--- Returns { PATs deleted, { hex hashes of sessions deleted } }.
+-- Returns { PATs deleted, { hex hashes of sessions deleted }, { their apps } }.
 local ended = {}
+local apps = {}
 local tokens = 0
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local kind, hex, app = string.match(member, '^(%a+):(%x+):(.*)$')
@@ -14,6 +15,7 @@ for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     if deleted == 1 then
       if kind == 'session' then
         table.insert(ended, hex)
+        table.insert(apps, app)
       else
         tokens = tokens + 1
       end
@@ -23,4 +25,4 @@ end
 if #ended > 0 then
   redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. table.concat(ended, ' '))
 end
-return { tokens, ended }
+return { tokens, ended, apps }

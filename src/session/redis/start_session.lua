@@ -1,6 +1,8 @@
 -- Keeps a session started from a PAT, only if that PAT is still there:
--- claimed (single use, and then spent) or unclaimed (reusable). A
--- revocation that ran since the PAT was taken deleted it: no session then.
+-- claimed (single use, and then spent: "!used" is left until it would have
+-- expired, so that a replay is known for what it is) or unclaimed
+-- (reusable). A revocation that ran since the PAT was taken deleted it: no
+-- session then.
 -- KEYS[1] the session's key, KEYS[2] the PAT's key, KEYS[3] the user's index
 -- ARGV[1] the session (JSON), ARGV[2] its TTL (ms), ARGV[3] "1" for single
 -- use, ARGV[4] the session's index member, ARGV[5] the PAT's index member,
@@ -10,11 +12,14 @@ if not pat then
   return 0
 end
 local claimed = string.sub(pat, 1, 1) == '!'
+if pat == '!used' then
+  return 0
+end
 if ARGV[3] == '1' then
   if not claimed then
     return 0
   end
-  redis.call('DEL', KEYS[2])
+  redis.call('SET', KEYS[2], '!used', 'KEEPTTL')
   redis.call('SREM', KEYS[3], ARGV[5])
 elseif claimed then
   return 0

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::session::conformance::{self, pat, session, APP, T0, USER};
+use crate::session::conformance::{self, pat, session, APP, OTHER, T0, USER};
 
 /// A `redis-server` on a free loopback port, stopped by its PID on drop.
 struct Server {
@@ -143,14 +143,20 @@ async fn keys_are_prefixed_hashes_with_ttls() {
         .map(|k| k.strip_prefix(&store.prefix).unwrap_or(k).to_owned())
         .collect();
     names.sort();
-    assert_eq!(
-        names,
-        [
-            format!("pat:{}", hex::encode([0x61; 32])),
-            format!("session:{}", hex::encode([0x62; 32])),
-            format!("user:{USER}"),
-        ]
-    );
+    // The PAT `open` exchanged is left as a mark that it was used.
+    let mut used = [0x62; 32];
+    used[30] ^= 0xA5;
+    used[31] ^= 0x5A;
+    let mut expected = vec![
+        format!("pat:{}", hex::encode([0x61; 32])),
+        format!("pat:{}", hex::encode(used)),
+        format!("session:{}", hex::encode([0x62; 32])),
+        format!("user:{USER}"),
+    ];
+    expected.sort();
+    assert_eq!(names, expected);
+    let mark: Option<String> = connection.get(store.key("pat", &used)).await.unwrap();
+    assert_eq!(mark.as_deref(), Some("!used"), "nothing of the PAT's record is left");
     for key in &keys {
         let ttl: i64 = ::redis::cmd("PTTL")
             .arg(key)
@@ -246,6 +252,44 @@ async fn sweep_announces_served_sessions_that_expired() {
     let ended = heard.try_recv().expect("announced");
     assert_eq!(ended, Ended::Sessions(Arc::from([[0x81u8; 32]].as_slice())));
     assert!(!store.served.contains_key(&[0x81; 32]));
+}
+
+/// A replica logs the end of each session it served, once: expired in
+/// Redis (found by its sweep or its next use) or revoked (with the app
+/// each revoked session was for).
+#[tokio::test]
+async fn ended_sessions_are_audited_once_with_the_reason() {
+    let (_guard, audit) = crate::telemetry::audit::testing::capture();
+    let Some((store, _server)) = store().await else { return };
+    let now = crate::session::now_ms();
+    conformance::open(&*store, [0x91; 32], session(USER, APP, now, 1, 600)).await;
+    conformance::open(&*store, [0x92; 32], session(USER, APP, now, 1, 600)).await;
+    conformance::open(&*store, [0x93; 32], session(USER, OTHER, now, 600, 600)).await;
+    for hash in [[0x91; 32], [0x92; 32]] {
+        assert!(store.use_session(&hash, APP, now).await.unwrap().is_some());
+    }
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let later = crate::session::now_ms();
+    assert_eq!(store.sweep(later).await.unwrap(), 2);
+    assert_eq!(store.sweep(later).await.unwrap(), 0);
+    assert!(store.use_session(&[0x91; 32], APP, later).await.unwrap().is_none());
+    assert_eq!(store.revoke(USER, None).await.unwrap().sessions, 1);
+    let ended = |b: u8, app: &str, reason: &str| {
+        serde_json::json!({
+            "message": "audit", "event": "session_end", "user": USER, "app": app,
+            "session": crate::telemetry::audit::fingerprint(&[b; 32]), "reason": reason,
+        })
+    };
+    let mut events = audit.events();
+    events.sort_by_key(|e| e["session"].as_str().map(str::to_owned));
+    assert_eq!(
+        events,
+        [
+            ended(0x91, APP, "idle"),
+            ended(0x92, APP, "idle"),
+            ended(0x93, OTHER, "revoked")
+        ]
+    );
 }
 
 /// Ready only once Redis has answered: not before its first check.
