@@ -70,7 +70,11 @@ async fn a_full_flow_is_audited_on_stderr_and_in_the_audit_file() {
     let addr = gw.public_addr;
     let token = "token_sha256[0]";
     let mut expected: Vec<Value> = Vec::new();
+    // The access lines expected, by request id: method, path, route, app,
+    // status, and whether an upstream answered.
+    let mut access: Vec<(String, Value)> = Vec::new();
     let id = |r: &Reply| r.header("x-request-id").unwrap_or_default().to_string();
+    let mint_path = "/api/ext/users/personal-access-token";
 
     // Mints: one made, one with an unknown API token, one for a user the
     // app does not admit.
@@ -99,10 +103,19 @@ async fn a_full_flow_is_audited_on_stderr_and_in_the_audit_file() {
     let session = set_cookie_value(&r, "embedgate_session").unwrap_or_default();
     expected.push(json!({"event": "exchange", "request_id": id(&r), "client": "127.0.0.1",
         "user": "alice@example.com", "app": APP_A, "session": fingerprint(&session), "outcome": "ok"}));
-    assert_eq!(embed_get(addr, APP_A, "/", &session).await.status, 200);
+    let exchange_path = format!("/embed-apps/{APP_A}?personal-access-token=REDACTED");
+    access.push((id(&r), json!({"method": "GET", "path": exchange_path, "route": "exchange", "app": APP_A,
+        "status": 303, "bytes_out": 0})));
+    let r = embed_get(addr, APP_A, "/", &session).await;
+    assert_eq!(r.status, 200);
+    access.push((id(&r), json!({"method": "GET", "path": format!("/embed-apps/{APP_A}/"), "route": "embed",
+        "app": APP_A, "status": 200, "bytes_out": r.body.len(), "upstream": up.addr.to_string(),
+        "upstream_status": 200})));
     let r = exchange(addr, APP_A, &pat).await;
     expected.push(json!({"event": "exchange", "request_id": id(&r), "client": "127.0.0.1",
         "app": APP_A, "outcome": "used"}));
+    access.push((id(&r), json!({"method": "GET", "path": exchange_path, "route": "exchange", "app": APP_A,
+        "status": r.status.as_u16(), "bytes_out": r.body.len()})));
     let for_a = mint_pat(addr, "alice@example.com", APP_A).await;
     expected.push(json!({"event": "mint", "client": "127.0.0.1", "token": token,
         "user": "alice@example.com", "app": APP_A, "outcome": "ok"}));
@@ -189,6 +202,33 @@ async fn a_full_flow_is_audited_on_stderr_and_in_the_audit_file() {
             assert!(!text.contains(secret), "{place} holds a secret");
         }
     }
+    // Each request of the flow has its access line, every field as sent.
+    let lines: Vec<Value> = gw
+        .stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "embedgate::access")
+        .collect();
+    for (request_id, want) in &access {
+        let line = lines
+            .iter()
+            .find(|l| l["request_id"] == request_id.as_str())
+            .unwrap_or_else(|| panic!("no access line for {want}:\n{}", gw.stderr()));
+        let mut want = want.as_object().cloned().unwrap_or_default();
+        want.insert("client".into(), "127.0.0.1".into());
+        want.insert("version".into(), "HTTP/1.1".into());
+        want.insert("message".into(), "request".into());
+        want.insert("level".into(), "INFO".into());
+        want.entry("bytes_in").or_insert(0.into());
+        for (key, value) in &want {
+            assert_eq!(&line[key], value, "{key} of {line}");
+        }
+        let upstream = want.contains_key("upstream");
+        assert_eq!(line.get("upstream_status").is_some(), upstream, "{line}");
+        assert_eq!(line.get("app").is_some(), want.contains_key("app"), "{line}");
+        assert!(line["elapsed_us"].as_u64().is_some() && line["timestamp"].is_string(), "{line}");
+    }
+
     // Each line of the audit file is one JSON object with no key twice.
     for line in read(&file).lines() {
         let v: Value = serde_json::from_str(line).unwrap_or_default();
