@@ -104,18 +104,27 @@ async fn a_full_flow_is_audited_on_stderr_and_in_the_audit_file() {
     expected.push(json!({"event": "exchange", "request_id": id(&r), "client": "127.0.0.1",
         "user": "alice@example.com", "app": APP_A, "session": fingerprint(&session), "outcome": "ok"}));
     let exchange_path = format!("/embed-apps/{APP_A}?personal-access-token=REDACTED");
-    access.push((id(&r), json!({"method": "GET", "path": exchange_path, "route": "exchange", "app": APP_A,
-        "status": 303, "bytes_out": 0})));
+    access.push((
+        id(&r),
+        json!({"method": "GET", "path": exchange_path, "route": "exchange", "app": APP_A,
+        "status": 303, "bytes_out": 0}),
+    ));
     let r = embed_get(addr, APP_A, "/", &session).await;
     assert_eq!(r.status, 200);
-    access.push((id(&r), json!({"method": "GET", "path": format!("/embed-apps/{APP_A}/"), "route": "embed",
+    access.push((
+        id(&r),
+        json!({"method": "GET", "path": format!("/embed-apps/{APP_A}/"), "route": "embed",
         "app": APP_A, "status": 200, "bytes_out": r.body.len(), "upstream": up.addr.to_string(),
-        "upstream_status": 200})));
+        "upstream_status": 200}),
+    ));
     let r = exchange(addr, APP_A, &pat).await;
     expected.push(json!({"event": "exchange", "request_id": id(&r), "client": "127.0.0.1",
         "app": APP_A, "outcome": "used"}));
-    access.push((id(&r), json!({"method": "GET", "path": exchange_path, "route": "exchange", "app": APP_A,
-        "status": r.status.as_u16(), "bytes_out": r.body.len()})));
+    access.push((
+        id(&r),
+        json!({"method": "GET", "path": exchange_path, "route": "exchange", "app": APP_A,
+        "status": r.status.as_u16(), "bytes_out": r.body.len()}),
+    ));
     let for_a = mint_pat(addr, "alice@example.com", APP_A).await;
     expected.push(json!({"event": "mint", "client": "127.0.0.1", "token": token,
         "user": "alice@example.com", "app": APP_A, "outcome": "ok"}));
@@ -226,7 +235,10 @@ async fn a_full_flow_is_audited_on_stderr_and_in_the_audit_file() {
         let upstream = want.contains_key("upstream");
         assert_eq!(line.get("upstream_status").is_some(), upstream, "{line}");
         assert_eq!(line.get("app").is_some(), want.contains_key("app"), "{line}");
-        assert!(line["elapsed_us"].as_u64().is_some() && line["timestamp"].is_string(), "{line}");
+        assert!(
+            line["elapsed_us"].as_u64().is_some() && line["timestamp"].is_string(),
+            "{line}"
+        );
     }
 
     // Each line of the audit file is one JSON object with no key twice.
