@@ -85,8 +85,13 @@ async fn a_full_flow_is_audited_on_stderr_and_in_the_audit_file() {
         json!({"event": "mint", "request_id": id(&r), "client": "127.0.0.1", "token": token,
         "user": "alice@example.com", "app": APP_A, "outcome": "ok"}),
     );
+    access.push((
+        id(&r),
+        json!({"method": "POST", "path": mint_path, "route": "api", "status": 201, "bytes_out": r.body.len(),
+            "bytes_in": json!({"email": "alice@example.com", "appId": APP_A}).to_string().len()}),
+    ));
     let body = json!({"email": "alice@example.com", "appId": APP_A}).to_string();
-    let r = post_json(addr, "/api/ext/users/personal-access-token", Some("not-a-token"), &body).await;
+    let r = post_json(addr, mint_path, Some("not-a-token"), &body).await;
     assert_eq!(r.status, 401);
     expected.push(json!({"event": "mint", "request_id": id(&r), "client": "127.0.0.1",
         "token": fingerprint("not-a-token"), "outcome": "unauthorized"}));
