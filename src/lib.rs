@@ -10,7 +10,8 @@
 //! ```text
 //! server, demo                 accept, TLS, HTTP/1.1 + HTTP/2, drain, admin; the bundled demo
 //! router                       path → route
-//! api, embed                   the PAT API; the exchange and the embed route's phases
+//! api, embed, helper           the PAT API; the exchange and the embed route's phases;
+//!                                the host-page helper (js/)
 //! state                        one generation of config and what is built from it
 //! session, limits, assertion,  records and the Store; rate limits; signing;
 //!   proxy, tls                   the proxy engine; PEM certificates
@@ -28,6 +29,7 @@ mod demo;
 mod drain;
 mod embed;
 mod error;
+mod helper;
 mod limits;
 mod metrics;
 mod proxy;

@@ -40,17 +40,20 @@ pub(crate) enum RouteKind {
     Passthrough,
     /// `/.well-known/embedgate/jwks.json`.
     Jwks,
+    /// `/embedgate.js` and `/embedgate.mjs`: the host-page helper.
+    Helper,
     /// Anything else (not found).
     Other,
 }
 
 impl RouteKind {
-    const ALL: [RouteKind; 6] = [
+    const ALL: [RouteKind; 7] = [
         RouteKind::Api,
         RouteKind::Exchange,
         RouteKind::Embed,
         RouteKind::Passthrough,
         RouteKind::Jwks,
+        RouteKind::Helper,
         RouteKind::Other,
     ];
 
@@ -61,6 +64,7 @@ impl RouteKind {
             RouteKind::Embed => "embed",
             RouteKind::Passthrough => "passthrough",
             RouteKind::Jwks => "jwks",
+            RouteKind::Helper => "helper",
             RouteKind::Other => "other",
         }
     }

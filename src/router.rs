@@ -2,7 +2,9 @@
 //!
 //! The gateway owns three path trees — `/api/ext`, `/embed-apps` and
 //! `/.well-known/embedgate` — matched segment by segment, so `/api/extra` is
-//! not the API. Everything else is `[passthrough]` traffic when configured.
+//! not the API, and two paths: the host-page helper, `/embedgate.js` and
+//! `/embedgate.mjs`. Everything else is `[passthrough]` traffic when
+//! configured.
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +15,9 @@ pub(crate) enum Route<'a> {
     Embed(&'a str),
     /// `/.well-known/embedgate/<rest>`: the JWKS and friends.
     WellKnown(&'a str),
+    /// `/embedgate.js` (`false`) or `/embedgate.mjs` (`true`, the ES
+    /// module): the host-page helper.
+    Helper { module: bool },
     /// Anything else, with `[passthrough]` configured.
     Passthrough,
     /// Anything else, without it.
@@ -25,7 +30,11 @@ const WELL_KNOWN: &str = "/.well-known/embedgate";
 
 /// Routes `path` (the request target's path, without the query).
 pub(crate) fn route(path: &str, has_passthrough: bool) -> Route<'_> {
-    if let Some(rest) = under(path, API) {
+    if path == "/embedgate.js" || path == "/embedgate.mjs" {
+        Route::Helper {
+            module: path.ends_with(".mjs"),
+        }
+    } else if let Some(rest) = under(path, API) {
         Route::Api(rest)
     } else if let Some(rest) = under(path, EMBED) {
         Route::Embed(rest)
@@ -67,6 +76,14 @@ mod tests {
             route("/.well-known/embedgate/jwks.json", true),
             Route::WellKnown("jwks.json")
         );
+    }
+
+    #[test]
+    fn the_helper_has_two_paths_of_its_own() {
+        assert_eq!(route("/embedgate.js", true), Route::Helper { module: false });
+        assert_eq!(route("/embedgate.mjs", false), Route::Helper { module: true });
+        assert_eq!(route("/embedgate.json", true), Route::Passthrough);
+        assert_eq!(route("/x/embedgate.js", false), Route::NotFound);
     }
 
     #[test]

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("router", 8),
     ("api", 7),
     ("embed", 7),
+    ("helper", 7),
     ("state", 6),
     ("session", 5),
     ("limits", 5),

@@ -106,6 +106,10 @@ async fn dispatch(
             tag.route = RouteKind::Jwks;
             Ok(jwks(state))
         }
+        Route::Helper { module } => {
+            tag.route = RouteKind::Helper;
+            crate::helper::serve(req.method(), req.headers(), module)
+        }
         Route::WellKnown(_) | Route::NotFound => Err(GatewayError::PathNotFound("not found")),
         Route::Passthrough => {
             tag.route = RouteKind::Passthrough;
