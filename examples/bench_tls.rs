@@ -87,7 +87,9 @@ async fn hold_open(
                 let mut tls = connector.connect(server_name, tcp).await?;
                 tls.write_all(request.as_bytes()).await?;
                 let mut buffer = [0u8; 4096];
-                tls.read(&mut buffer).await?;
+                if tls.read(&mut buffer).await? == 0 {
+                    return Err(std::io::Error::other("closed before answering"));
+                }
                 Ok::<_, std::io::Error>(tls)
             }
         })
