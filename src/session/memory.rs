@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use dashmap::DashMap;
 use tokio::sync::broadcast;
 
-use super::{Attributes, Counts, Ended, PatRecord, Revoked, SessionRecord, Store, StoreError};
+use super::{Counts, Ended, PatRecord, Revoked, SessionRecord, Store, StoreError};
 use crate::telemetry::audit::Refusal;
 use crate::token::TokenHash;
 
@@ -35,20 +35,20 @@ impl Owned {
     }
 }
 
-/// A PAT as kept: its record, whether an exchange has claimed it, and
-/// whether that exchange started its session (then only a mark that it was
-/// used is left, until it would have expired).
+/// A PAT as kept: its record, and whether an exchange has claimed it.
 #[derive(Debug)]
 struct Minted {
     record: PatRecord,
     claimed: bool,
-    spent: bool,
 }
 
 /// Sessions and PATs of this process.
 #[derive(Debug)]
 pub(crate) struct MemoryStore {
     pats: DashMap<TokenHash, Minted>,
+    /// PATs whose session started, until they would have expired (Unix
+    /// ms): all that is kept of them, so that a replay is known as one.
+    used: DashMap<TokenHash, u64>,
     sessions: DashMap<TokenHash, SessionRecord>,
     /// Lowercased email → what that user owns.
     by_user: DashMap<String, Owned>,
@@ -59,6 +59,7 @@ impl Default for MemoryStore {
     fn default() -> Self {
         MemoryStore {
             pats: DashMap::new(),
+            used: DashMap::new(),
             sessions: DashMap::new(),
             by_user: DashMap::new(),
             ended: broadcast::channel(ENDED_BACKLOG).0,
@@ -100,7 +101,6 @@ impl Store for MemoryStore {
             Minted {
                 record: pat,
                 claimed: false,
-                spent: false,
             },
         );
         Ok(())
@@ -114,7 +114,8 @@ impl Store for MemoryStore {
         now_ms: u64,
     ) -> Result<Result<PatRecord, Refusal>, StoreError> {
         let Some(mut pat) = self.pats.get_mut(hash) else {
-            return Ok(Err(Refusal::Unknown));
+            let used = self.used.contains_key(hash);
+            return Ok(Err(if used { Refusal::Used } else { Refusal::Unknown }));
         };
         let refusal = if pat.claimed {
             Some(Refusal::Used)
@@ -145,16 +146,16 @@ impl Store for MemoryStore {
         // session) or gone (the revocation came first).
         let email = session.email.clone();
         let mut owned = self.by_user.entry(email.clone()).or_default();
-        let still_there = match self.pats.get_mut(pat) {
-            Some(mut p) if single_use && p.claimed && !p.spent => {
-                // Spent: what is left says only that it was used.
-                p.spent = true;
-                p.record.groups = Vec::new();
-                p.record.attributes = Attributes::new();
-                true
+        let still_there = if single_use {
+            match self.pats.remove_if(pat, |_, p| p.claimed) {
+                Some((_, spent)) => {
+                    self.used.insert(*pat, spent.record.expires_ms);
+                    true
+                }
+                None => false,
             }
-            Some(p) => !single_use && !p.claimed,
-            None => false,
+        } else {
+            self.pats.get(pat).is_some_and(|p| !p.claimed)
         };
         if still_there {
             if single_use {
@@ -229,11 +230,7 @@ impl Store for MemoryStore {
     async fn count(&self, now_ms: u64) -> Result<Counts, StoreError> {
         Ok(Counts {
             sessions: self.sessions.iter().filter(|s| s.is_live(now_ms)).count(),
-            pats: self
-                .pats
-                .iter()
-                .filter(|p| !p.spent && p.record.is_live(now_ms))
-                .count(),
+            pats: self.pats.iter().filter(|p| p.record.is_live(now_ms)).count(),
         })
     }
 
@@ -260,8 +257,10 @@ impl Store for MemoryStore {
         for (email, hash) in &dropped {
             self.unindex(email, hash);
         }
+        let marks = self.used.len();
+        self.used.retain(|_, expires_ms| now_ms < *expires_ms);
         self.announce(dropped[..sessions].iter().map(|(_, hash)| *hash).collect());
-        Ok(dropped.len())
+        Ok(dropped.len() + (marks - self.used.len()))
     }
 
     fn ended_sessions(&self) -> broadcast::Receiver<Ended> {
@@ -290,12 +289,12 @@ mod tests {
             .unwrap();
         assert_eq!(store.sweep(t0 + 20_000).await.unwrap(), 3);
         assert_eq!(store.sessions.len(), 1);
+        assert!(store.pats.is_empty());
         // Left: the marks of the two PATs `open` exchanged, until they
         // would have expired.
-        assert_eq!(store.pats.len(), 2);
-        assert!(store.pats.iter().all(|p| p.spent));
+        assert_eq!(store.used.len(), 2);
         assert_eq!(store.sweep(t0 + 61_000).await.unwrap(), 2);
-        assert!(store.pats.is_empty());
+        assert!(store.used.is_empty());
         let owned = store.by_user.get(USER).expect("alice still owns a session");
         assert_eq!(owned.sessions, HashSet::from([[11; 32]]));
         assert!(owned.pats.is_empty());
@@ -382,9 +381,9 @@ mod tests {
         assert!(owned.pats.is_empty());
         assert_eq!(owned.sessions, HashSet::from([[2; 32]]));
         drop(owned);
-        let mark = store.pats.get(&[1; 32]);
+        assert!(store.pats.is_empty());
         assert!(
-            mark.is_some_and(|p| p.spent && p.record.groups.is_empty() && p.record.attributes.is_empty()),
+            store.used.contains_key(&[1; 32]),
             "only a mark that it was used is left"
         );
     }
