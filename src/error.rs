@@ -99,7 +99,8 @@ impl GatewayError {
     /// system's error chain is echoed.
     pub(crate) fn into_response(self) -> Response<Body> {
         match &self {
-            GatewayError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
+            // Logged by the request's handler, which names the request.
+            GatewayError::Internal(_) => {}
             GatewayError::BadGateway(cause) => metrics::global().upstream_error(upstream_error_kind(cause.as_ref())),
             GatewayError::GatewayTimeout => metrics::global().upstream_error(UpstreamError::Timeout),
             // The store logs each outage once; a line per request would

@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tracing::{field, info_span, Instrument};
+use tracing::{debug_span, error, field, info_span, Instrument};
 
 use crate::body::{Body, Direction, RequestBody, Tallied, Tally};
 use crate::error::GatewayError;
 use crate::metrics::{RouteKind, Tag};
 use crate::proxy::{self, Downstream, Forward};
+use crate::query;
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::router::{route, Route};
 use crate::state::State;
@@ -29,13 +30,27 @@ pub(super) async fn handle(
 ) -> Response<Tallied<Body>> {
     let peer = downstream.peer(&state.config.server.trusted_proxies);
     let request_id = request_id::of(req.headers(), peer.is_trusted());
-    // `app` and `user` are recorded by the embed route's access-log phase.
-    let span = info_span!(
-        "request",
-        request_id = %request_id.to_str().unwrap_or(""),
-        app = field::Empty,
-        user = field::Empty
-    );
+    // Every line a request causes carries its id: through this span, or
+    // as a field of the line. The API and the exchanges log at `info`, so
+    // their span is an `info` one; a proxied request's only `info` line is
+    // its access line, which names the id itself, so its span is a `debug`
+    // one: at `info`, the hot path pays for no span at all. `app` and `user`
+    // are recorded by the embed route's access-log phase.
+    let span = if logs_at_info(&req) {
+        info_span!(
+            "request",
+            request_id = %request_id.to_str().unwrap_or(""),
+            app = field::Empty,
+            user = field::Empty
+        )
+    } else {
+        debug_span!(
+            "request",
+            request_id = %request_id.to_str().unwrap_or(""),
+            app = field::Empty,
+            user = field::Empty
+        )
+    };
     let access = Access::begin(
         state.config.log.access,
         &request_id,
@@ -52,7 +67,14 @@ pub(super) async fn handle(
         let mut tag = Tag::new(RouteKind::Other);
         let mut response = dispatch(req, state, local, downstream, &mut tag)
             .await
-            .unwrap_or_else(GatewayError::into_response);
+            .unwrap_or_else(|error| {
+                if let GatewayError::Internal(cause) = &error {
+                    // Named here: a proxied request may have no span.
+                    let id = request_id.to_str().unwrap_or("");
+                    error!(request_id = id, error = %cause, "internal error");
+                }
+                error.into_response()
+            });
         response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         let status = response.status().as_u16();
         state.request_metrics.record(tag, status, started.elapsed());
@@ -69,6 +91,12 @@ pub(super) async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// Whether a request is of a route that logs at `info` besides its access
+/// line: the API, and PAT exchanges (a query with a PAT parameter).
+fn logs_at_info(req: &Request<Incoming>) -> bool {
+    req.uri().path().starts_with("/api/") || req.uri().query().is_some_and(|q| query::pairs(q).any(|p| p.is_pat()))
 }
 
 fn tally(access: &Option<Arc<Access>>) -> Option<Arc<dyn Tally>> {
