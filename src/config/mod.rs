@@ -463,11 +463,6 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    /// `http` or `https`.
-    pub(crate) fn scheme(&self) -> &str {
-        self.uri.scheme_str().unwrap_or("http")
-    }
-
     /// The authority (`host[:port]`), used as the upstream `Host`.
     pub(crate) fn authority(&self) -> &str {
         self.uri.authority().map(|a| a.as_str()).unwrap_or("")

@@ -189,7 +189,7 @@ fn spec_example_parses() {
     assert_eq!(c.apps.len(), 1);
     let app = &c.apps[0];
     assert_eq!(app.id, UUID);
-    assert_eq!(app.upstream.scheme(), "http");
+    assert_eq!(app.upstream.uri.scheme_str(), Some("http"));
     assert_eq!(app.upstream.authority(), "127.0.0.1:3000");
     assert_eq!(app.upstream.base_path(), "");
     assert_eq!(app.allow_users, ["user@example.com", "*@example.com"]);
@@ -267,7 +267,7 @@ fn app_id_is_stored_lowercased() {
     ));
     assert_eq!(c.apps[0].id, UUID);
     assert_eq!(c.apps[0].upstream.base_path(), "/base");
-    assert_eq!(c.apps[0].upstream.scheme(), "https");
+    assert_eq!(c.apps[0].upstream.uri.scheme_str(), Some("https"));
 }
 
 #[test]

@@ -32,6 +32,8 @@ use ipnet::IpNet;
 pub(crate) struct Downstream {
     /// The TCP peer.
     pub(crate) addr: SocketAddr,
+    /// Its address as `X-Forwarded-For` says it, made once a connection.
+    pub(crate) addr_value: HeaderValue,
     /// Whether the client spoke TLS to the gateway.
     pub(crate) scheme: Scheme,
     /// Held by every tunnel opened on this connection, so a drain waits
@@ -42,11 +44,22 @@ pub(crate) struct Downstream {
 impl Downstream {
     /// The facts the forwarding headers report, with `trusted_proxies`
     /// (`server.trusted_proxies`) deciding whose headers are believed.
-    pub(crate) fn peer<'a>(&self, trusted_proxies: &'a [IpNet]) -> Peer<'a> {
+    pub(crate) fn peer<'a>(&'a self, trusted_proxies: &'a [IpNet]) -> Peer<'a> {
         Peer {
             ip: self.addr.ip(),
+            ip_value: Some(&self.addr_value),
             scheme: self.scheme,
             trusted_proxies,
+        }
+    }
+
+    /// The connection from `addr`, over `scheme`.
+    pub(crate) fn new(addr: SocketAddr, scheme: Scheme, watch: Watch) -> Self {
+        Downstream {
+            addr,
+            addr_value: forwarded::ip_value(addr.ip()),
+            scheme,
+            watch,
         }
     }
 }
@@ -185,17 +198,23 @@ pub(crate) async fn forward(
 }
 
 /// The upstream URL for `path_and_query`, joined under the upstream's own
-/// base path (as nginx's `proxy_pass` with a URI part does).
+/// base path (as nginx's `proxy_pass` with a URI part does). Built from the
+/// upstream's parsed scheme and authority (shared, not copied) and a parsed
+/// path: no whole-URL text is formatted and parsed again per request.
 fn upstream_uri(upstream: &Upstream, path_and_query: &str) -> Result<Uri, GatewayError> {
-    let uri = format!(
-        "{}://{}{}{}",
-        upstream.scheme(),
-        upstream.authority(),
-        upstream.base_path(),
-        path_and_query
-    );
-    uri.parse()
-        .map_err(|_| GatewayError::BadRequest("invalid request target"))
+    let invalid = || GatewayError::BadRequest("invalid request target");
+    let base = upstream.base_path();
+    let path_and_query = if base.is_empty() {
+        http::uri::PathAndQuery::try_from(path_and_query)
+    } else {
+        http::uri::PathAndQuery::try_from(format!("{base}{path_and_query}"))
+    }
+    .map_err(|_| invalid())?;
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(upstream.uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP));
+    parts.authority = upstream.uri.authority().cloned();
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).map_err(|_| invalid())
 }
 
 /// HTTP/2 clients may split `Cookie` into several fields (RFC 9113 §8.2.3);

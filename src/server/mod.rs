@@ -166,11 +166,7 @@ impl Connection {
     {
         let server = &state.config.server;
         let first_request_seen = Arc::new(AtomicBool::new(false));
-        let downstream = Arc::new(Downstream {
-            addr: self.peer,
-            scheme,
-            watch: self.watch.clone(),
-        });
+        let downstream = Arc::new(Downstream::new(self.peer, scheme, self.watch.clone()));
         let shared = self.shared.clone();
         let seen = first_request_seen.clone();
         let service = service_fn(move |req: Request<Incoming>| {

@@ -40,6 +40,8 @@ impl Scheme {
 pub(crate) struct Peer<'a> {
     /// The TCP peer's address.
     pub(crate) ip: IpAddr,
+    /// That address as a header value ([`ip_value`]), when already made.
+    pub(crate) ip_value: Option<&'a HeaderValue>,
     /// Whether it spoke TLS to the gateway.
     pub(crate) scheme: Scheme,
     /// `server.trusted_proxies`.
@@ -75,15 +77,16 @@ impl Peer<'_> {
 /// Sets the `X-Forwarded-*` fields for the upstream request. `host` is the
 /// client's `Host` (or HTTP/2 `:authority`) as received.
 pub(crate) fn apply(headers: &mut HeaderMap, peer: &Peer<'_>, host: Option<HeaderValue>) {
-    let peer_ip = canonical(peer.ip).to_string();
+    let peer_value = peer.ip_value.cloned().unwrap_or_else(|| ip_value(peer.ip));
     if peer.is_trusted() {
+        let peer_ip = peer_value.to_str().unwrap_or_default();
         let prior: Vec<&str> = headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
         let chain = if prior.is_empty() {
-            peer_ip
+            peer_ip.to_owned()
         } else {
             format!("{}, {}", prior.join(", "), peer_ip)
         };
@@ -100,7 +103,7 @@ pub(crate) fn apply(headers: &mut HeaderMap, peer: &Peer<'_>, host: Option<Heade
             }
         }
     } else {
-        set(headers, &X_FORWARDED_FOR, &peer_ip);
+        headers.insert(X_FORWARDED_FOR.clone(), peer_value);
         headers.insert(
             X_FORWARDED_PROTO.clone(),
             HeaderValue::from_static(peer.scheme.as_str()),
@@ -124,6 +127,12 @@ fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
     }
 }
 
+/// An address as `X-Forwarded-For` gives it (IPv4-mapped IPv6 as IPv4).
+pub(crate) fn ip_value(ip: IpAddr) -> HeaderValue {
+    // An address's text is always a valid header value.
+    HeaderValue::from_str(&canonical(ip).to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 /// An IPv4-mapped IPv6 address (`::ffff:1.2.3.4`, as a dual-stack socket
 /// reports IPv4 peers) is the IPv4 address it maps.
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -140,6 +149,7 @@ mod tests {
     fn peer<'a>(ip: &str, trusted: &'a [IpNet]) -> Peer<'a> {
         Peer {
             ip: ip.parse().expect("an IP address"),
+            ip_value: None,
             scheme: Scheme::Https,
             trusted_proxies: trusted,
         }

@@ -21,6 +21,12 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 /// and `Upgrade`. The protocol `Upgrade` asked for, if any, is returned so a
 /// caller that tunnels it can put the two fields back.
 pub(crate) fn strip(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    // Most requests carry none of them: one look at the names present
+    // rather than a lookup of each hop-by-hop name.
+    let hop = |name: &HeaderName| name == header::UPGRADE || HOP_BY_HOP.contains(name);
+    if !headers.keys().any(hop) {
+        return None;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
