@@ -92,6 +92,13 @@ test('a forged session-expired from another frame or origin does not make it ren
   expect(await states(page, APP_A)).toEqual(['loading', 'ready']);
   expect(stack.backend.mints).toBe(mintsBefore);
   await screenshot(page, testInfo, 'forgery-ignored');
+  // destroy() takes the frame away, and nothing reaches the page after.
+  await page.evaluate((id) => window.__handles[id].destroy(), APP_A);
+  await expect(page.locator(`#box-${APP_A} iframe`)).toHaveCount(0);
+  await page.evaluate((id) => window.__handles[id].renew(), APP_A);
+  await page.waitForTimeout(500);
+  expect(await states(page, APP_A)).toEqual(['loading', 'ready']);
+  expect(stack.backend.mints).toBe(mintsBefore);
 });
 
 test('two apps side by side keep their own sessions; revoking one leaves the other working', async ({ page }, testInfo) => {
