@@ -50,24 +50,8 @@ case $store in
 esac
 cargo build --release --quiet --bin embedgate --example bench_upstream
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-pin_load=() pin_proxy=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  pin_load=(taskset -c 0) pin_proxy=(taskset -c 1)
-fi
-
-"${pin_load[@]}" target/release/examples/bench_upstream 127.0.0.1:0 > "$work/upstream.out" &
-pids+=($!)
-for _ in $(seq 50); do grep -q listening "$work/upstream.out" && break; sleep 0.1; done
-upstream=$(awk '/listening/ {print $2}' "$work/upstream.out")
-
-token=bench-token-$RANDOM$RANDOM
-hash=$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)
-app=8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc
+. bench/common.sh
+bench_setup
 cat > "$work/gateway.toml" <<TOML
 [server]
 listen = "127.0.0.1:0"
@@ -97,12 +81,8 @@ start_gateway() {
   for _ in $(seq 50); do grep -q 'embedgate ready' "$work/$name.out" && break; sleep 0.1; done
   local addr
   addr=$(sed -n 's/.*public=http:\/\/\([^ ]*\).*/\1/p' "$work/$name.out")
-  local pat cookie
-  pat=$(curl -s -X POST "http://$addr/api/ext/users/personal-access-token" \
-    -H "Authorization: Basic $token" -H 'Content-Type: application/json' \
-    -d "{\"email\": \"bench@example.com\", \"appId\": \"$app\"}" | sed 's/.*"personalAccessToken":"\([^"]*\)".*/\1/')
-  cookie=$(curl -s -o /dev/null -D - "http://$addr/embed-apps/$app?personal-access-token=$pat" \
-    | sed -n 's/^set-cookie: \([^;]*\).*/\1/ip')
+  local cookie
+  cookie=$(open_session "$addr")
   # Benchmark only what works: both gateway routes must answer 200 first.
   for url in "http://$addr/" "http://$addr/embed-apps/$app/"; do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $cookie" "$url")

@@ -101,6 +101,10 @@ mod tests {
         let h = r.headers();
         assert_eq!(h[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
         assert_eq!(h[header::CACHE_CONTROL], "public, max-age=3600");
+        // Public code that any page may import as a module (CORS), never
+        // sniffed as something else.
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         let etag = h[header::ETAG].clone();
         let mut again = HeaderMap::new();
         again.insert(header::IF_NONE_MATCH, etag);

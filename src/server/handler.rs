@@ -54,7 +54,7 @@ pub(super) async fn handle(
     let access = Access::begin(
         state.config.log.access,
         &request_id,
-        peer.client_ip(req.headers()),
+        || peer.client_ip(req.headers()),
         req.method(),
         req.uri(),
         req.version(),

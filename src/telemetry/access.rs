@@ -67,7 +67,7 @@ impl Access {
     pub(crate) fn begin(
         enabled: bool,
         request_id: &HeaderValue,
-        client: IpAddr,
+        client: impl FnOnce() -> IpAddr,
         method: &Method,
         uri: &Uri,
         version: Version,
@@ -78,7 +78,7 @@ impl Access {
         Some(Arc::new(Access {
             started: Instant::now(),
             request_id: request_id.clone(),
-            client,
+            client: client(),
             method: method.clone(),
             uri: uri.clone(),
             version,

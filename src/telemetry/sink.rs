@@ -248,10 +248,15 @@ mod tests {
     fn urgent_lines_go_at_once_and_others_within_the_delay() {
         let out = Memory::default();
         let (sink, _guard) = Sink::start(Box::new(out.clone()), "test-log").unwrap();
+        let appended = Instant::now();
         sink.append(b"lazy\n", false);
-        // Not at once: the batch gathers.
+        // Not at once: the batch gathers (checked only when this thread woke
+        // well within the delay, so a slow machine cannot fail it).
         std::thread::sleep(FLUSH_DELAY / 4);
-        assert_eq!(out.text(), "");
+        let early = out.text();
+        if appended.elapsed() < FLUSH_DELAY / 2 {
+            assert_eq!(early, "");
+        }
         assert!(eventually(|| out.text() == "lazy\n"), "written within the delay");
         sink.append(b"lazy again\n", false);
         sink.append(b"urgent\n", true);
