@@ -67,11 +67,19 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a current-thread runtime (the whole gateway on the main
+    // thread) does the same work without the multi-thread scheduler's
+    // cross-thread queues and wake-ups.
+    let mut runtime = match config.worker_threads() {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
     runtime.enable_all();
-    if config.worker_threads() > 0 {
-        runtime.worker_threads(config.worker_threads());
-    }
     let runtime = match runtime.build() {
         Ok(rt) => rt,
         Err(e) => {
