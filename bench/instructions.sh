@@ -5,6 +5,8 @@
 # where bench/load.sh's microseconds drown in noise.
 #
 #   bash bench/instructions.sh          # needs wrk and valgrind (apt-get install wrk valgrind)
+#   KEEP=/tmp/cg bash bench/instructions.sh   # also keeps the dumps, for
+#       callgrind_annotate --inclusive=yes /tmp/cg/warn.cg.1 (passthrough; .2 embed)
 #
 # The gateway (one worker thread, bench_upstream behind it) runs under
 # callgrind three times: RUST_LOG=warn (no request logs), then
@@ -85,6 +87,7 @@ TOML
   done
   kill "$pid"
   wait "$pid" 2>/dev/null || true
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work/$name".cg.* "$KEEP/"; fi
 }
 
 count warn warn true

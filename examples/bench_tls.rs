@@ -117,8 +117,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let concurrency: usize = args.get(4).map_or(Ok(16), |s| s.parse())?;
 
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider.kx_groups = vec![rustls::crypto::ring::kx_group::X25519];
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
     let provider = Arc::new(provider);
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?

@@ -291,7 +291,7 @@ mod tests {
         let f = files("certs");
         ensure_dev_cert(&f.cert, &f.key).unwrap();
 
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crate::tls::provider();
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&f.cert)
             .unwrap()
             .collect::<Result<_, _>>()

@@ -8,6 +8,7 @@
 //! (`tests/layers.rs` checks it):
 //!
 //! ```text
+//! bench_support                fixtures for benches/ only (nothing uses it)
 //! server, demo                 accept, TLS, HTTP/1.1 + HTTP/2, drain, admin; the bundled demo
 //! router                       path → route
 //! api, embed, helper           the PAT API; the exchange and the embed route's phases;
@@ -22,6 +23,10 @@
 
 mod api;
 mod assertion;
+/// Fixtures for the criterion benchmarks in `benches/` only: thin wrappers
+/// around the crate's hot-path code. Not a stable API.
+#[doc(hidden)]
+pub mod bench_support;
 mod body;
 mod certs;
 mod config;

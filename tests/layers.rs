@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// Each top-level module's layer; higher layers use lower ones.
 const LAYERS: &[(&str, u8)] = &[
+    ("bench_support", 10),
     ("server", 9),
     ("demo", 9),
     ("router", 8),

@@ -13,7 +13,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 /// Fields without that cookie are left exactly as they came. Where it is
 /// taken out, the other pairs are written back as `name=value`; a fragment
 /// that is no cookie pair at all (no `=`, or no name) is not kept.
-pub(super) fn take(headers: &mut HeaderMap, name: &str) -> Vec<String> {
+pub(crate) fn take(headers: &mut HeaderMap, name: &str) -> Vec<String> {
     let mut ours = Vec::new();
     let mut rest = Vec::new();
     for field in headers.get_all(header::COOKIE) {

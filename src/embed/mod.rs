@@ -10,12 +10,12 @@
 //! holds beside the store (identity headers, open tunnels); [`rewrite`] and
 //! [`expired`] shape the responses.
 
-mod cookies;
+pub(crate) mod cookies;
 mod exchange;
 mod expired;
 mod local;
 mod phases;
-mod rewrite;
+pub(crate) mod rewrite;
 
 use http::{Request, Response};
 

@@ -7,24 +7,24 @@
 use http::header::{self, HeaderMap, HeaderValue};
 
 /// What the rewrite needs to know about the app and the gateway.
-pub(super) struct Mount<'a> {
+pub(crate) struct Mount<'a> {
     /// `/embed-apps/<appId>`; `None` for an app at the root of its own
     /// host, whose `Location` and `Set-Cookie` paths are left alone.
-    pub(super) prefix: Option<&'a str>,
+    pub(crate) prefix: Option<&'a str>,
     /// `public_url`, without a trailing slash.
-    pub(super) public_url: &'a str,
+    pub(crate) public_url: &'a str,
     /// The upstream's authority, to recognise its absolute redirects.
-    pub(super) upstream_authority: &'a str,
+    pub(crate) upstream_authority: &'a str,
     /// The upstream's own base path (`""` for none).
-    pub(super) upstream_base: &'a str,
+    pub(crate) upstream_base: &'a str,
     /// `frame_ancestors` of the app.
-    pub(super) frame_ancestors: &'a [String],
+    pub(crate) frame_ancestors: &'a [String],
     /// The gateway's session cookie name: an upstream may not set it.
-    pub(super) cookie_name: &'a str,
+    pub(crate) cookie_name: &'a str,
 }
 
 /// Applies every rule to an upstream response's headers.
-pub(super) fn apply(headers: &mut HeaderMap, mount: &Mount<'_>) {
+pub(crate) fn apply(headers: &mut HeaderMap, mount: &Mount<'_>) {
     headers.remove(header::X_FRAME_OPTIONS);
     set_frame_ancestors(headers, mount.frame_ancestors);
     let Some(prefix) = mount.prefix else {
@@ -82,7 +82,7 @@ fn cookie_name_of(value: &[u8]) -> &[u8] {
 /// Replaces any `frame-ancestors` directive of every CSP field with the
 /// app's list (`'none'` when empty), keeping the rest of the policy; adds a
 /// CSP field when the upstream sent none.
-pub(super) fn set_frame_ancestors(headers: &mut HeaderMap, ancestors: &[String]) {
+pub(crate) fn set_frame_ancestors(headers: &mut HeaderMap, ancestors: &[String]) {
     let directive = if ancestors.is_empty() {
         "frame-ancestors 'none'".to_string()
     } else {
@@ -138,7 +138,7 @@ fn below_base<'p>(path: &'p str, base: &str) -> Option<&'p str> {
 /// `Location` under the mount: a path-absolute target, or an absolute URL
 /// on the upstream's own authority. Relative targets already resolve under
 /// the mount; other sites' URLs are left alone.
-fn rewrite_location(location: &str, prefix: &str, mount: &Mount<'_>) -> Option<String> {
+pub(crate) fn rewrite_location(location: &str, prefix: &str, mount: &Mount<'_>) -> Option<String> {
     if location.starts_with('/') && !location.starts_with("//") {
         let rest = below_base(location, mount.upstream_base)?;
         return Some(format!("{prefix}{}", slash(rest)));
@@ -174,7 +174,7 @@ fn slash(rest: &str) -> std::borrow::Cow<'_, str> {
 /// back in its own order, so it would silently drop an upstream's
 /// `Priority=High` or any attribute newer than the crate. Here every
 /// attribute but `Path` and `Domain` passes through as the upstream wrote it.
-fn rewrite_set_cookie(value: &str, prefix: &str, mount: &Mount<'_>) -> Option<String> {
+pub(crate) fn rewrite_set_cookie(value: &str, prefix: &str, mount: &Mount<'_>) -> Option<String> {
     let mut parts = value.split(';');
     let pair = parts.next()?.trim();
     let name = pair.split('=').next().unwrap_or("").trim();

@@ -1,6 +1,5 @@
 //! The pooled upstream client: keep-alive HTTP/1.1 over plain TCP or rustls.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -41,7 +40,7 @@ impl UpstreamClient {
         for cert in extra_roots {
             roots.add(cert)?;
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
