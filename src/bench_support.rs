@@ -141,14 +141,14 @@ impl Identity {
 /// `127.0.0.1:3000` and one portal allowed to frame it.
 pub struct Rewrite {
     prefix: String,
-    frame_ancestors: Vec<String>,
+    frame_ancestors: HeaderValue,
 }
 
 impl Default for Rewrite {
     fn default() -> Self {
         Rewrite {
             prefix: format!("/embed-apps/{APP_ID}"),
-            frame_ancestors: vec!["https://portal.example.com".into()],
+            frame_ancestors: crate::config::frame_ancestors_directive(&["https://portal.example.com".into()]),
         }
     }
 }

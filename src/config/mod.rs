@@ -338,8 +338,10 @@ pub(crate) struct App {
     pub(crate) allow_users: Vec<String>,
     /// Groups whose members are admitted.
     pub(crate) allow_groups: Vec<String>,
-    /// CSP `frame-ancestors` sources allowed to frame the app.
-    pub(crate) frame_ancestors: Vec<String>,
+    /// The CSP directive of the `frame_ancestors` sources allowed to frame
+    /// the app, built once: `frame-ancestors <list>`, or
+    /// `frame-ancestors 'none'` for an empty list.
+    pub(crate) frame_ancestors_directive: http::HeaderValue,
     /// `/embed-apps/<id>`, where the app is mounted: built once as the
     /// `X-Forwarded-Prefix` value it is sent as.
     pub(crate) prefix: http::HeaderValue,
@@ -366,6 +368,17 @@ pub(crate) struct AppHost {
     pub(crate) line: Option<usize>,
 }
 
+/// The CSP directive an app's `frame_ancestors` make (`'none'` for none).
+/// The config check refuses sources a header could not carry; should one
+/// slip through, the app is framed by nobody rather than by anybody.
+pub(crate) fn frame_ancestors_directive(sources: &[String]) -> http::HeaderValue {
+    const NONE: http::HeaderValue = http::HeaderValue::from_static("frame-ancestors 'none'");
+    if sources.is_empty() {
+        return NONE;
+    }
+    http::HeaderValue::try_from(format!("frame-ancestors {}", sources.join(" "))).unwrap_or(NONE)
+}
+
 impl App {
     /// A prefix-mode app with its mount prefix made from its id.
     pub(crate) fn new(
@@ -384,7 +397,7 @@ impl App {
             upstream,
             allow_users,
             allow_groups,
-            frame_ancestors,
+            frame_ancestors_directive: frame_ancestors_directive(&frame_ancestors),
             prefix,
             host: None,
             attribute_headers: Vec::new(),

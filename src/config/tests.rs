@@ -193,7 +193,10 @@ fn spec_example_parses() {
     assert_eq!(app.upstream.authority(), "127.0.0.1:3000");
     assert_eq!(app.upstream.base_path(), "");
     assert_eq!(app.allow_users, ["user@example.com", "*@example.com"]);
-    assert_eq!(app.frame_ancestors, ["https://portal.example.com"]);
+    assert_eq!(
+        app.frame_ancestors_directive,
+        "frame-ancestors https://portal.example.com"
+    );
     assert!(c.passthrough.is_some());
     assert!(c.demo.enabled);
 }

@@ -38,7 +38,7 @@ pub(super) fn respond(request_headers: &HeaderMap, app: &App) -> Response<Body> 
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    rewrite::set_frame_ancestors(headers, &app.frame_ancestors);
+    rewrite::set_frame_ancestors(headers, &app.frame_ancestors_directive);
     response
 }
 

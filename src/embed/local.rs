@@ -38,10 +38,10 @@ pub(crate) struct Local {
 struct Identity {
     /// What the headers were built from; a record or an app's
     /// `attribute_headers` that differs rebuilds.
-    email: String,
-    groups: Vec<String>,
-    attributes: Attributes,
-    app_id: String,
+    email: Arc<str>,
+    groups: Arc<[String]>,
+    attributes: Arc<Attributes>,
+    app_id: Arc<str>,
     attribute_names: Vec<(String, HeaderName)>,
     user: HeaderValue,
     groups_header: HeaderValue,
@@ -77,10 +77,16 @@ impl Identity {
     }
 
     fn is_for(&self, session: &SessionRecord, attribute_names: &[(String, HeaderName)]) -> bool {
-        self.email == session.email
-            && self.groups == session.groups
-            && self.app_id == session.app_id
-            && self.attributes == session.attributes
+        // The memory store hands every request of a session the same
+        // shared values: a pointer comparison settles it without reading
+        // a string.
+        fn same<T: ?Sized + PartialEq>(a: &Arc<T>, b: &Arc<T>) -> bool {
+            Arc::ptr_eq(a, b) || a == b
+        }
+        same(&self.email, &session.email)
+            && same(&self.groups, &session.groups)
+            && same(&self.app_id, &session.app_id)
+            && same(&self.attributes, &session.attributes)
             && self.attribute_names == attribute_names
     }
 }
@@ -301,11 +307,12 @@ mod tests {
         let local = Local::default();
         let signer = Signer::generate().expect("a key");
         let mut session = record("ann@example.com", &["sales"]);
-        session.attributes =
+        session.attributes = Arc::new(
             serde_json::json!({"department": "Sales EMEA", "level": 3, "city": "Zürich", "other": "x"})
                 .as_object()
                 .cloned()
-                .unwrap_or_default();
+                .unwrap_or_default(),
+        );
         let name = |s: &str| HeaderName::from_bytes(format!("x-embed-attr-{s}").as_bytes()).expect("a name");
         let names: Vec<(String, HeaderName)> = ["department", "level", "city", "absent"]
             .iter()

@@ -172,7 +172,7 @@ impl Embed<'_> {
             public_url: &self.state.config.server.public_url,
             upstream_authority: self.app.upstream.authority(),
             upstream_base: self.app.upstream.base_path(),
-            frame_ancestors: &self.app.frame_ancestors,
+            frame_ancestors: &self.app.frame_ancestors_directive,
             cookie_name: &self.state.config.session.cookie_name,
         };
         rewrite::apply(headers, &mount);
@@ -185,7 +185,7 @@ impl Embed<'_> {
     fn access_log(&self, session: &Session) {
         let span = tracing::Span::current();
         span.record("app", self.app.id.as_str());
-        span.record("user", session.record.email.as_str());
+        span.record("user", &*session.record.email);
     }
 }
 

@@ -17,8 +17,9 @@ pub(crate) struct Mount<'a> {
     pub(crate) upstream_authority: &'a str,
     /// The upstream's own base path (`""` for none).
     pub(crate) upstream_base: &'a str,
-    /// `frame_ancestors` of the app.
-    pub(crate) frame_ancestors: &'a [String],
+    /// The app's `frame-ancestors` directive (built once, from its
+    /// `frame_ancestors`).
+    pub(crate) frame_ancestors: &'a HeaderValue,
     /// The gateway's session cookie name: an upstream may not set it.
     pub(crate) cookie_name: &'a str,
 }
@@ -82,12 +83,13 @@ fn cookie_name_of(value: &[u8]) -> &[u8] {
 /// Replaces any `frame-ancestors` directive of every CSP field with the
 /// app's list (`'none'` when empty), keeping the rest of the policy; adds a
 /// CSP field when the upstream sent none.
-pub(crate) fn set_frame_ancestors(headers: &mut HeaderMap, ancestors: &[String]) {
-    let directive = if ancestors.is_empty() {
-        "frame-ancestors 'none'".to_string()
-    } else {
-        format!("frame-ancestors {}", ancestors.join(" "))
-    };
+pub(crate) fn set_frame_ancestors(headers: &mut HeaderMap, directive: &HeaderValue) {
+    // Most upstreams send no CSP: the directive alone, as built.
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, directive.clone());
+        return;
+    }
+    let directive = String::from_utf8_lossy(directive.as_bytes());
     let policies: Vec<String> = headers
         .get_all(header::CONTENT_SECURITY_POLICY)
         .iter()
@@ -102,14 +104,9 @@ pub(crate) fn set_frame_ancestors(headers: &mut HeaderMap, ancestors: &[String])
         })
         .collect();
     headers.remove(header::CONTENT_SECURITY_POLICY);
-    let policies = if policies.is_empty() {
-        vec![String::new()]
-    } else {
-        policies
-    };
     for policy in policies {
         let value = if policy.is_empty() {
-            directive.clone()
+            directive.to_string()
         } else {
             format!("{policy}; {directive}")
         };
@@ -205,7 +202,7 @@ mod tests {
     const ANCESTORS: &[&str] = &["https://portal.example.com"];
     const P: &str = "/embed-apps/8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc";
 
-    fn mount<'a>(ancestors: &'a [String], base: &'a str) -> Mount<'a> {
+    fn mount<'a>(ancestors: &'a HeaderValue, base: &'a str) -> Mount<'a> {
         Mount {
             prefix: Some(P),
             public_url: "https://gw.example.com",
@@ -216,8 +213,9 @@ mod tests {
         }
     }
 
-    fn ancestors() -> Vec<String> {
-        ANCESTORS.iter().map(|s| s.to_string()).collect()
+    fn ancestors() -> HeaderValue {
+        let sources: Vec<String> = ANCESTORS.iter().map(|s| s.to_string()).collect();
+        crate::config::frame_ancestors_directive(&sources)
     }
 
     #[test]
@@ -240,7 +238,7 @@ mod tests {
     #[test]
     fn missing_csp_gets_one_and_empty_list_is_none() {
         let mut h = HeaderMap::new();
-        set_frame_ancestors(&mut h, &[]);
+        set_frame_ancestors(&mut h, &crate::config::frame_ancestors_directive(&[]));
         assert_eq!(h[header::CONTENT_SECURITY_POLICY], "frame-ancestors 'none'");
     }
 

@@ -10,11 +10,12 @@
 //! a session whose PAT a revocation removed meanwhile is not started.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use dashmap::DashMap;
 use tokio::sync::broadcast;
 
-use super::{Counts, Ended, PatRecord, Revoked, SessionRecord, Store, StoreError};
+use super::{Attributes, Counts, Ended, PatRecord, Revoked, SessionRecord, Store, StoreError};
 use crate::telemetry::audit::Refusal;
 use crate::token::TokenHash;
 
@@ -22,16 +23,31 @@ use crate::token::TokenHash;
 /// told it lagged.
 const ENDED_BACKLOG: usize = 1024;
 
-/// The hashes one user owns.
+/// The hashes one user owns, and the identity their sessions share.
 #[derive(Debug, Default)]
 struct Owned {
     pats: HashSet<TokenHash>,
     sessions: HashSet<TokenHash>,
+    /// The groups and attributes of the user's latest session: a new
+    /// session with the same ones points at these instead of its own copy.
+    identity: Option<(Arc<[String]>, Arc<Attributes>)>,
 }
 
 impl Owned {
     fn is_empty(&self) -> bool {
         self.pats.is_empty() && self.sessions.is_empty()
+    }
+
+    /// Points `session` at the identity this user's sessions already
+    /// share, when it is the same; else makes its identity the shared one.
+    fn share(&mut self, session: &mut SessionRecord) {
+        match &self.identity {
+            Some((groups, attributes)) if *groups == session.groups && *attributes == session.attributes => {
+                session.groups = groups.clone();
+                session.attributes = attributes.clone();
+            }
+            _ => self.identity = Some((session.groups.clone(), session.attributes.clone())),
+        }
     }
 }
 
@@ -50,8 +66,12 @@ pub(crate) struct MemoryStore {
     /// ms): all that is kept of them, so that a replay is known as one.
     used: DashMap<TokenHash, u64>,
     sessions: DashMap<TokenHash, SessionRecord>,
-    /// Lowercased email → what that user owns.
-    by_user: DashMap<String, Owned>,
+    /// Lowercased email → what that user owns. The key is the email every
+    /// session of the user points at.
+    by_user: DashMap<Arc<str>, Owned>,
+    /// The app ids of live sessions, one copy each (only configured apps
+    /// get sessions, so this stays as small as the config).
+    apps: DashMap<Arc<str>, ()>,
     ended: broadcast::Sender<Ended>,
 }
 
@@ -62,6 +82,7 @@ impl Default for MemoryStore {
             used: DashMap::new(),
             sessions: DashMap::new(),
             by_user: DashMap::new(),
+            apps: DashMap::new(),
             ended: broadcast::channel(ENDED_BACKLOG).0,
         }
     }
@@ -81,6 +102,14 @@ impl MemoryStore {
         }
     }
 
+    /// The one shared copy of an app id.
+    fn shared_app(&self, app_id: &Arc<str>) -> Arc<str> {
+        if let Some(known) = self.apps.get(&**app_id) {
+            return known.key().clone();
+        }
+        self.apps.entry(app_id.clone()).or_insert(()).key().clone()
+    }
+
     /// Forgets `hash` in `email`'s index entry, and the entry once empty.
     fn unindex(&self, email: &str, hash: &TokenHash) {
         if let Some(mut owned) = self.by_user.get_mut(email) {
@@ -94,7 +123,7 @@ impl MemoryStore {
 #[async_trait::async_trait]
 impl Store for MemoryStore {
     async fn insert_pat(&self, hash: TokenHash, pat: PatRecord, _now_ms: u64) -> Result<(), StoreError> {
-        let mut owned = self.by_user.entry(pat.email.clone()).or_default();
+        let mut owned = self.by_user.entry(Arc::from(pat.email.as_str())).or_default();
         owned.pats.insert(hash);
         self.pats.insert(
             hash,
@@ -137,15 +166,16 @@ impl Store for MemoryStore {
     async fn start_session(
         &self,
         hash: TokenHash,
-        session: SessionRecord,
+        mut session: SessionRecord,
         pat: &TokenHash,
         single_use: bool,
     ) -> Result<bool, StoreError> {
         // The index entry first, as a revocation takes it: the PAT is
         // either still there (the revocation comes after, and finds the
         // session) or gone (the revocation came first).
+        let mut owned = self.by_user.entry(session.email.clone()).or_default();
+        session.email = owned.key().clone();
         let email = session.email.clone();
-        let mut owned = self.by_user.entry(email.clone()).or_default();
         let still_there = if single_use {
             match self.pats.remove_if(pat, |_, p| p.claimed) {
                 Some((_, spent)) => {
@@ -162,10 +192,12 @@ impl Store for MemoryStore {
                 owned.pats.remove(pat);
             }
             owned.sessions.insert(hash);
+            owned.share(&mut session);
+            session.app_id = self.shared_app(&session.app_id);
             self.sessions.insert(hash, session);
         }
         drop(owned);
-        self.by_user.remove_if(&email, |_, owned| owned.is_empty());
+        self.by_user.remove_if(&*email, |_, owned| owned.is_empty());
         Ok(still_there)
     }
 
@@ -189,7 +221,7 @@ impl Store for MemoryStore {
             }
             return Ok(None);
         }
-        if session.app_id != app_id {
+        if &*session.app_id != app_id {
             return Ok(None);
         }
         session.touch(now_ms);
@@ -237,12 +269,12 @@ impl Store for MemoryStore {
     async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError> {
         // Collected first and unindexed after: the index is never locked
         // while a record shard is (see the module doc).
-        let mut dropped: Vec<(String, TokenHash)> = Vec::new();
+        let mut dropped: Vec<(Arc<str>, TokenHash)> = Vec::new();
         self.sessions.retain(|hash, s| {
             let live = s.is_live(now_ms);
             if !live {
                 super::ended(hash, &s.email, &s.app_id, s.cap_ms, false, now_ms);
-                dropped.push((std::mem::take(&mut s.email), *hash));
+                dropped.push((s.email.clone(), *hash));
             }
             live
         });
@@ -250,7 +282,7 @@ impl Store for MemoryStore {
         self.pats.retain(|hash, p| {
             let live = p.record.is_live(now_ms);
             if !live {
-                dropped.push((std::mem::take(&mut p.record.email), *hash));
+                dropped.push((Arc::from(p.record.email.as_str()), *hash));
             }
             live
         });
@@ -303,6 +335,36 @@ mod tests {
             !store.by_user.contains_key("other@example.com"),
             "an index entry with nothing left goes"
         );
+    }
+
+    /// A user's sessions point at one copy of the email, the groups, the
+    /// attributes and the app id; a session with other groups has its own,
+    /// and every record still reads as it was started.
+    #[tokio::test]
+    async fn sessions_of_one_user_share_their_identity_and_app_id() {
+        let store = MemoryStore::new();
+        let t0 = conformance::T0;
+        conformance::open(&store, [20; 32], session(USER, APP, t0, 600, 3_600)).await;
+        conformance::open(&store, [21; 32], session(USER, APP, t0, 600, 3_600)).await;
+        let mut other_groups = session(USER, APP, t0, 600, 3_600);
+        other_groups.groups = vec!["ops".to_string()].into();
+        conformance::open(&store, [22; 32], other_groups).await;
+        conformance::open(&store, [23; 32], session("bob@example.com", APP, t0, 600, 3_600)).await;
+
+        let get = |h: u8| store.sessions.get(&[h; 32]).map(|s| s.clone()).expect("a session");
+        let (a, b, c, d) = (get(20), get(21), get(22), get(23));
+        assert!(Arc::ptr_eq(&a.email, &b.email) && Arc::ptr_eq(&a.email, &c.email));
+        assert!(Arc::ptr_eq(&a.groups, &b.groups));
+        assert!(Arc::ptr_eq(&a.attributes, &b.attributes));
+        assert!(!Arc::ptr_eq(&a.groups, &c.groups));
+        assert_eq!(
+            (&*a.groups, &*c.groups),
+            (&["sales".to_string()][..], &["ops".to_string()][..])
+        );
+        assert!(Arc::ptr_eq(&a.app_id, &d.app_id), "one copy of an app id for all users");
+        assert_eq!((&*a.email, &*d.email, &*d.app_id), (USER, "bob@example.com", APP));
+        let used = store.use_session(&[21; 32], APP, t0 + 1).await.unwrap().expect("live");
+        assert!(Arc::ptr_eq(&used.email, &a.email), "a request's copy shares too");
     }
 
     /// Tunnels of a session that expired end once it is swept, as they end
@@ -414,13 +476,13 @@ mod tests {
         let before: Vec<(TokenHash, SessionRecord)> = store
             .sessions
             .iter()
-            .filter(|e| e.email != USER)
+            .filter(|e| &*e.email != USER)
             .map(|e| (*e.key(), e.value().clone()))
             .collect();
-        let index_before: Vec<(String, usize)> = store
+        let index_before: Vec<(Arc<str>, usize)> = store
             .by_user
             .iter()
-            .filter(|e| e.key() != USER)
+            .filter(|e| &**e.key() != USER)
             .map(|e| (e.key().clone(), e.sessions.len()))
             .collect();
 
@@ -434,7 +496,7 @@ mod tests {
         assert!(!store.by_user.contains_key(USER));
         for (email, sessions) in &index_before {
             assert_eq!(
-                store.by_user.get(email).map(|o| o.sessions.len()),
+                store.by_user.get(&**email).map(|o| o.sessions.len()),
                 Some(*sessions),
                 "{email}"
             );

@@ -252,7 +252,7 @@ impl RedisStore {
             return Ok(None);
         }
         // A request for another app is no activity of this session's.
-        if record.app_id == app_id && extension_due(&record, now_ms) {
+        if &*record.app_id == app_id && extension_due(&record, now_ms) {
             record.touch(now_ms);
             let ttl = record.expires_ms.saturating_sub(now_ms).max(1);
             let json = serde_json::to_string(&record).map_err(|e| StoreError(Box::new(e)))?;
@@ -284,15 +284,15 @@ impl RedisStore {
             app_id: record.app_id.clone(),
             cap_ms: record.cap_ms,
         });
-        Ok((record.app_id == app_id).then_some(record))
+        Ok((&*record.app_id == app_id).then_some(record))
     }
 }
 
 /// A session this replica served, as the audit log names it when it ends.
 #[derive(Debug)]
 struct Served {
-    email: String,
-    app_id: String,
+    email: Arc<str>,
+    app_id: Arc<str>,
     cap_ms: u64,
 }
 
@@ -493,7 +493,7 @@ impl Store for RedisStore {
             if !extension_due(&cached.record, now_ms) {
                 if cached.read_at.elapsed() < CACHE_FOR {
                     let record = &cached.record;
-                    let usable = record.app_id == app_id && record.is_live(now_ms);
+                    let usable = &*record.app_id == app_id && record.is_live(now_ms);
                     return Ok(usable.then(|| record.clone()));
                 }
                 // Stale: this request reads Redis again, and the requests
