@@ -16,7 +16,7 @@ use crate::assertion::{self, Cached, Claims, Signer};
 use crate::drain::Watch;
 use crate::error::GatewayError;
 use crate::proxy::Cancel;
-use crate::session::{Attributes, Ended, SessionRecord};
+use crate::session::{Ended, SessionRecord, Subject};
 use crate::token::TokenHash;
 
 static X_EMBED_USER: HeaderName = HeaderName::from_static("x-embed-user");
@@ -38,10 +38,7 @@ pub(crate) struct Local {
 struct Identity {
     /// What the headers were built from; a record or an app's
     /// `attribute_headers` that differs rebuilds.
-    email: Arc<str>,
-    groups: Arc<[String]>,
-    attributes: Arc<Attributes>,
-    app_id: Arc<str>,
+    subject: Arc<Subject>,
     attribute_names: Vec<(String, HeaderName)>,
     user: HeaderValue,
     groups_header: HeaderValue,
@@ -58,19 +55,16 @@ impl Identity {
         let attribute_headers = attribute_names
             .iter()
             .filter_map(|(key, name)| {
-                let text = header_text(session.attributes.get(key)?)?;
+                let text = header_text(session.subject.attributes.get(key)?)?;
                 Some((name.clone(), HeaderValue::from_str(&text).ok()?))
             })
             .collect();
         Ok(Identity {
-            email: session.email.clone(),
-            groups: session.groups.clone(),
-            attributes: session.attributes.clone(),
-            app_id: session.app_id.clone(),
+            subject: session.subject.clone(),
             attribute_names: attribute_names.to_vec(),
-            user: value(&session.email)?,
-            groups_header: value(&session.groups.join(","))?,
-            app: value(&session.app_id)?,
+            user: value(&session.subject.email)?,
+            groups_header: value(&session.subject.groups.join(","))?,
+            app: value(&session.subject.app_id)?,
             attribute_headers,
             assertion: None,
         })
@@ -78,15 +72,9 @@ impl Identity {
 
     fn is_for(&self, session: &SessionRecord, attribute_names: &[(String, HeaderName)]) -> bool {
         // The memory store hands every request of a session the same
-        // shared values: a pointer comparison settles it without reading
-        // a string.
-        fn same<T: ?Sized + PartialEq>(a: &Arc<T>, b: &Arc<T>) -> bool {
-            Arc::ptr_eq(a, b) || a == b
-        }
-        same(&self.email, &session.email)
-            && same(&self.groups, &session.groups)
-            && same(&self.app_id, &session.app_id)
-            && same(&self.attributes, &session.attributes)
+        // subject: a pointer comparison settles it without reading a
+        // string.
+        (Arc::ptr_eq(&self.subject, &session.subject) || self.subject == session.subject)
             && self.attribute_names == attribute_names
     }
 }
@@ -135,10 +123,10 @@ impl Local {
         let now = unix_seconds();
         let claims = Claims {
             iss: issuer,
-            aud: &session.app_id,
-            sub: &session.email,
-            groups: &session.groups,
-            attrs: (!session.attributes.is_empty()).then_some(&session.attributes),
+            aud: &session.subject.app_id,
+            sub: &session.subject.email,
+            groups: &session.subject.groups,
+            attrs: (!session.subject.attributes.is_empty()).then_some(&session.subject.attributes),
             iat: now,
             exp: now + assertion::LIFETIME_SECONDS,
         };
@@ -261,10 +249,12 @@ mod tests {
 
     fn record(email: &str, groups: &[&str]) -> SessionRecord {
         SessionRecord {
-            attributes: Default::default(),
-            email: email.into(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            app_id: "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc".into(),
+            subject: Arc::new(Subject {
+                attributes: Default::default(),
+                email: email.into(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                app_id: "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc".into(),
+            }),
             created_ms: 0,
             expires_ms: u64::MAX,
             idle_ms: 60_000,
@@ -307,12 +297,11 @@ mod tests {
         let local = Local::default();
         let signer = Signer::generate().expect("a key");
         let mut session = record("ann@example.com", &["sales"]);
-        session.attributes = Arc::new(
+        Arc::make_mut(&mut session.subject).attributes =
             serde_json::json!({"department": "Sales EMEA", "level": 3, "city": "Zürich", "other": "x"})
                 .as_object()
                 .cloned()
-                .unwrap_or_default(),
-        );
+                .unwrap_or_default();
         let name = |s: &str| HeaderName::from_bytes(format!("x-embed-attr-{s}").as_bytes()).expect("a name");
         let names: Vec<(String, HeaderName)> = ["department", "level", "city", "absent"]
             .iter()

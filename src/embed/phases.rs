@@ -88,7 +88,7 @@ impl Embed<'_> {
             let Some(record) = state.store.use_session(&hash, &self.app.id, now).await? else {
                 continue;
             };
-            if state.admits(self.app, &record.email, &record.groups) {
+            if state.admits(self.app, &record.subject.email, &record.subject.groups) {
                 return Ok(Some(Session { hash, record }));
             }
         }
@@ -185,7 +185,7 @@ impl Embed<'_> {
     fn access_log(&self, session: &Session) {
         let span = tracing::Span::current();
         span.record("app", self.app.id.as_str());
-        span.record("user", &*session.record.email);
+        span.record("user", session.record.subject.email.as_str());
     }
 }
 

@@ -46,16 +46,16 @@ pub(crate) async fn open(store: &dyn Store, hash: TokenHash, session: SessionRec
     pat_hash[30] ^= 0xA5;
     pat_hash[31] ^= 0x5A;
     let minted = PatRecord {
-        email: session.email.to_string(),
-        groups: session.groups.to_vec(),
-        attributes: (*session.attributes).clone(),
-        app_id: session.app_id.to_string(),
+        email: session.subject.email.clone(),
+        groups: session.subject.groups.clone(),
+        attributes: session.subject.attributes.clone(),
+        app_id: session.subject.app_id.clone(),
         session_idle_ms: session.idle_ms,
         expires_ms: session.created_ms + 60_000,
     };
     store.insert_pat(pat_hash, minted, session.created_ms).await.unwrap();
     let taken = store
-        .take_pat(&pat_hash, &session.app_id, true, session.created_ms)
+        .take_pat(&pat_hash, &session.subject.app_id, true, session.created_ms)
         .await
         .unwrap();
     assert!(taken.is_ok(), "the PAT just minted is taken");
@@ -195,8 +195,11 @@ pub(crate) async fn session_keeps_vouched_groups_and_attributes(store: Arc<dyn S
     let started = SessionRecord::start(&minted, vec!["org:acme".into()], Duration::from_secs(600), T0);
     open(&*store, [14; 32], started.clone()).await;
     let used = store.use_session(&[14; 32], APP, T0).await.unwrap();
-    assert_eq!(used.as_ref().map(|s| &*s.attributes), Some(&vouched()));
-    assert_eq!(used.map(|s| s.groups.to_vec()), Some(vec!["org:acme".to_string()]));
+    assert_eq!(used.as_ref().map(|s| &s.subject.attributes), Some(&vouched()));
+    assert_eq!(
+        used.map(|s| s.subject.groups.clone()),
+        Some(vec!["org:acme".to_string()])
+    );
 }
 
 pub(crate) async fn concurrent_takes_of_one_pat_yield_exactly_one(store: Arc<dyn Store>) {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use tokio::sync::broadcast;
 
-use super::{Attributes, Counts, Ended, PatRecord, Revoked, SessionRecord, Store, StoreError};
+use super::{Counts, Ended, PatRecord, Revoked, SessionRecord, Store, StoreError, Subject};
 use crate::telemetry::audit::Refusal;
 use crate::token::TokenHash;
 
@@ -23,14 +23,33 @@ use crate::token::TokenHash;
 /// told it lagged.
 const ENDED_BACKLOG: usize = 1024;
 
-/// The hashes one user owns, and the identity their sessions share.
+/// A used PAT's mark: the first half of its hash.
+type UsedMark = [u8; 16];
+
+fn used_mark(hash: &TokenHash) -> UsedMark {
+    let mut mark = [0; 16];
+    mark.copy_from_slice(&hash[..16]);
+    mark
+}
+
+/// A PAT's expiry as the mark keeps it: Unix seconds, rounded up (so the
+/// mark never goes before the PAT would have), saturating in 2106.
+fn mark_expiry(expires_ms: u64) -> u32 {
+    u32::try_from(expires_ms.div_ceil(1_000)).unwrap_or(u32::MAX)
+}
+
+/// How many subjects (app, groups, attributes) of one user are kept for
+/// new sessions to share; a user seen with more shares the latest ones.
+const SUBJECTS_PER_USER: usize = 4;
+
+/// The hashes one user owns, and the subjects their sessions share.
 #[derive(Debug, Default)]
 struct Owned {
     pats: HashSet<TokenHash>,
     sessions: HashSet<TokenHash>,
-    /// The groups and attributes of the user's latest session: a new
-    /// session with the same ones points at these instead of its own copy.
-    identity: Option<(Arc<[String]>, Arc<Attributes>)>,
+    /// The subjects of the user's latest sessions, latest last: a new
+    /// session with an equal one points at it instead of its own copy.
+    subjects: Vec<Arc<Subject>>,
 }
 
 impl Owned {
@@ -38,16 +57,17 @@ impl Owned {
         self.pats.is_empty() && self.sessions.is_empty()
     }
 
-    /// Points `session` at the identity this user's sessions already
-    /// share, when it is the same; else makes its identity the shared one.
+    /// Points `session` at the equal subject this user's sessions already
+    /// share; else makes its subject one of the shared ones.
     fn share(&mut self, session: &mut SessionRecord) {
-        match &self.identity {
-            Some((groups, attributes)) if *groups == session.groups && *attributes == session.attributes => {
-                session.groups = groups.clone();
-                session.attributes = attributes.clone();
-            }
-            _ => self.identity = Some((session.groups.clone(), session.attributes.clone())),
+        if let Some(shared) = self.subjects.iter().find(|s| **s == session.subject) {
+            session.subject = shared.clone();
+            return;
         }
+        if self.subjects.len() == SUBJECTS_PER_USER {
+            self.subjects.remove(0);
+        }
+        self.subjects.push(session.subject.clone());
     }
 }
 
@@ -62,16 +82,15 @@ struct Minted {
 #[derive(Debug)]
 pub(crate) struct MemoryStore {
     pats: DashMap<TokenHash, Minted>,
-    /// PATs whose session started, until they would have expired (Unix
-    /// ms): all that is kept of them, so that a replay is known as one.
-    used: DashMap<TokenHash, u64>,
+    /// PATs whose session started, until they would have expired: all
+    /// that is kept of them, so that a replay is known as one. Compact, as
+    /// there is one per session: the hash's first 128 bits (a replay is
+    /// only ever told apart from an unknown PAT by it) and the expiry in
+    /// whole Unix seconds, rounded up.
+    used: DashMap<UsedMark, u32>,
     sessions: DashMap<TokenHash, SessionRecord>,
-    /// Lowercased email → what that user owns. The key is the email every
-    /// session of the user points at.
+    /// Lowercased email → what that user owns.
     by_user: DashMap<Arc<str>, Owned>,
-    /// The app ids of live sessions, one copy each (only configured apps
-    /// get sessions, so this stays as small as the config).
-    apps: DashMap<Arc<str>, ()>,
     ended: broadcast::Sender<Ended>,
 }
 
@@ -82,7 +101,6 @@ impl Default for MemoryStore {
             used: DashMap::new(),
             sessions: DashMap::new(),
             by_user: DashMap::new(),
-            apps: DashMap::new(),
             ended: broadcast::channel(ENDED_BACKLOG).0,
         }
     }
@@ -100,14 +118,6 @@ impl MemoryStore {
             // No listener (nothing tunnelled yet) is not a failure.
             let _ = self.ended.send(Ended::Sessions(sessions.into()));
         }
-    }
-
-    /// The one shared copy of an app id.
-    fn shared_app(&self, app_id: &Arc<str>) -> Arc<str> {
-        if let Some(known) = self.apps.get(&**app_id) {
-            return known.key().clone();
-        }
-        self.apps.entry(app_id.clone()).or_insert(()).key().clone()
     }
 
     /// Forgets `hash` in `email`'s index entry, and the entry once empty.
@@ -143,7 +153,7 @@ impl Store for MemoryStore {
         now_ms: u64,
     ) -> Result<Result<PatRecord, Refusal>, StoreError> {
         let Some(mut pat) = self.pats.get_mut(hash) else {
-            let used = self.used.contains_key(hash);
+            let used = self.used.contains_key(&used_mark(hash));
             return Ok(Err(if used { Refusal::Used } else { Refusal::Unknown }));
         };
         let refusal = if pat.claimed {
@@ -173,13 +183,12 @@ impl Store for MemoryStore {
         // The index entry first, as a revocation takes it: the PAT is
         // either still there (the revocation comes after, and finds the
         // session) or gone (the revocation came first).
-        let mut owned = self.by_user.entry(session.email.clone()).or_default();
-        session.email = owned.key().clone();
-        let email = session.email.clone();
+        let mut owned = self.by_user.entry(session.subject.email.as_str().into()).or_default();
+        let email = owned.key().clone();
         let still_there = if single_use {
             match self.pats.remove_if(pat, |_, p| p.claimed) {
                 Some((_, spent)) => {
-                    self.used.insert(*pat, spent.record.expires_ms);
+                    self.used.insert(used_mark(pat), mark_expiry(spent.record.expires_ms));
                     true
                 }
                 None => false,
@@ -193,7 +202,6 @@ impl Store for MemoryStore {
             }
             owned.sessions.insert(hash);
             owned.share(&mut session);
-            session.app_id = self.shared_app(&session.app_id);
             self.sessions.insert(hash, session);
         }
         drop(owned);
@@ -215,13 +223,13 @@ impl Store for MemoryStore {
             // Ended now rather than at the next sweep (once: whoever
             // removes it says so).
             if let Some((_, s)) = self.sessions.remove_if(hash, |_, s| !s.is_live(now_ms)) {
-                self.unindex(&s.email, hash);
+                self.unindex(&s.subject.email, hash);
                 self.announce(vec![*hash]);
-                super::ended(hash, &s.email, &s.app_id, s.cap_ms, false, now_ms);
+                super::ended(hash, &s.subject.email, &s.subject.app_id, s.cap_ms, false, now_ms);
             }
             return Ok(None);
         }
-        if &*session.app_id != app_id {
+        if &*session.subject.app_id != app_id {
             return Ok(None);
         }
         session.touch(now_ms);
@@ -234,8 +242,8 @@ impl Store for MemoryStore {
         let mut tokens = 0;
         if let Some(mut owned) = self.by_user.get_mut(email) {
             owned.sessions.retain(|hash| {
-                if let Some((_, s)) = self.sessions.remove_if(hash, |_, s| in_scope(&s.app_id)) {
-                    super::ended(hash, email, &s.app_id, s.cap_ms, true, 0);
+                if let Some((_, s)) = self.sessions.remove_if(hash, |_, s| in_scope(&s.subject.app_id)) {
+                    super::ended(hash, email, &s.subject.app_id, s.cap_ms, true, 0);
                     ended.push(*hash);
                     return false;
                 }
@@ -269,12 +277,12 @@ impl Store for MemoryStore {
     async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError> {
         // Collected first and unindexed after: the index is never locked
         // while a record shard is (see the module doc).
-        let mut dropped: Vec<(Arc<str>, TokenHash)> = Vec::new();
+        let mut dropped: Vec<(String, TokenHash)> = Vec::new();
         self.sessions.retain(|hash, s| {
             let live = s.is_live(now_ms);
             if !live {
-                super::ended(hash, &s.email, &s.app_id, s.cap_ms, false, now_ms);
-                dropped.push((s.email.clone(), *hash));
+                super::ended(hash, &s.subject.email, &s.subject.app_id, s.cap_ms, false, now_ms);
+                dropped.push((s.subject.email.clone(), *hash));
             }
             live
         });
@@ -282,7 +290,7 @@ impl Store for MemoryStore {
         self.pats.retain(|hash, p| {
             let live = p.record.is_live(now_ms);
             if !live {
-                dropped.push((Arc::from(p.record.email.as_str()), *hash));
+                dropped.push((std::mem::take(&mut p.record.email), *hash));
             }
             live
         });
@@ -290,7 +298,7 @@ impl Store for MemoryStore {
             self.unindex(email, hash);
         }
         let marks = self.used.len();
-        self.used.retain(|_, expires_ms| now_ms < *expires_ms);
+        self.used.retain(|_, expires_s| now_ms < u64::from(*expires_s) * 1_000);
         self.announce(dropped[..sessions].iter().map(|(_, hash)| *hash).collect());
         Ok(dropped.len() + (marks - self.used.len()))
     }
@@ -337,34 +345,45 @@ mod tests {
         );
     }
 
-    /// A user's sessions point at one copy of the email, the groups, the
-    /// attributes and the app id; a session with other groups has its own,
-    /// and every record still reads as it was started.
+    /// A user's sessions on one app point at one subject (email, groups,
+    /// attributes, app id); a session with other groups, or on another
+    /// app, has its own; every record still reads as it was started.
     #[tokio::test]
-    async fn sessions_of_one_user_share_their_identity_and_app_id() {
+    async fn sessions_of_one_user_on_one_app_share_their_subject() {
         let store = MemoryStore::new();
         let t0 = conformance::T0;
         conformance::open(&store, [20; 32], session(USER, APP, t0, 600, 3_600)).await;
         conformance::open(&store, [21; 32], session(USER, APP, t0, 600, 3_600)).await;
         let mut other_groups = session(USER, APP, t0, 600, 3_600);
-        other_groups.groups = vec!["ops".to_string()].into();
+        Arc::make_mut(&mut other_groups.subject).groups = vec!["ops".to_string()];
         conformance::open(&store, [22; 32], other_groups).await;
-        conformance::open(&store, [23; 32], session("bob@example.com", APP, t0, 600, 3_600)).await;
+        conformance::open(&store, [23; 32], session(USER, OTHER, t0, 600, 3_600)).await;
+        conformance::open(&store, [24; 32], session("bob@example.com", APP, t0, 600, 3_600)).await;
 
         let get = |h: u8| store.sessions.get(&[h; 32]).map(|s| s.clone()).expect("a session");
-        let (a, b, c, d) = (get(20), get(21), get(22), get(23));
-        assert!(Arc::ptr_eq(&a.email, &b.email) && Arc::ptr_eq(&a.email, &c.email));
-        assert!(Arc::ptr_eq(&a.groups, &b.groups));
-        assert!(Arc::ptr_eq(&a.attributes, &b.attributes));
-        assert!(!Arc::ptr_eq(&a.groups, &c.groups));
+        let (a, b, c, d, e) = (get(20), get(21), get(22), get(23), get(24));
+        assert!(Arc::ptr_eq(&a.subject, &b.subject));
+        for other in [&c, &d, &e] {
+            assert!(!Arc::ptr_eq(&a.subject, &other.subject));
+        }
         assert_eq!(
-            (&*a.groups, &*c.groups),
+            (&a.subject.groups[..], &c.subject.groups[..]),
             (&["sales".to_string()][..], &["ops".to_string()][..])
         );
-        assert!(Arc::ptr_eq(&a.app_id, &d.app_id), "one copy of an app id for all users");
-        assert_eq!((&*a.email, &*d.email, &*d.app_id), (USER, "bob@example.com", APP));
+        assert_eq!((a.subject.app_id.as_str(), d.subject.app_id.as_str()), (APP, OTHER));
+        assert_eq!(e.subject.email, "bob@example.com");
         let used = store.use_session(&[21; 32], APP, t0 + 1).await.unwrap().expect("live");
-        assert!(Arc::ptr_eq(&used.email, &a.email), "a request's copy shares too");
+        assert!(Arc::ptr_eq(&used.subject, &a.subject), "a request's copy shares too");
+        // A fifth subject of one user pushes out the oldest, never grows the list.
+        for (i, group) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            let mut s = session(USER, APP, t0, 600, 3_600);
+            Arc::make_mut(&mut s.subject).groups = vec![group.to_string()];
+            conformance::open(&store, [30 + i as u8; 32], s).await;
+        }
+        assert_eq!(
+            store.by_user.get(USER).map(|o| o.subjects.len()),
+            Some(SUBJECTS_PER_USER)
+        );
     }
 
     /// Tunnels of a session that expired end once it is swept, as they end
@@ -445,7 +464,7 @@ mod tests {
         drop(owned);
         assert!(store.pats.is_empty());
         assert!(
-            store.used.contains_key(&[1; 32]),
+            store.used.contains_key(&used_mark(&[1; 32])),
             "only a mark that it was used is left"
         );
     }
@@ -476,7 +495,7 @@ mod tests {
         let before: Vec<(TokenHash, SessionRecord)> = store
             .sessions
             .iter()
-            .filter(|e| &*e.email != USER)
+            .filter(|e| &*e.subject.email != USER)
             .map(|e| (*e.key(), e.value().clone()))
             .collect();
         let index_before: Vec<(Arc<str>, usize)> = store

@@ -70,21 +70,31 @@ impl PatRecord {
     }
 }
 
+/// Who a session is for and the app it opens: what never changes in a
+/// session, so that the sessions of one user on one app can share one copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Subject {
+    /// Lowercased.
+    pub(crate) email: String,
+    pub(crate) groups: Vec<String>,
+    /// The attributes the portal vouched for at mint time.
+    #[serde(default, skip_serializing_if = "Attributes::is_empty")]
+    pub(crate) attributes: Attributes,
+    /// Canonical (lowercase) app id: the only app it opens.
+    pub(crate) app_id: String,
+}
+
 /// A live embed session: who it is for and when it ends.
 ///
-/// The identity and the app id are shared (`Arc`): the memory store gives
-/// all sessions of one user one copy, and a request's clone of the record
-/// copies no string. Serialised (for Redis) as plain strings and arrays.
+/// The subject is shared (`Arc`): the memory store gives all sessions of
+/// one user on one app one copy, so a live session costs its times and a
+/// pointer, and a request's clone of the record copies no string.
+/// Serialised (for Redis) flat, as before: the subject's fields beside the
+/// times.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SessionRecord {
-    /// Lowercased.
-    pub(crate) email: Arc<str>,
-    pub(crate) groups: Arc<[String]>,
-    /// The attributes the portal vouched for at mint time.
-    #[serde(default, skip_serializing_if = "attributes_empty")]
-    pub(crate) attributes: Arc<Attributes>,
-    /// Canonical (lowercase) app id: the only app it opens.
-    pub(crate) app_id: Arc<str>,
+    #[serde(flatten)]
+    pub(crate) subject: Arc<Subject>,
     pub(crate) created_ms: u64,
     /// Unusable from this instant on; each use moves it to `now + idle`...
     pub(crate) expires_ms: u64,
@@ -94,18 +104,16 @@ pub(crate) struct SessionRecord {
     pub(crate) cap_ms: u64,
 }
 
-fn attributes_empty(attributes: &Arc<Attributes>) -> bool {
-    attributes.is_empty()
-}
-
 impl SessionRecord {
     /// A session starting at `now_ms`, for the identity a PAT carried.
     pub(crate) fn start(pat: &PatRecord, groups: Vec<String>, max_lifetime: Duration, now_ms: u64) -> Self {
         let mut session = SessionRecord {
-            email: pat.email.as_str().into(),
-            groups: groups.into(),
-            attributes: Arc::new(pat.attributes.clone()),
-            app_id: pat.app_id.as_str().into(),
+            subject: Arc::new(Subject {
+                email: pat.email.clone(),
+                groups,
+                attributes: pat.attributes.clone(),
+                app_id: pat.app_id.clone(),
+            }),
             created_ms: now_ms,
             expires_ms: now_ms,
             idle_ms: pat.session_idle_ms,
@@ -286,7 +294,7 @@ mod tests {
         };
         let s = SessionRecord::start(&pat, vec!["g".into()], Duration::from_secs(30), 1_000);
         assert_eq!((s.created_ms, s.expires_ms, s.cap_ms), (1_000, 31_000, 31_000));
-        assert_eq!(*s.groups, ["g"]);
+        assert_eq!(s.subject.groups, ["g"]);
         assert!(s.is_live(30_999) && !s.is_live(31_000));
     }
 }

@@ -252,7 +252,7 @@ impl RedisStore {
             return Ok(None);
         }
         // A request for another app is no activity of this session's.
-        if &*record.app_id == app_id && extension_due(&record, now_ms) {
+        if record.subject.app_id == app_id && extension_due(&record, now_ms) {
             record.touch(now_ms);
             let ttl = record.expires_ms.saturating_sub(now_ms).max(1);
             let json = serde_json::to_string(&record).map_err(|e| StoreError(Box::new(e)))?;
@@ -280,19 +280,19 @@ impl RedisStore {
             },
         );
         self.served.entry(*hash).or_insert_with(|| Served {
-            email: record.email.clone(),
-            app_id: record.app_id.clone(),
+            email: record.subject.email.clone(),
+            app_id: record.subject.app_id.clone(),
             cap_ms: record.cap_ms,
         });
-        Ok((&*record.app_id == app_id).then_some(record))
+        Ok((record.subject.app_id == app_id).then_some(record))
     }
 }
 
 /// A session this replica served, as the audit log names it when it ends.
 #[derive(Debug)]
 struct Served {
-    email: Arc<str>,
-    app_id: Arc<str>,
+    email: String,
+    app_id: String,
     cap_ms: u64,
 }
 
@@ -472,12 +472,12 @@ impl Store for RedisStore {
         invocation
             .key(self.key("session", &hash))
             .key(self.key("pat", pat))
-            .key(self.user_key(&session.email))
+            .key(self.user_key(&session.subject.email))
             .arg(to_json(&session)?)
             .arg(ttl)
             .arg(if single_use { "1" } else { "0" })
-            .arg(format!("session:{}:{}", hex::encode(hash), session.app_id))
-            .arg(format!("pat:{}:{}", hex::encode(pat), session.app_id))
+            .arg(format!("session:{}:{}", hex::encode(hash), session.subject.app_id))
+            .arg(format!("pat:{}:{}", hex::encode(pat), session.subject.app_id))
             .arg(index_ttl);
         let started: i64 = self.call(invocation.invoke_async(&mut connection)).await?;
         Ok(started == 1)
@@ -493,7 +493,7 @@ impl Store for RedisStore {
             if !extension_due(&cached.record, now_ms) {
                 if cached.read_at.elapsed() < CACHE_FOR {
                     let record = &cached.record;
-                    let usable = &*record.app_id == app_id && record.is_live(now_ms);
+                    let usable = record.subject.app_id == app_id && record.is_live(now_ms);
                     return Ok(usable.then(|| record.clone()));
                 }
                 // Stale: this request reads Redis again, and the requests
