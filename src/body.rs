@@ -17,10 +17,28 @@ use hyper::body::Incoming;
 /// was not there.
 #[derive(Debug)]
 pub(crate) enum Body {
-    /// Streamed through unchanged, frame by frame.
-    Upstream(Incoming),
+    /// Streamed through unchanged, frame by frame; `OnEnd` runs once the
+    /// last frame is through (the upstream connection goes back to its
+    /// pool then, and only then: a body dropped before its end drops it).
+    Upstream(Incoming, Option<OnEnd>),
     /// Written by the gateway; `None` once sent.
     Full(Option<Bytes>),
+}
+
+/// What to do once an upstream body has been read to its end.
+pub(crate) struct OnEnd(Box<dyn FnOnce() + Send + Sync>);
+
+impl OnEnd {
+    /// Runs `f` when the body ends.
+    pub(crate) fn new(f: impl FnOnce() + Send + Sync + 'static) -> Self {
+        OnEnd(Box::new(f))
+    }
+}
+
+impl std::fmt::Debug for OnEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnEnd")
+    }
 }
 
 impl Body {
@@ -42,7 +60,19 @@ impl Body {
 
 impl From<Incoming> for Body {
     fn from(body: Incoming) -> Self {
-        Body::Upstream(body)
+        Body::Upstream(body, None)
+    }
+}
+
+impl Body {
+    /// An upstream body that runs `on_end` once read to its end (at once
+    /// when it is empty: hyper may never poll an ended body).
+    pub(crate) fn upstream(body: Incoming, on_end: OnEnd) -> Self {
+        if http_body::Body::is_end_stream(&body) {
+            (on_end.0)();
+            return Body::Upstream(body, None);
+        }
+        Body::Upstream(body, Some(on_end))
     }
 }
 
@@ -52,21 +82,34 @@ impl http_body::Body for Body {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            Body::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Body::Upstream(body, on_end) => {
+                let frame = Pin::new(&mut *body).poll_frame(cx);
+                let ended = match &frame {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+                    Poll::Ready(Some(Err(_))) | Poll::Pending => false,
+                };
+                if ended {
+                    if let Some(on_end) = on_end.take() {
+                        (on_end.0)();
+                    }
+                }
+                frame
+            }
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Upstream(body) => body.is_end_stream(),
+            Body::Upstream(body, _) => body.is_end_stream(),
             Body::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Upstream(body) => body.size_hint(),
+            Body::Upstream(body, _) => body.size_hint(),
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

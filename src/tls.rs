@@ -27,34 +27,10 @@ pub(crate) struct TlsError {
     pub(crate) why: String,
 }
 
-/// The one crypto provider of every TLS connection, served or made:
-/// aws-lc-rs, with AES-128-GCM suites first. AES-128-GCM is as safe for
-/// TLS as AES-256-GCM, and its TLS 1.3 suite's SHA-256 key schedule makes
-/// a full handshake cost about 15 % less CPU than AES-256-GCM-SHA384's
-/// (bench/run's TLS rows).
-pub(crate) fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
-    PROVIDER
-        .get_or_init(|| {
-            let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-            // A stable sort: the rest keep aws-lc-rs' order.
-            provider.cipher_suites.sort_by_key(|suite| {
-                !matches!(
-                    suite.suite(),
-                    rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
-                        | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
-                        | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
-                )
-            });
-            Arc::new(provider)
-        })
-        .clone()
-}
-
 /// Builds the acceptor from the files `[tls]` names: the main certificate
 /// alone, or, with `[[tls.certificates]]`, a resolver that picks by SNI.
 pub(crate) fn acceptor(tls: &Tls) -> Result<TlsAcceptor, TlsError> {
-    let provider = provider();
+    let provider = crate::certs::tls_provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError {

@@ -826,3 +826,100 @@ async fn http2_concurrent_streams_are_proxied_in_parallel() {
         "20 concurrent h2 streams of 300 ms took {took:?}: they were serialised"
     );
 }
+
+/// A raw upstream that answers each request with `body` and counts its
+/// connections; `close_after` closes each connection after that many
+/// answers (without `Connection: close`, as a server whose keep-alive
+/// timer ran out does).
+async fn counting_upstream(
+    body: &'static [u8],
+    close_after: usize,
+) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for _ in 0..close_after {
+                    // One request head (these tests send no bodies).
+                    loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            break;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                    if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(body).await.is_err() {
+                        return;
+                    }
+                }
+                // Closed without a word, keep-alive or not.
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_closing_idle_connections_never_costs_a_502() {
+    let (addr, connections) = counting_upstream(b"ok", 1).await;
+    let gw = Gateway::start(new_dir(), &config("", &passthrough(&format!("http://{addr}")))).await;
+    for i in 0..8 {
+        let r = get(gw.public_addr, &format!("/closing/{i}")).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.text(), "ok");
+        // Sometimes the gateway sees the close before the next request,
+        // sometimes only when it tries to send it: both must work.
+        if i % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_the_client_abandons_is_not_reused_and_the_next_one_is_fine() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // 8 MiB: far more than the sockets between buffer, so the client's
+    // leaving stops the body mid-way.
+    static BIG: [u8; 8 << 20] = [b'x'; 8 << 20];
+    let (addr, connections) = counting_upstream(&BIG, usize::MAX).await;
+    let gw = Gateway::start(new_dir(), &config("", &passthrough(&format!("http://{addr}")))).await;
+
+    let mut client = tokio::net::TcpStream::connect(gw.public_addr).await.unwrap();
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nHost: gw.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 64 * 1024];
+    let n = client.read(&mut first).await.unwrap();
+    assert!(
+        first[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..n.min(80)])
+    );
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // The half-read response's connection is not handed to this request
+    // (it would read the rest of the old body as its answer).
+    let r = get(gw.public_addr, "/after").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), BIG.len());
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // And a complete one is reused.
+    let r = get(gw.public_addr, "/again").await;
+    assert_eq!(r.body.len(), BIG.len());
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

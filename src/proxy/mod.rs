@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::connect::HttpInfo;
 use tracing::debug;
 
 use crate::body::{Body, RequestBody};
@@ -161,26 +160,30 @@ pub(crate) async fn forward(
     *req.version_mut() = Version::HTTP_11;
 
     let sent = std::time::Instant::now();
-    let response = match tokio::time::timeout(fwd.timeout, client.hyper().request(req)).await {
+    let answer = match tokio::time::timeout(fwd.timeout, client.request(req)).await {
         Err(_) => return Err(GatewayError::GatewayTimeout),
         Ok(Err(error)) => {
             debug!(error = %error, connect = error.is_connect(), "upstream request failed");
             return Err(GatewayError::BadGateway(Box::new(error)));
         }
-        Ok(Ok(response)) => response,
+        Ok(Ok(answer)) => answer,
     };
     crate::metrics::global().upstream_head.observe(sent.elapsed());
 
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, body) = answer.response.into_parts();
     // For the access line: where the pooled connection goes, and what
     // came back before the gateway touched it.
     let seen = UpstreamSeen {
-        addr: parts.extensions.get::<HttpInfo>().map(HttpInfo::remote_addr),
+        addr: answer.addr,
         status: parts.status.as_u16(),
     };
     parts.extensions.insert(seen);
     let upstream_protocol = hop::strip(&mut parts.headers);
-    let mut response = Response::from_parts(parts, Body::from(body));
+    let body = match answer.on_end {
+        Some(on_end) => Body::upstream(body, on_end),
+        None => Body::from(body),
+    };
+    let mut response = Response::from_parts(parts, body);
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(client_upgrade), Some(protocol)) = (client_upgrade, upstream_protocol) else {
             return Err(GatewayError::BadGateway("upstream switched protocols unasked".into()));
