@@ -125,12 +125,26 @@ impl UpstreamClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        Ok(UpstreamClient {
-            pool: Arc::new(Pool {
-                connector,
-                idle: Mutex::new(HashMap::new()),
-            }),
-        })
+        let pool = Arc::new(Pool {
+            connector,
+            idle: Mutex::new(HashMap::new()),
+        });
+        // Idle connections to an upstream that gets no more requests are
+        // closed after POOL_IDLE_TIMEOUT too; the reaper ends with the pool.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let pool = Arc::downgrade(&pool);
+            runtime.spawn(async move {
+                let period = POOL_IDLE_TIMEOUT / 2;
+                let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let Some(pool) = pool.upgrade() else { return };
+                    pool.reap();
+                }
+            });
+        }
+        Ok(UpstreamClient { pool })
     }
 
     /// Sends `req` (absolute URI, `Host` already set) to its upstream as
@@ -216,6 +230,16 @@ impl Pool {
         }
     }
 
+    /// Drops the connections idle past [`POOL_IDLE_TIMEOUT`] or closed.
+    fn reap(&self) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|_, list| {
+            list.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < POOL_IDLE_TIMEOUT);
+            !list.is_empty()
+        });
+    }
+
     /// A new connection to `uri`'s upstream, its task spawned.
     async fn connect(&self, uri: &Uri) -> Result<(Sender, Option<SocketAddr>), UpstreamError> {
         let io = self
@@ -252,4 +276,66 @@ fn origin_form(uri: &Uri) -> Uri {
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
     );
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::rt::TokioIo;
+
+    #[test]
+    fn origin_form_keeps_path_and_query_only() {
+        let uri = Uri::from_static("http://127.0.0.1:3000/a/b?c=d");
+        assert_eq!(origin_form(&uri), "/a/b?c=d");
+        assert_eq!(origin_form(&Uri::from_static("http://127.0.0.1:3000")), "/");
+    }
+
+    /// Connections idle past the timeout (or closed) leave the pool by the
+    /// reaper even when their upstream gets no more requests; fresh ones
+    /// stay, and checkout takes the most recent.
+    #[tokio::test]
+    async fn reaping_drops_stale_and_closed_connections_and_keeps_fresh_ones() {
+        let client = UpstreamClient::new(Duration::from_secs(1), Vec::new()).expect("client");
+        let key = Key {
+            https: false,
+            authority: Authority::from_static("127.0.0.1:1"),
+        };
+        let mut peers = Vec::new();
+        let mut idle = Vec::new();
+        let stale = Instant::now()
+            .checked_sub(POOL_IDLE_TIMEOUT + Duration::from_secs(1))
+            .expect("an instant in the past");
+        for (i, since) in [stale, Instant::now(), Instant::now()].into_iter().enumerate() {
+            let (io, peer) = tokio::io::duplex(1024);
+            let (sender, connection) = http1::handshake::<_, RequestBody>(TokioIo::new(io))
+                .await
+                .expect("handshake");
+            tokio::spawn(connection);
+            // The third connection's upstream goes away.
+            if i == 2 {
+                drop(peer);
+            } else {
+                peers.push(peer);
+            }
+            idle.push(Idle {
+                sender,
+                addr: None,
+                since,
+            });
+        }
+        client.pool.idle.lock().unwrap().insert(key.clone(), idle);
+        // Let the closed connection's task notice.
+        for _ in 0..100 {
+            if client.pool.idle.lock().unwrap()[&key][2].sender.is_closed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        client.pool.reap();
+        let left: Vec<_> = client.pool.idle.lock().unwrap()[&key].iter().map(|i| i.since).collect();
+        assert_eq!(left.len(), 1, "only the fresh open one stays");
+        assert!(left[0] > stale);
+        assert!(client.pool.checkout(&key).is_some());
+        assert!(client.pool.checkout(&key).is_none());
+    }
 }
