@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use http::uri::{Authority, Scheme};
+use http::uri::Scheme;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -68,11 +68,21 @@ pub(crate) struct Answer {
     pub(crate) on_end: Option<OnEnd>,
 }
 
-/// Which pool a request goes to.
+/// Which pool a request goes to: the upstream's scheme and authority, as
+/// one string hashed in one piece (`Authority`'s own `Hash` feeds the
+/// hasher a byte at a time).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
-    https: bool,
-    authority: Authority,
+struct Key(Arc<str>);
+
+impl Key {
+    fn of(uri: &Uri) -> Option<Key> {
+        let https = uri.scheme() == Some(&Scheme::HTTPS);
+        let authority = uri.authority()?.as_str();
+        let mut key = String::with_capacity(authority.len() + 1);
+        key.push(if https { 's' } else { 'p' });
+        key.push_str(authority);
+        Some(Key(key.into()))
+    }
 }
 
 /// An idle connection.
@@ -151,10 +161,7 @@ impl UpstreamClient {
     /// HTTP/1.1, in origin form.
     pub(crate) async fn request(&self, mut req: Request<RequestBody>) -> Result<Answer, UpstreamError> {
         let uri = req.uri().clone();
-        let key = Key {
-            https: uri.scheme() == Some(&Scheme::HTTPS),
-            authority: uri.authority().cloned().ok_or(UpstreamError::NoAuthority)?,
-        };
+        let key = Key::of(&uri).ok_or(UpstreamError::NoAuthority)?;
         *req.uri_mut() = origin_form(&uri);
         loop {
             let (mut sender, addr, reused) = match self.pool.checkout(&key) {
@@ -296,10 +303,7 @@ mod tests {
     #[tokio::test]
     async fn reaping_drops_stale_and_closed_connections_and_keeps_fresh_ones() {
         let client = UpstreamClient::new(Duration::from_secs(1), Vec::new()).expect("client");
-        let key = Key {
-            https: false,
-            authority: Authority::from_static("127.0.0.1:1"),
-        };
+        let key = Key::of(&Uri::from_static("http://127.0.0.1:1/")).expect("a key");
         let mut peers = Vec::new();
         let mut idle = Vec::new();
         let stale = Instant::now()
