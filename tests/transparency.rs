@@ -923,3 +923,41 @@ async fn a_response_the_client_abandons_is_not_reused_and_the_next_one_is_fine()
     assert_eq!(r.body.len(), BIG.len());
     assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_never_waits_behind_another_clients_unfinished_upload() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers every request at its head, as an upstream refusing an upload
+    // early does.
+    let (addr, _connections) = counting_upstream(b"early", usize::MAX).await;
+    let gw = Gateway::start(new_dir(), &config("", &passthrough(&format!("http://{addr}")))).await;
+
+    // A client announces 10 MB, sends 1 KiB, gets the early answer and
+    // goes quiet with its upload unfinished.
+    let mut uploader = tokio::net::TcpStream::connect(gw.public_addr).await.unwrap();
+    uploader
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: gw.example\r\nContent-Length: 10000000\r\n\r\n")
+        .await
+        .unwrap();
+    uploader.write_all(&[b'x'; 1024]).await.unwrap();
+    let mut answer = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), uploader.read(&mut answer))
+        .await
+        .expect("the early answer")
+        .unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+
+    // The upstream connection it used is still busy sending that upload:
+    // the next request gets another one, at once.
+    let started = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(5), get(gw.public_addr, "/next"))
+        .await
+        .expect("the next request is not held behind the upload");
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "early"));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(uploader);
+}

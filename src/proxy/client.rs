@@ -184,11 +184,7 @@ impl UpstreamClient {
                     let on_end = (response.status() != http::StatusCode::SWITCHING_PROTOCOLS).then(|| {
                         let pool = Arc::downgrade(&self.pool);
                         let key = key.clone();
-                        OnEnd::new(move || {
-                            if let Some(pool) = pool.upgrade() {
-                                pool.checkin(key, sender, addr);
-                            }
-                        })
+                        OnEnd::new(move || Pool::release(pool, key, sender, addr))
                     });
                     return Ok(Answer { response, addr, on_end });
                 }
@@ -216,6 +212,31 @@ impl Pool {
             }
         }
         None
+    }
+
+    /// After a response's body ended: back into the pool once the
+    /// connection is ready for another request. It almost always is by
+    /// then (hyper's connection task finished the exchange before the last
+    /// frame reached us); when the request body is still being sent (the
+    /// upstream answered early), a task waits for it, so that no request
+    /// taken from the pool ever waits behind another's upload.
+    fn release(pool: std::sync::Weak<Pool>, key: Key, mut sender: Sender, addr: Option<SocketAddr>) {
+        if sender.is_ready() {
+            if let Some(pool) = pool.upgrade() {
+                pool.checkin(key, sender, addr);
+            }
+            return;
+        }
+        if sender.is_closed() {
+            return;
+        }
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                if let Some(pool) = pool.upgrade() {
+                    pool.checkin(key, sender, addr);
+                }
+            }
+        });
     }
 
     /// Back into the pool after a complete exchange, unless the connection
