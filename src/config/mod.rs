@@ -473,9 +473,21 @@ pub(crate) struct Demo {
 pub(crate) struct Upstream {
     /// The URL as given.
     pub(crate) uri: http::Uri,
+    /// Its authority as the `Host` value every request to it carries,
+    /// built once.
+    pub(crate) host: http::HeaderValue,
 }
 
 impl Upstream {
+    /// The upstream at `uri` (checked by the config walk).
+    pub(crate) fn new(uri: http::Uri) -> Upstream {
+        let host = uri
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+            .unwrap_or_else(|| http::HeaderValue::from_static(""));
+        Upstream { uri, host }
+    }
+
     /// The authority (`host[:port]`), used as the upstream `Host`.
     pub(crate) fn authority(&self) -> &str {
         self.uri.authority().map(|a| a.as_str()).unwrap_or("")

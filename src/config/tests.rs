@@ -910,9 +910,7 @@ mod access_tests {
     fn app(users: &[&str], groups: &[&str]) -> App {
         App::new(
             "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc".into(),
-            Upstream {
-                uri: http::Uri::from_static("http://127.0.0.1:1"),
-            },
+            Upstream::new(http::Uri::from_static("http://127.0.0.1:1")),
             users.iter().map(|s| s.to_string()).collect(),
             groups.iter().map(|s| s.to_string()).collect(),
             vec![],

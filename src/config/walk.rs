@@ -267,14 +267,12 @@ impl<'a> Section<'a> {
     /// A required upstream URL (see [`check_http_url`]); a placeholder when
     /// absent or wrong (recorded).
     pub(crate) fn upstream(&mut self, cx: &mut Cx<'_>, name: &'static str) -> Upstream {
-        let placeholder = Upstream {
-            uri: http::Uri::default(),
-        };
+        let placeholder = Upstream::new(http::Uri::default());
         let Some(f) = self.required_str(cx, name) else {
             return placeholder;
         };
         match check_http_url(f.value) {
-            Ok(uri) => Upstream { uri },
+            Ok(uri) => Upstream::new(uri),
             Err(why) => {
                 cx.error_at(&f, why);
                 placeholder

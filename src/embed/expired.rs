@@ -76,9 +76,7 @@ mod tests {
         use http_body_util::BodyExt;
         let app = App::new(
             "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc".into(),
-            crate::config::Upstream {
-                uri: http::Uri::from_static("http://127.0.0.1:1"),
-            },
+            crate::config::Upstream::new(http::Uri::from_static("http://127.0.0.1:1")),
             vec![],
             vec![],
             vec!["https://portal.example.com".into()],

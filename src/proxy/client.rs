@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use http::uri::Scheme;
+use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -68,20 +68,40 @@ pub(crate) struct Answer {
     pub(crate) on_end: Option<OnEnd>,
 }
 
-/// Which pool a request goes to: the upstream's scheme and authority, as
-/// one string hashed in one piece (`Authority`'s own `Hash` feeds the
-/// hasher a byte at a time).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key(Arc<str>);
+/// Which pool a request goes to: the upstream's scheme and authority
+/// (cloning an `Authority` shares its bytes).
+#[derive(Debug, Clone)]
+struct Key {
+    https: bool,
+    authority: Authority,
+}
 
 impl Key {
     fn of(uri: &Uri) -> Option<Key> {
-        let https = uri.scheme() == Some(&Scheme::HTTPS);
-        let authority = uri.authority()?.as_str();
-        let mut key = String::with_capacity(authority.len() + 1);
-        key.push(if https { 's' } else { 'p' });
-        key.push_str(authority);
-        Some(Key(key.into()))
+        Some(Key {
+            https: uri.scheme() == Some(&Scheme::HTTPS),
+            authority: uri.authority()?.clone(),
+        })
+    }
+}
+
+/// Idle connections by scheme (plain, TLS), then authority: looked up by
+/// the authority's text, hashed in one piece (`Authority`'s own `Hash`
+/// feeds the hasher a byte at a time), without building a key.
+#[derive(Default)]
+struct Idles([HashMap<Box<str>, Vec<Idle>>; 2]);
+
+impl Idles {
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Vec<Idle>> {
+        self.0[usize::from(key.https)].get_mut(key.authority.as_str())
+    }
+
+    fn entry(&mut self, key: &Key) -> &mut Vec<Idle> {
+        let map = &mut self.0[usize::from(key.https)];
+        if !map.contains_key(key.authority.as_str()) {
+            map.insert(key.authority.as_str().into(), Vec::new());
+        }
+        map.get_mut(key.authority.as_str()).expect("inserted just above")
     }
 }
 
@@ -94,7 +114,7 @@ struct Idle {
 
 struct Pool {
     connector: Connector,
-    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    idle: Mutex<Idles>,
 }
 
 /// A cheap-to-clone handle on the connection pool.
@@ -137,7 +157,7 @@ impl UpstreamClient {
             .wrap_connector(http);
         let pool = Arc::new(Pool {
             connector,
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(Idles::default()),
         });
         // Idle connections to an upstream that gets no more requests are
         // closed after POOL_IDLE_TIMEOUT too; the reaper ends with the pool.
@@ -247,7 +267,7 @@ impl Pool {
         }
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let list = idle.entry(key).or_default();
+        let list = idle.entry(&key);
         list.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < POOL_IDLE_TIMEOUT);
         if list.len() < POOL_MAX_IDLE_PER_HOST {
             list.push(Idle {
@@ -262,10 +282,12 @@ impl Pool {
     fn reap(&self) {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.retain(|_, list| {
-            list.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < POOL_IDLE_TIMEOUT);
-            !list.is_empty()
-        });
+        for map in &mut idle.0 {
+            map.retain(|_, list| {
+                list.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < POOL_IDLE_TIMEOUT);
+                !list.is_empty()
+            });
+        }
     }
 
     /// A new connection to `uri`'s upstream, its task spawned.
@@ -348,16 +370,24 @@ mod tests {
                 since,
             });
         }
-        client.pool.idle.lock().unwrap().insert(key.clone(), idle);
+        *client.pool.idle.lock().unwrap().entry(&key) = idle;
         // Let the closed connection's task notice.
         for _ in 0..100 {
-            if client.pool.idle.lock().unwrap()[&key][2].sender.is_closed() {
+            if client.pool.idle.lock().unwrap().entry(&key)[2].sender.is_closed() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         client.pool.reap();
-        let left: Vec<_> = client.pool.idle.lock().unwrap()[&key].iter().map(|i| i.since).collect();
+        let left: Vec<_> = client
+            .pool
+            .idle
+            .lock()
+            .unwrap()
+            .entry(&key)
+            .iter()
+            .map(|i| i.since)
+            .collect();
         assert_eq!(left.len(), 1, "only the fresh open one stays");
         assert!(left[0] > stale);
         assert!(client.pool.checkout(&key).is_some());

@@ -143,9 +143,7 @@ pub(crate) async fn forward(
     // The gateway answered any `Expect: 100-continue` itself when it began
     // reading the body; the upstream gets the body straight away.
     headers.remove(header::EXPECT);
-    // Validated with the config, so this cannot fail in practice.
-    let authority = HeaderValue::from_str(fwd.upstream.authority()).map_err(|e| GatewayError::Internal(Box::new(e)))?;
-    headers.insert(header::HOST, authority);
+    headers.insert(header::HOST, fwd.upstream.host.clone());
     for (name, value) in fwd.vouched {
         if let Some(name) = name {
             headers.insert(name, value);
@@ -242,9 +240,7 @@ mod tests {
     use super::*;
 
     fn upstream(url: &str) -> Upstream {
-        Upstream {
-            uri: url.parse().unwrap_or_default(),
-        }
+        Upstream::new(url.parse().unwrap_or_default())
     }
 
     #[test]
