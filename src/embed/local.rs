@@ -72,10 +72,9 @@ impl Identity {
 
     fn is_for(&self, session: &SessionRecord, attribute_names: &[(String, HeaderName)]) -> bool {
         // The memory store hands every request of a session the same
-        // subject: a pointer comparison settles it without reading a
-        // string.
-        (Arc::ptr_eq(&self.subject, &session.subject) || self.subject == session.subject)
-            && self.attribute_names == attribute_names
+        // subject, and `Arc`'s `==` compares pointers first (`Subject` is
+        // `Eq`): no string is read.
+        self.subject == session.subject && self.attribute_names == attribute_names
     }
 }
 

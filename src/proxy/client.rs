@@ -112,6 +112,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Still open, and idle for less than [`POOL_IDLE_TIMEOUT`] at `now`.
+    fn usable(&self, now: Instant) -> bool {
+        !self.sender.is_closed() && now.saturating_duration_since(self.since) < POOL_IDLE_TIMEOUT
+    }
+}
+
 struct Pool {
     connector: Connector,
     idle: Mutex<Idles>,
@@ -226,8 +233,9 @@ impl Pool {
     fn checkout(&self, key: &Key) -> Option<Idle> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.get_mut(key)?;
+        let now = Instant::now();
         while let Some(candidate) = list.pop() {
-            if !candidate.sender.is_closed() && candidate.since.elapsed() < POOL_IDLE_TIMEOUT {
+            if candidate.usable(now) {
                 return Some(candidate);
             }
         }
@@ -260,7 +268,8 @@ impl Pool {
     }
 
     /// Back into the pool after a complete exchange, unless the connection
-    /// closed or the pool for its upstream is full.
+    /// closed or the pool for its upstream is full (of usable connections:
+    /// stale ones are dropped then; otherwise the reaper drops them).
     fn checkin(&self, key: Key, sender: Sender, addr: Option<SocketAddr>) {
         if sender.is_closed() {
             return;
@@ -268,7 +277,9 @@ impl Pool {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.entry(&key);
-        list.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < POOL_IDLE_TIMEOUT);
+        if list.len() >= POOL_MAX_IDLE_PER_HOST {
+            list.retain(|i| i.usable(now));
+        }
         if list.len() < POOL_MAX_IDLE_PER_HOST {
             list.push(Idle {
                 sender,
@@ -284,7 +295,7 @@ impl Pool {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         for map in &mut idle.0 {
             map.retain(|_, list| {
-                list.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < POOL_IDLE_TIMEOUT);
+                list.retain(|i| i.usable(now));
                 !list.is_empty()
             });
         }

@@ -297,4 +297,30 @@ mod tests {
         assert_eq!(s.subject.groups, ["g"]);
         assert!(s.is_live(30_999) && !s.is_live(31_000));
     }
+
+    /// The shared subject does not change what Redis holds: a record is
+    /// the same flat JSON object as before, and one written by an older
+    /// replica (no `attributes` when empty) reads back.
+    #[test]
+    fn a_session_record_serialises_flat_as_before() {
+        let pat = PatRecord {
+            email: "u@example.com".into(),
+            groups: vec!["g".into()],
+            attributes: Attributes::new(),
+            app_id: "a".into(),
+            session_idle_ms: 60_000,
+            expires_ms: 10,
+        };
+        let s = SessionRecord::start(&pat, vec!["g".into()], Duration::from_secs(30), 1_000);
+        let json = serde_json::to_value(&s).expect("serialises");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "email": "u@example.com", "groups": ["g"], "app_id": "a",
+                "created_ms": 1_000, "expires_ms": 31_000, "idle_ms": 60_000, "cap_ms": 31_000,
+            })
+        );
+        let older = r#"{"email":"u@example.com","groups":["g"],"app_id":"a","created_ms":1000,"expires_ms":31000,"idle_ms":60000,"cap_ms":31000}"#;
+        assert_eq!(serde_json::from_str::<SessionRecord>(older).expect("reads"), s);
+    }
 }
