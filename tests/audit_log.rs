@@ -178,8 +178,16 @@ async fn a_full_flow_is_audited_on_stderr_and_in_the_audit_file() {
 
     let file = gw.dir.path().join("audit.jsonl");
     let complete = eventually(T, || {
-        let (gw, file, n) = (&gw, &file, expected.len());
-        async move { audit_events(&gw.stderr()).len() >= n && audit_events(&read(file)).len() >= n }
+        let (gw, file, n, access) = (&gw, &file, expected.len(), &access);
+        async move {
+            let log = gw.stderr();
+            audit_events(&log).len() >= n
+                && audit_events(&read(file)).len() >= n
+                && access.iter().all(|(id, _)| {
+                    log.lines()
+                        .any(|l| l.contains("embedgate::access") && l.contains(id.as_str()))
+                })
+        }
     })
     .await;
     assert!(complete, "stderr:\n{}\nfile:\n{}", gw.stderr(), read(&file));

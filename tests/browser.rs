@@ -386,10 +386,17 @@ async fn browser_websocket_over_http2_echoes_through_the_gateway() {
         "websocket log {log:?}; gateway log:\n{}",
         gateway.stderr()
     );
+    // The tunnel's access line can land a moment after the page saw the
+    // echo (the log is read from the gateway's stderr pipe).
+    let is_tunnel = |l: &str| l.contains("method=CONNECT") && l.contains(&format!("/embed-apps/{APP}/ws"));
+    common::eventually(Duration::from_secs(10), || async {
+        gateway.stderr().lines().any(is_tunnel)
+    })
+    .await;
     let stderr = gateway.stderr();
     let tunnel = stderr
         .lines()
-        .find(|l| l.contains("method=CONNECT") && l.contains(&format!("/embed-apps/{APP}/ws")))
+        .find(|l| is_tunnel(l))
         .unwrap_or_else(|| panic!("no extended CONNECT in the gateway log:\n{stderr}"));
     assert!(
         tunnel.contains("version=HTTP/2.0") && tunnel.contains("status=200"),
