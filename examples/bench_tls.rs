@@ -82,7 +82,9 @@ async fn hold_open(
     let opened: Vec<_> = stream::iter(0..count)
         .map(|_| {
             let (connector, server_name, request) = (connector.clone(), server_name.clone(), request.clone());
-            async move {
+            // Bounded: a connection that stalls is left out rather than
+            // holding up the count while the others age.
+            let open = async move {
                 let tcp = TcpStream::connect(addr).await?;
                 let mut tls = connector.connect(server_name, tcp).await?;
                 tls.write_all(request.as_bytes()).await?;
@@ -91,6 +93,11 @@ async fn hold_open(
                     return Err(std::io::Error::other("closed before answering"));
                 }
                 Ok::<_, std::io::Error>(tls)
+            };
+            async move {
+                tokio::time::timeout(std::time::Duration::from_secs(5), open)
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::Error::other("timed out")))
             }
         })
         .buffer_unordered(64)

@@ -170,6 +170,9 @@ pub(crate) struct Metrics {
     pub(crate) pats_live: Gauge,
     /// Client connections open now.
     pub(crate) connections_open: Gauge,
+    /// Of those, HTTP/1.1 connections parked between requests, holding
+    /// only their socket.
+    pub(crate) connections_idle: Gauge,
     /// WebSocket (and other upgraded) tunnels open now.
     pub(crate) tunnels_open: Gauge,
     /// TLS handshakes that failed or timed out.
@@ -257,6 +260,12 @@ impl Metrics {
             "Client connections open on the public listener",
             connections_open.clone(),
         );
+        let connections_idle = Gauge::default();
+        registry.register(
+            "connections_idle",
+            "Client connections parked between requests, holding no HTTP buffers",
+            connections_idle.clone(),
+        );
         let tunnels_open = Gauge::default();
         registry.register(
             "tunnels_open",
@@ -300,6 +309,7 @@ impl Metrics {
             sessions_live,
             pats_live,
             connections_open,
+            connections_idle,
             tunnels_open,
             tls_handshake_failures,
             store_errors,
@@ -546,6 +556,7 @@ mod tests {
             "embedgate_config_reloads_total{outcome=\"refused\"}",
             "embedgate_sessions_live ",
             "embedgate_connections_open ",
+            "embedgate_connections_idle ",
         ] {
             assert!(text.contains(series), "{series} in:\n{text}");
         }

@@ -4,6 +4,7 @@
 
 pub(crate) mod admin;
 mod handler;
+mod idle;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,8 +14,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::Request;
+use hyper::server::conn::http1;
+use hyper::service::{service_fn, Service};
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -22,6 +24,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, debug_span, warn, Instrument};
 
+use self::idle::{Activity, Rewound, Tracked, IDLE_CHECK};
+use crate::body::{Body, Tallied};
+use crate::config;
 use crate::drain::Watch;
 use crate::embed;
 use crate::metrics;
@@ -131,6 +136,22 @@ impl Drop for OpenConnection {
     }
 }
 
+/// Counts a parked connection while it waits.
+struct Parked;
+
+impl Parked {
+    fn count() -> Parked {
+        metrics::global().connections_idle.inc();
+        Parked
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        metrics::global().connections_idle.dec();
+    }
+}
+
 impl Connection {
     async fn serve(self, stream: TcpStream, state: Arc<State>) {
         let _ = stream.set_nodelay(true);
@@ -142,42 +163,74 @@ impl Connection {
             Some(_) if state.config.demo.enabled && !starts_tls(&stream, server.header_read_timeout).await => None,
             tls => tls.as_ref(),
         };
+        // What lives as long as the connection is boxed: the TLS stream
+        // (over 1 KiB) and the serving future. Inline, each stage's copy
+        // would size every connection's task, idle or not.
         match tls {
-            None => self.serve_http(stream, Scheme::Http, &state).await,
-            Some(acceptor) => match tokio::time::timeout(server.tls_handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => self.serve_http(tls, Scheme::Https, &state).await,
-                Ok(Err(error)) => {
-                    metrics::global().tls_handshake_failures.inc();
-                    debug!(%error, "TLS handshake failed");
-                }
-                Err(_) => {
-                    metrics::global().tls_handshake_failures.inc();
-                    debug!("TLS handshake timed out");
-                }
+            None => match first_bytes(&stream, server.header_read_timeout).await {
+                // HTTP/2 with prior knowledge, or too little to tell:
+                // hyper tells by the preface.
+                Some(First::MaybeHttp2) => Box::pin(self.serve_any(stream, Scheme::Http, &state)).await,
+                Some(First::Http1) => Box::pin(self.serve_http1(stream, Scheme::Http, &state)).await,
+                None => debug!("no request within header_read_timeout; closing"),
             },
+            Some(acceptor) => {
+                match tokio::time::timeout(server.tls_handshake_timeout, Box::pin(acceptor.accept(stream))).await {
+                    Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                        Box::pin(self.serve_any(Box::new(tls), Scheme::Https, &state)).await;
+                    }
+                    Ok(Ok(tls)) => Box::pin(self.serve_http1(Box::new(tls), Scheme::Https, &state)).await,
+                    Ok(Err(error)) => {
+                        metrics::global().tls_handshake_failures.inc();
+                        debug!(%error, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        metrics::global().tls_handshake_failures.inc();
+                        debug!("TLS handshake timed out");
+                    }
+                }
+            }
         }
     }
 
-    /// Serves HTTP/1.1 or HTTP/2 (by ALPN or preface) until the client
-    /// leaves, a limit is broken, or draining finishes the last request.
-    async fn serve_http<I>(self, io: I, scheme: Scheme, state: &State)
+    /// The service every request of this connection goes through.
+    fn service(
+        &self,
+        scheme: Scheme,
+        first_request_seen: Arc<AtomicBool>,
+        activity: Arc<Activity>,
+    ) -> impl Service<Request<Incoming>, Response = Response<Tracked<Tallied<Body>>>, Error = Infallible, Future: Send>
+           + Clone
+           + Send
+           + Unpin
+           + 'static {
+        let downstream = Arc::new(Downstream::new(self.peer, scheme, self.watch.clone()));
+        let shared = self.shared.clone();
+        service_fn(move |req: Request<Incoming>| {
+            first_request_seen.store(true, Ordering::Relaxed);
+            let busy = activity.begin();
+            let state = shared.load();
+            let shared = shared.clone();
+            let downstream = downstream.clone();
+            async move {
+                let response = handler::handle(req, &state, &shared.embed, &downstream).await;
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
+            }
+        })
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 (by the preface) until the client leaves,
+    /// a limit is broken, or draining finishes the last request.
+    async fn serve_any<I>(self, io: I, scheme: Scheme, state: &State)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let server = &state.config.server;
         let first_request_seen = Arc::new(AtomicBool::new(false));
-        let downstream = Arc::new(Downstream::new(self.peer, scheme, self.watch.clone()));
-        let shared = self.shared.clone();
-        let seen = first_request_seen.clone();
-        let service = service_fn(move |req: Request<Incoming>| {
-            seen.store(true, Ordering::Relaxed);
-            let state = shared.load();
-            let shared = shared.clone();
-            let downstream = downstream.clone();
-            async move { Ok::<_, Infallible>(handler::handle(req, &state, &shared.embed, &downstream).await) }
-        });
+        let service = self.service(scheme, first_request_seen.clone(), Arc::default());
 
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // As `http1_builder`.
         builder
             .http1()
             .timer(TokioTimer::new())
@@ -193,8 +246,9 @@ impl Connection {
             .keep_alive_timeout(H2_KEEPALIVE_INTERVAL)
             // WebSockets over HTTP/2 (RFC 8441).
             .enable_connect_protocol();
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        tokio::pin!(conn);
+        // Boxed: an HTTP/2 connection's state is kilobytes, and inline it
+        // would size every connection's task, HTTP/1 ones included.
+        let mut conn = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
 
         // HTTP/1's head timeout starts only once hyper knows it is HTTP/1,
         // and HTTP/2 has none: this bounds the wait for the first request of
@@ -240,6 +294,158 @@ impl Connection {
                 return;
             }
         }
+    }
+
+    /// Serves HTTP/1.1 until the client leaves, a limit is broken, or
+    /// draining finishes the last request; while the connection is idle,
+    /// only the socket is kept (see [`idle`]). hyper's head timeout bounds
+    /// the wait for every request head, the first one included, and so is
+    /// the keep-alive timeout too.
+    async fn serve_http1<I>(self, io: I, scheme: Scheme, state: &State)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let server = &state.config.server;
+        let activity = Arc::new(Activity::default());
+        let mut service = self.service(scheme, Arc::default(), activity.clone());
+        let mut io = Rewound::new(io, activity.clone());
+        let mut watch = self.watch.clone();
+        // Cleared when hyper let go with part of a request unread (the
+        // client had begun one while the connection was being parked): the
+        // next connection then waits for it under hyper's head timeout,
+        // without parking again, so a trickled head is not given a new
+        // timeout at every park.
+        let mut may_park = true;
+        loop {
+            // Boxed, and in this block: a parked connection's task holds
+            // none of hyper's connection, not even its box.
+            let parts = {
+                let mut conn = Box::new(
+                    http1_builder(server)
+                        .serve_connection(TokioIo::new(io), service)
+                        .with_upgrades(),
+                );
+                let mut idle_check = Box::pin(tokio::time::sleep(IDLE_CHECK));
+                let mut started = activity.started();
+                loop {
+                    tokio::select! {
+                        result = Pin::new(&mut *conn) => {
+                            if let Err(error) = result {
+                                debug!(error = %error, "connection ended with an error");
+                                return;
+                            }
+                            break;
+                        }
+                        () = &mut idle_check => {
+                            let now_started = activity.started();
+                            if now_started == started && now_started > 0 && may_park && activity.between_requests() {
+                                // hyper closes an idle connection at once (and
+                                // would finish a response still being flushed).
+                                activity.set_parking(true);
+                                Pin::new(&mut *conn).graceful_shutdown();
+                            } else {
+                                may_park |= now_started != started;
+                                started = now_started;
+                                idle_check.as_mut().reset(tokio::time::Instant::now() + IDLE_CHECK);
+                            }
+                        }
+                        () = watch.signaled(), if !activity.is_parking() => {
+                            // A request the client sent just before the signal
+                            // may still sit unread in the socket: serve a moment
+                            // longer, then finish what is in flight and close.
+                            tokio::select! {
+                                result = Pin::new(&mut *conn) => {
+                                    if let Err(error) = result {
+                                        debug!(error = %error, "connection ended with an error while draining");
+                                    }
+                                    return;
+                                }
+                                () = tokio::time::sleep(DRAIN_LINGER) => {}
+                            }
+                            Pin::new(&mut *conn).graceful_shutdown();
+                            if let Err(error) = Pin::new(&mut *conn).await {
+                                debug!(error = %error, "connection ended with an error while draining");
+                            }
+                            return;
+                        }
+                    }
+                }
+                // hyper's connection is over: closed, upgraded (the tunnel has
+                // the socket now), or let go of for parking.
+                if !activity.is_parking() {
+                    return;
+                }
+                match (*conn).into_parts() {
+                    Some(parts) => parts,
+                    None => {
+                        // Upgraded while being parked: the tunnel's own
+                        // shutdown must reach the socket.
+                        activity.set_parking(false);
+                        return;
+                    }
+                }
+            };
+            activity.set_parking(false);
+            io = parts.io.into_inner();
+            may_park = parts.read_buf.is_empty();
+            io.unread(parts.read_buf);
+            service = parts.service;
+            // Parked: only the socket waits, for the rest of the keep-alive
+            // time (hyper's head timeout ran from the last response, at
+            // least IDLE_CHECK ago) or until draining.
+            let keep_alive = server.header_read_timeout.saturating_sub(IDLE_CHECK);
+            let parked = Parked::count();
+            let woke = tokio::select! {
+                woke = io.wait_for_bytes() => woke,
+                () = tokio::time::sleep(keep_alive) => return,
+                () = watch.signaled() => {
+                    // As above: what the client sent just before is served.
+                    match tokio::time::timeout(DRAIN_LINGER, io.wait_for_bytes()).await {
+                        Ok(woke) => woke,
+                        Err(_) => return,
+                    }
+                }
+            };
+            drop(parked);
+            match woke {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(error) => {
+                    debug!(%error, "parked connection failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The HTTP/1.1 settings of every connection.
+fn http1_builder(server: &config::Server) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(server.max_header_bytes)
+        .keep_alive(true);
+    builder
+}
+
+/// What a plain-HTTP client's first bytes say.
+enum First {
+    Http1,
+    /// The HTTP/2 preface, or a beginning of it.
+    MaybeHttp2,
+}
+
+/// Waits at most `limit` for the client's first bytes and tells HTTP/2's
+/// preface from anything else; `None` when nothing came.
+async fn first_bytes(stream: &TcpStream, limit: Duration) -> Option<First> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut first = [0u8; PREFACE.len()];
+    match tokio::time::timeout(limit, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 && PREFACE.starts_with(&first[..n]) => Some(First::MaybeHttp2),
+        Ok(Ok(n)) if n > 0 => Some(First::Http1),
+        _ => None,
     }
 }
 

@@ -1,0 +1,305 @@
+//! Idle HTTP/1.1 connections hold no HTTP state.
+//!
+//! hyper keeps a read buffer (8–16 KiB), a write buffer (8 KiB) and a boxed
+//! slot for the request future on every connection for as long as it lives,
+//! so a keep-alive connection waiting for its next request cost ≈ 35 KiB.
+//! nginx frees its buffers while a connection waits; so does this: once a
+//! connection has started no request and finished every response for
+//! [`IDLE_CHECK`], its hyper connection is ended without closing the socket
+//! (hyper hands back the socket, the unread bytes and the service), and
+//! the socket alone waits, *parked*, for the client's next bytes. They are
+//! then read into a fresh hyper connection. Busy connections never pay for
+//! it: the check is one timer per connection per [`IDLE_CHECK`].
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+/// How long a connection must have been idle (no request started, none
+/// unfinished) before its hyper connection is freed; parking happens
+/// between one and two of these after the last response.
+pub(super) const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// What a connection's driver learns from its requests, lock-free.
+#[derive(Debug, Default)]
+pub(super) struct Activity {
+    /// Requests started so far.
+    started: AtomicU64,
+    /// Requests whose response body has not been dropped yet.
+    unfinished: AtomicU64,
+    /// Whether hyper has read bytes from the client since the last
+    /// response was finished: the beginning of a next request head.
+    read_since_finish: AtomicBool,
+    /// Set while the driver ends hyper's connection to park the socket:
+    /// hyper's closing `shutdown` must then not reach the socket.
+    parking: AtomicBool,
+}
+
+impl Activity {
+    /// Counts a request in; the guard counts it out when dropped.
+    pub(super) fn begin(self: &Arc<Self>) -> Busy {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.unfinished.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    /// Requests started so far.
+    pub(super) fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection is between requests: every response so far
+    /// finished, and nothing of a next request read yet.
+    pub(super) fn between_requests(&self) -> bool {
+        self.unfinished.load(Ordering::Relaxed) == 0 && !self.read_since_finish.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_parking(&self, parking: bool) {
+        self.parking.store(parking, Ordering::Relaxed);
+    }
+
+    pub(super) fn is_parking(&self) -> bool {
+        self.parking.load(Ordering::Relaxed)
+    }
+}
+
+/// One unfinished request of a connection.
+#[derive(Debug)]
+pub(super) struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.read_since_finish.store(false, Ordering::Relaxed);
+        self.0.unfinished.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that holds its request's [`Busy`] until hyper drops it
+/// (after its last frame, or when the client went away).
+#[derive(Debug)]
+pub(super) struct Tracked<B> {
+    body: B,
+    _busy: Busy,
+}
+
+impl<B> Tracked<B> {
+    pub(super) fn new(body: B, busy: Busy) -> Self {
+        Tracked { body, _busy: busy }
+    }
+}
+
+impl<B> http_body::Body for Tracked<B>
+where
+    B: http_body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A client socket with the bytes already read from it in front: what
+/// hyper left unread when it let go, or what woke a parked connection.
+pub(super) struct Rewound<I> {
+    unread: Bytes,
+    io: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> Rewound<I> {
+    pub(super) fn new(io: I, activity: Arc<Activity>) -> Self {
+        Rewound {
+            unread: Bytes::new(),
+            io,
+            activity,
+        }
+    }
+
+    /// Puts `bytes` in front of what is still unread.
+    pub(super) fn unread(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.unread.is_empty() {
+            self.unread = bytes;
+        } else {
+            let mut joined = BytesMut::with_capacity(bytes.len() + self.unread.len());
+            joined.extend_from_slice(&bytes);
+            joined.extend_from_slice(&self.unread);
+            self.unread = joined.freeze();
+        }
+    }
+
+    /// Waits for the client's next bytes while parked. `Ok(false)` when
+    /// the client closed the connection instead.
+    pub(super) async fn wait_for_bytes(&mut self) -> io::Result<bool> {
+        if !self.unread.is_empty() {
+            return Ok(true);
+        }
+        // Small on purpose: it lives in the parked connection's task, and
+        // hyper reads the rest of the request itself.
+        let mut first = [0u8; 16];
+        let n = self.io.read(&mut first).await?;
+        self.unread = Bytes::copy_from_slice(&first[..n]);
+        Ok(n > 0)
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewound<I> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread[..n]);
+            this.unread.advance(n);
+            this.activity.read_since_finish.store(true, Ordering::Relaxed);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.read_since_finish.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewound<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    /// While parking, hyper's end of the connection only flushes: the
+    /// socket stays open for the client's next request.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.activity.is_parking() {
+            return Pin::new(&mut this.io).poll_flush(cx);
+        }
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn unread_bytes_come_first_in_order() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let mut io = Rewound::new(client, Arc::default());
+        server.write_all(b"/ HTTP/1.1\r\n").await.unwrap();
+        io.unread(Bytes::from_static(b"GET "));
+        io.unread(Bytes::from_static(b""));
+        let mut got = vec![0u8; 16];
+        let mut read = 0;
+        while read < 16 {
+            read += io.read(&mut got[read..]).await.unwrap();
+        }
+        assert_eq!(&got, b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test]
+    async fn hyper_leftovers_go_before_what_woke_the_connection() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let mut io = Rewound::new(client, Arc::default());
+        server.write_all(b"C").await.unwrap();
+        assert!(io.wait_for_bytes().await.unwrap());
+        io.unread(Bytes::from_static(b"AB"));
+        let mut got = [0u8; 3];
+        io.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ABC");
+    }
+
+    #[tokio::test]
+    async fn a_parked_connection_sees_the_client_close() {
+        let (client, server) = tokio::io::duplex(64);
+        let mut io = Rewound::new(client, Arc::default());
+        drop(server);
+        assert!(!io.wait_for_bytes().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn shutdown_while_parking_keeps_the_socket_open() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let activity = Arc::new(Activity::default());
+        let mut io = Rewound::new(client, activity.clone());
+        activity.set_parking(true);
+        io.shutdown().await.unwrap();
+        activity.set_parking(false);
+        io.write_all(b"still open").await.unwrap();
+        let mut got = [0u8; 10];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"still open");
+        io.shutdown().await.unwrap();
+        assert_eq!(
+            server.read(&mut got).await.unwrap(),
+            0,
+            "a real shutdown reaches the peer"
+        );
+    }
+
+    #[test]
+    fn a_request_is_unfinished_until_its_body_is_dropped() {
+        let activity = Arc::new(Activity::default());
+        let busy = activity.begin();
+        assert_eq!(activity.started(), 1);
+        assert!(!activity.between_requests());
+        drop(Tracked::new(http_body_util::Empty::<Bytes>::new(), busy));
+        assert!(activity.between_requests());
+        assert_eq!(activity.started(), 1);
+    }
+
+    #[tokio::test]
+    async fn bytes_of_a_next_request_mean_it_is_not_between_requests() {
+        let (client, mut server) = tokio::io::duplex(64);
+        let activity = Arc::new(Activity::default());
+        let mut io = Rewound::new(client, activity.clone());
+        let busy = activity.begin();
+        server.write_all(b"GET /next").await.unwrap();
+        let mut got = [0u8; 9];
+        io.read_exact(&mut got).await.unwrap();
+        drop(busy);
+        assert!(
+            activity.between_requests(),
+            "read before the response finished: pipelined"
+        );
+        server.write_all(b" HTTP/1.1").await.unwrap();
+        io.read_exact(&mut got).await.unwrap();
+        assert!(!activity.between_requests(), "a head has begun");
+    }
+}
