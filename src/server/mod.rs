@@ -163,9 +163,9 @@ impl Connection {
             Some(_) if state.config.demo.enabled && !starts_tls(&stream, server.header_read_timeout).await => None,
             tls => tls.as_ref(),
         };
-        // What lives as long as the connection is boxed: the TLS stream
-        // (over 1 KiB) and the serving future. Inline, each stage's copy
-        // would size every connection's task, idle or not.
+        // Boxed: the TLS stream (over 1 KiB) and the serving future, which
+        // live as long as the connection. Inline, the task's state would
+        // keep room for each stage's copy, on every connection, idle or not.
         match tls {
             None => match first_bytes(&stream, server.header_read_timeout).await {
                 // HTTP/2 with prior knowledge, or too little to tell:
