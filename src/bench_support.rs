@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use futures_util::FutureExt;
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::assertion::{self, Cached, Claims, Signer};
 use crate::embed::{cookies, rewrite, Local};
@@ -130,7 +130,7 @@ impl Identity {
 
     /// `X-Embed-User`, `-Groups`, `-App` and `-Assertion` for the session,
     /// as the embed route's identity phase builds them.
-    pub fn headers(&self) -> Result<HeaderMap, Error> {
+    pub fn headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
         Ok(self
             .local
             .identity_headers(&self.hash, &self.record, &[], &self.signer, PUBLIC_URL)?)

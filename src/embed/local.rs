@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, warn};
 
 use crate::assertion::{self, Cached, Claims, Signer};
 use crate::drain::Watch;
 use crate::error::GatewayError;
-use crate::proxy::Cancel;
+use crate::proxy::{Cancel, Vouched};
 use crate::session::{Ended, SessionRecord, Subject};
 use crate::token::TokenHash;
 
@@ -111,7 +111,7 @@ impl Local {
         attribute_names: &[(String, HeaderName)],
         signer: &Signer,
         issuer: &str,
-    ) -> Result<HeaderMap, GatewayError> {
+    ) -> Result<Vouched, GatewayError> {
         let mut entry = self
             .identities
             .entry(*hash)
@@ -131,14 +131,13 @@ impl Local {
         };
         let jwt = assertion::reuse_or_sign(&mut entry.assertion, signer, &claims, now)
             .map_err(|e| GatewayError::Internal(Box::new(e)))?;
-        let mut headers = HeaderMap::with_capacity(5 + entry.attribute_headers.len());
-        headers.insert(X_EMBED_USER.clone(), entry.user.clone());
-        headers.insert(X_EMBED_GROUPS.clone(), entry.groups_header.clone());
-        headers.insert(X_EMBED_APP.clone(), entry.app.clone());
-        headers.insert(X_EMBED_ASSERTION.clone(), jwt);
-        for (name, value) in &entry.attribute_headers {
-            headers.insert(name.clone(), value.clone());
-        }
+        // One more slot for the mount prefix the caller may add.
+        let mut headers = Vouched::with_capacity(5 + entry.attribute_headers.len());
+        headers.push((X_EMBED_USER.clone(), entry.user.clone()));
+        headers.push((X_EMBED_GROUPS.clone(), entry.groups_header.clone()));
+        headers.push((X_EMBED_APP.clone(), entry.app.clone()));
+        headers.push((X_EMBED_ASSERTION.clone(), jwt));
+        headers.extend(entry.attribute_headers.iter().cloned());
         Ok(headers)
     }
 
@@ -268,24 +267,28 @@ mod tests {
         let session = record("ann@example.com", &["sales", "ops"]);
         let first = local
             .identity_headers(&[1; 32], &session, &[], &signer, "https://gw")
+            .map(|vouched| vouched.into_iter().collect::<http::HeaderMap>())
             .expect("headers");
         assert_eq!(first[&X_EMBED_USER], "ann@example.com");
         assert_eq!(first[&X_EMBED_GROUPS], "sales,ops");
         assert_eq!(first[&X_EMBED_APP], "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc");
         let second = local
             .identity_headers(&[1; 32], &session, &[], &signer, "https://gw")
+            .map(|vouched| vouched.into_iter().collect::<http::HeaderMap>())
             .expect("headers");
         assert_eq!(first[&X_EMBED_ASSERTION], second[&X_EMBED_ASSERTION], "reused");
 
         // Another issuer (a reload changed public_url) re-signs.
         let other = local
             .identity_headers(&[1; 32], &session, &[], &signer, "https://gw2")
+            .map(|vouched| vouched.into_iter().collect::<http::HeaderMap>())
             .expect("headers");
         assert_ne!(first[&X_EMBED_ASSERTION], other[&X_EMBED_ASSERTION]);
         // A record with other groups under the same hash is rebuilt.
         let regrouped = record("ann@example.com", &["ops"]);
         let rebuilt = local
             .identity_headers(&[1; 32], &regrouped, &[], &signer, "https://gw2")
+            .map(|vouched| vouched.into_iter().collect::<http::HeaderMap>())
             .expect("headers");
         assert_eq!(rebuilt[&X_EMBED_GROUPS], "ops");
         assert_ne!(rebuilt[&X_EMBED_ASSERTION], other[&X_EMBED_ASSERTION]);
@@ -308,6 +311,7 @@ mod tests {
             .collect();
         let headers = local
             .identity_headers(&[1; 32], &session, &names, &signer, "https://gw")
+            .map(|vouched| vouched.into_iter().collect::<http::HeaderMap>())
             .expect("headers");
         assert_eq!(headers[&name("department")], "Sales EMEA");
         assert_eq!(headers[&name("level")], "3");
@@ -334,6 +338,7 @@ mod tests {
         let fewer = &names[1..];
         let headers = local
             .identity_headers(&[1; 32], &session, fewer, &signer, "https://gw")
+            .map(|vouched| vouched.into_iter().collect::<http::HeaderMap>())
             .expect("headers");
         assert!(!headers.contains_key(name("department")));
         assert_eq!(headers[&name("level")], "3");
@@ -357,6 +362,7 @@ mod tests {
         let signer = Signer::generate().expect("a key");
         local
             .identity_headers(&[1; 32], &record("a@example.com", &[]), &[], &signer, "https://gw")
+            .map(|vouched| vouched.into_iter().collect::<http::HeaderMap>())
             .expect("headers");
         local.identities.insert(
             [2; 32],

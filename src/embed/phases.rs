@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use http::header::HeaderMap;
+use http::uri::PathAndQuery;
 use http::{Request, Response};
 
 use super::{cookies, expired, rewrite, Local, Mounted};
@@ -19,7 +20,7 @@ use crate::body::{self, Body, RequestBody};
 use crate::config::App;
 use crate::error::GatewayError;
 use crate::proxy::headers::forwarded::X_FORWARDED_PREFIX;
-use crate::proxy::{self, upgrade, Downstream, Forward};
+use crate::proxy::{self, upgrade, Downstream, Forward, Vouched};
 use crate::query;
 use crate::session::{self, SessionRecord};
 use crate::state::State;
@@ -111,7 +112,7 @@ impl Embed<'_> {
     ///
     /// May change: nothing of the request; the proxy sets these after
     /// removing whatever `X-Embed-*` the client sent.
-    fn identity_headers(&self, session: &Session) -> Result<HeaderMap, GatewayError> {
+    fn identity_headers(&self, session: &Session) -> Result<Vouched, GatewayError> {
         let state = self.state;
         let mut vouched = self.local.identity_headers(
             &session.hash,
@@ -121,7 +122,7 @@ impl Embed<'_> {
             &state.config.server.public_url,
         )?;
         if self.mounted == Mounted::Prefix {
-            vouched.insert(X_FORWARDED_PREFIX.clone(), self.app.prefix.clone());
+            vouched.push((X_FORWARDED_PREFIX.clone(), self.app.prefix.clone()));
         }
         Ok(vouched)
     }
@@ -137,17 +138,20 @@ impl Embed<'_> {
         &self,
         req: Request<RequestBody>,
         below: &str,
-        vouched: HeaderMap,
+        vouched: Vouched,
         session: &Session,
     ) -> Result<Response<Body>, GatewayError> {
         let path_and_query = match req.uri().query() {
             Some(q) => format!("/{below}?{q}"),
             None => format!("/{below}"),
         };
+        // From the `String` itself: parsed, not copied again.
+        let path_and_query =
+            PathAndQuery::try_from(path_and_query).map_err(|_| GatewayError::BadRequest("invalid request target"))?;
         let server = &self.state.config.server;
         let mut forward = Forward::new(
             &self.app.upstream,
-            &path_and_query,
+            path_and_query,
             self.downstream,
             &server.trusted_proxies,
             server.upstream_timeout,

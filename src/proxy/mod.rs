@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
+use http::header::HeaderName;
 use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use tracing::debug;
 
@@ -67,15 +69,16 @@ impl Downstream {
 pub(crate) struct Forward<'a> {
     pub(crate) upstream: &'a Upstream,
     /// Path and query to ask the upstream for, below its own base path;
-    /// starts with `/`.
-    pub(crate) path_and_query: &'a str,
+    /// starts with `/`. Owned, so that the passthrough can hand on the
+    /// request's own (shared, not copied).
+    pub(crate) path_and_query: PathAndQuery,
     pub(crate) peer: Peer<'a>,
     /// Longest wait for the upstream's response head.
     pub(crate) timeout: Duration,
     /// Headers the calling route vouches for — the embed route's identity
     /// and mount prefix — set after the client's own `X-Embed-*` and
     /// forwarding headers are dealt with, so they always win.
-    pub(crate) vouched: HeaderMap,
+    pub(crate) vouched: Vouched,
     /// Held by a tunnel, if the request upgrades.
     pub(crate) watch: &'a Watch,
     /// Ends the tunnel early when it resolves (a revoked session).
@@ -87,7 +90,7 @@ impl<'a> Forward<'a> {
     /// vouched for, no early end to a tunnel.
     pub(crate) fn new(
         upstream: &'a Upstream,
-        path_and_query: &'a str,
+        path_and_query: PathAndQuery,
         downstream: &'a Downstream,
         trusted_proxies: &'a [IpNet],
         timeout: Duration,
@@ -97,12 +100,16 @@ impl<'a> Forward<'a> {
             path_and_query,
             peer: downstream.peer(trusted_proxies),
             timeout,
-            vouched: HeaderMap::new(),
+            vouched: Vouched::new(),
             watch: &downstream.watch,
             tunnel_cancel: None,
         }
     }
 }
+
+/// Headers a route vouches for, each name once: a list, since they only
+/// go into the request's own map.
+pub(crate) type Vouched = Vec<(HeaderName, HeaderValue)>;
 
 /// A future that ends a tunnel.
 pub(crate) type Cancel = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -145,9 +152,7 @@ pub(crate) async fn forward(
     headers.remove(header::EXPECT);
     headers.insert(header::HOST, fwd.upstream.host.clone());
     for (name, value) in fwd.vouched {
-        if let Some(name) = name {
-            headers.insert(name, value);
-        }
+        headers.insert(name, value);
     }
     if let Some(protocol) = &upgrade {
         hop::set_upgrade(headers, protocol.clone());
@@ -200,17 +205,17 @@ pub(crate) async fn forward(
 
 /// The upstream URL for `path_and_query`, joined under the upstream's own
 /// base path (as nginx's `proxy_pass` with a URI part does). Built from the
-/// upstream's parsed scheme and authority (shared, not copied) and a parsed
-/// path: no whole-URL text is formatted and parsed again per request.
-fn upstream_uri(upstream: &Upstream, path_and_query: &str) -> Result<Uri, GatewayError> {
+/// upstream's parsed scheme and authority (shared, not copied) and the
+/// parsed path, used as is when the upstream has no base path: no
+/// whole-URL text is formatted and parsed again per request.
+fn upstream_uri(upstream: &Upstream, path_and_query: PathAndQuery) -> Result<Uri, GatewayError> {
     let invalid = || GatewayError::BadRequest("invalid request target");
     let base = upstream.base_path();
     let path_and_query = if base.is_empty() {
-        http::uri::PathAndQuery::try_from(path_and_query)
+        path_and_query
     } else {
-        http::uri::PathAndQuery::try_from(format!("{base}{path_and_query}"))
-    }
-    .map_err(|_| invalid())?;
+        PathAndQuery::try_from(format!("{base}{path_and_query}")).map_err(|_| invalid())?
+    };
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(upstream.uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP));
     parts.authority = upstream.uri.authority().cloned();
@@ -246,10 +251,14 @@ mod tests {
     #[test]
     fn upstream_uri_joins_under_base_path_and_keeps_query() {
         let u = upstream("http://127.0.0.1:3000/base/");
-        let joined = upstream_uri(&u, "/x/y?q=1&r=%20").map(|u| u.to_string()).ok();
+        let joined = upstream_uri(&u, PathAndQuery::from_static("/x/y?q=1&r=%20"))
+            .map(|u| u.to_string())
+            .ok();
         assert_eq!(joined.as_deref(), Some("http://127.0.0.1:3000/base/x/y?q=1&r=%20"));
         let root = upstream("https://app.internal");
-        let joined = upstream_uri(&root, "/").map(|u| u.to_string()).ok();
+        let joined = upstream_uri(&root, PathAndQuery::from_static("/"))
+            .map(|u| u.to_string())
+            .ok();
         assert_eq!(joined.as_deref(), Some("https://app.internal/"));
     }
 

@@ -144,10 +144,9 @@ async fn dispatch(
             let Some(passthrough) = &config.passthrough else {
                 return Err(GatewayError::PathNotFound("not found"));
             };
-            let path_and_query = origin_form(&req)?;
             let forward = Forward::new(
                 &passthrough.upstream,
-                &path_and_query,
+                origin_form(&req)?,
                 downstream,
                 &config.server.trusted_proxies,
                 config.server.upstream_timeout,
@@ -166,11 +165,12 @@ fn request_host(req: &Request<RequestBody>) -> Option<&str> {
     }
 }
 
-/// The request target as `/path?query` (RFC 9112 §3.2.1 origin-form); the
-/// gateway is no forward proxy, so other forms are refused.
-fn origin_form(req: &Request<RequestBody>) -> Result<String, GatewayError> {
+/// The request target as `/path?query` (RFC 9112 §3.2.1 origin-form),
+/// shared with the request (not copied); the gateway is no forward proxy,
+/// so other forms are refused.
+fn origin_form(req: &Request<RequestBody>) -> Result<http::uri::PathAndQuery, GatewayError> {
     match req.uri().path_and_query() {
-        Some(pq) if pq.as_str().starts_with('/') => Ok(pq.as_str().to_owned()),
+        Some(pq) if pq.as_str().starts_with('/') => Ok(pq.clone()),
         _ => Err(GatewayError::BadRequest("request target must be a path")),
     }
 }
