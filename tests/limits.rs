@@ -8,6 +8,23 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// Reads what the gateway sends on `read` until it closes or `deadline`
+/// passes (then `Ending::StillOpen`).
+async fn read_until_closed(read: &mut tokio::net::tcp::OwnedReadHalf, deadline: Instant) -> (Vec<u8>, Ending) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, read.read(&mut chunk)).await {
+            Err(_) => return (got, Ending::StillOpen),
+            Ok(Ok(0)) => return (got, Ending::Eof),
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+            Ok(Err(_)) => return (got, Ending::Reset),
+        }
+    }
+}
+
 fn not_a_success(bytes: &[u8]) -> bool {
     !bytes.starts_with(b"HTTP/1.1 2") && !bytes.starts_with(b"HTTP/1.0 2")
 }
@@ -46,20 +63,7 @@ async fn header_read_timeout_drops_a_slowloris_client_while_others_are_served() 
     assert_eq!(fast.status, 200, "another client was not served meanwhile");
 
     let mut read_half = read_half;
-    let mut got = Vec::new();
-    let ending = {
-        use tokio::io::AsyncReadExt;
-        let mut chunk = [0u8; 4096];
-        loop {
-            let left = Duration::from_secs(5).saturating_sub(start.elapsed());
-            match tokio::time::timeout(left, read_half.read(&mut chunk)).await {
-                Err(_) => break Ending::StillOpen,
-                Ok(Ok(0)) => break Ending::Eof,
-                Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
-                Ok(Err(_)) => break Ending::Reset,
-            }
-        }
-    };
+    let (got, ending) = read_until_closed(&mut read_half, start + Duration::from_secs(5)).await;
     let took = start.elapsed();
     trickle.abort();
     assert_ne!(
@@ -434,20 +438,7 @@ async fn a_trickled_head_on_a_keep_alive_connection_still_times_out() {
         }
     });
     let mut read_half = read_half;
-    let mut got = Vec::new();
-    let ending = {
-        use tokio::io::AsyncReadExt;
-        let mut chunk = [0u8; 4096];
-        loop {
-            let left = Duration::from_secs(8).saturating_sub(start.elapsed());
-            match tokio::time::timeout(left, read_half.read(&mut chunk)).await {
-                Err(_) => break Ending::StillOpen,
-                Ok(Ok(0)) => break Ending::Eof,
-                Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
-                Ok(Err(_)) => break Ending::Reset,
-            }
-        }
-    };
+    let (got, ending) = read_until_closed(&mut read_half, start + Duration::from_secs(8)).await;
     let took = start.elapsed();
     trickle.abort();
     assert_ne!(

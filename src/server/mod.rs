@@ -19,6 +19,7 @@ use hyper::service::{service_fn, Service};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -100,7 +101,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut 
             peer,
             watch: watch.clone(),
             _slot: slot,
-            _open: OpenConnection::count(),
+            _open: Counted::new(&metrics::global().connections_open),
         };
         // A debug span: the peer is on every line at `debug`, and at `info`
         // the span costs nothing (a request's lines carry its id, and its
@@ -117,38 +118,23 @@ struct Connection {
     /// Returned to the connection limit when the connection ends.
     _slot: OwnedSemaphorePermit,
     /// Counted in `embedgate_connections_open` while it lives.
-    _open: OpenConnection,
+    _open: Counted,
 }
 
-/// Counts a client connection while it lives.
-struct OpenConnection;
+/// Counts something in a gauge while it lives: an open connection in
+/// `embedgate_connections_open`, a parked one in `…_idle`.
+struct Counted(&'static Gauge);
 
-impl OpenConnection {
-    fn count() -> OpenConnection {
-        metrics::global().connections_open.inc();
-        OpenConnection
+impl Counted {
+    fn new(gauge: &'static Gauge) -> Counted {
+        gauge.inc();
+        Counted(gauge)
     }
 }
 
-impl Drop for OpenConnection {
+impl Drop for Counted {
     fn drop(&mut self) {
-        metrics::global().connections_open.dec();
-    }
-}
-
-/// Counts a parked connection while it waits.
-struct Parked;
-
-impl Parked {
-    fn count() -> Parked {
-        metrics::global().connections_idle.inc();
-        Parked
-    }
-}
-
-impl Drop for Parked {
-    fn drop(&mut self) {
-        metrics::global().connections_idle.dec();
+        self.0.dec();
     }
 }
 
@@ -394,7 +380,7 @@ impl Connection {
             // time (hyper's head timeout ran from the last response, at
             // least IDLE_CHECK ago) or until draining.
             let keep_alive = server.header_read_timeout.saturating_sub(IDLE_CHECK);
-            let parked = Parked::count();
+            let parked = Counted::new(&metrics::global().connections_idle);
             let woke = tokio::select! {
                 woke = io.wait_for_bytes() => woke,
                 () = tokio::time::sleep(keep_alive) => return,
