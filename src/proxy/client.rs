@@ -194,7 +194,9 @@ impl UpstreamClient {
             let (mut sender, addr, reused) = match self.pool.checkout(&key) {
                 Some(idle) => (idle.sender, idle.addr, true),
                 None => {
-                    let (sender, addr) = self.pool.connect(&uri).await?;
+                    // Boxed: a TCP and TLS connect's future is kilobytes,
+                    // and inline it would be moved with every request's.
+                    let (sender, addr) = Box::pin(self.pool.connect(&uri)).await?;
                     (sender, addr, false)
                 }
             };

@@ -68,6 +68,63 @@ impl Activity {
     pub(super) fn is_parking(&self) -> bool {
         self.parking.load(Ordering::Relaxed)
     }
+
+    /// Whether every response so far has finished: the connection waits
+    /// for (or is reading) a next request head.
+    fn awaits_head(&self) -> bool {
+        self.unfinished.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// How long a connection has waited for its next request head (its first
+/// included), read at each [`IDLE_CHECK`]: the head timeout, kept by the
+/// connection's driver on the timer it already has rather than by hyper,
+/// which arms, boxes and cancels a timer of its own for every request.
+///
+/// A wait that began between two checks counts from the later one, so the
+/// timeout ends a connection up to one `IDLE_CHECK` late, never early.
+#[derive(Debug)]
+pub(super) struct HeadWait {
+    started: u64,
+    awaiting: bool,
+    waited: Duration,
+}
+
+impl HeadWait {
+    /// From now, a connection's beginning: its first head is awaited.
+    pub(super) fn new() -> Self {
+        HeadWait {
+            started: 0,
+            awaiting: true,
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// At a check, one `IDLE_CHECK` after the last: how long the head has
+    /// surely been awaited. Any request started or unfinished since the
+    /// last check starts the count again.
+    pub(super) fn check(&mut self, activity: &Activity) -> Duration {
+        let started = activity.started();
+        let awaiting = activity.awaits_head();
+        if awaiting && self.awaiting && started == self.started {
+            self.waited += IDLE_CHECK;
+        } else {
+            self.waited = Duration::ZERO;
+        }
+        self.started = started;
+        self.awaiting = awaiting;
+        self.waited
+    }
+
+    /// Counts time spent parked, when no check runs.
+    pub(super) fn add(&mut self, parked: Duration) {
+        self.waited += parked;
+    }
+
+    /// What is left of `limit` by the last check.
+    pub(super) fn left(&self, limit: Duration) -> Duration {
+        limit.saturating_sub(self.waited)
+    }
 }
 
 /// One unfinished request of a connection.
@@ -282,6 +339,37 @@ mod tests {
         drop(Tracked::new(http_body_util::Empty::<Bytes>::new(), busy));
         assert!(activity.between_requests());
         assert_eq!(activity.started(), 1);
+    }
+
+    #[test]
+    fn the_head_wait_counts_whole_checks_and_restarts_with_each_request() {
+        let activity = Arc::new(Activity::default());
+        let mut wait = HeadWait::new();
+        assert_eq!(
+            wait.check(&activity),
+            IDLE_CHECK,
+            "the first head is awaited from the start"
+        );
+        assert_eq!(wait.check(&activity), 2 * IDLE_CHECK);
+        let busy = activity.begin();
+        assert_eq!(wait.check(&activity), Duration::ZERO, "a request in flight");
+        assert_eq!(wait.check(&activity), Duration::ZERO);
+        drop(busy);
+        assert_eq!(
+            wait.check(&activity),
+            Duration::ZERO,
+            "finished since the last check: counted from this one"
+        );
+        assert_eq!(wait.check(&activity), IDLE_CHECK);
+        drop(activity.begin());
+        assert_eq!(
+            wait.check(&activity),
+            Duration::ZERO,
+            "one begun and finished between checks"
+        );
+        wait.add(Duration::from_secs(5));
+        assert_eq!(wait.left(Duration::from_secs(7)), Duration::from_secs(2));
+        assert_eq!(wait.check(&activity), Duration::from_secs(5) + IDLE_CHECK);
     }
 
     #[tokio::test]

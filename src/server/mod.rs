@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, debug_span, warn, Instrument};
 
-use self::idle::{Activity, Rewound, Tracked, IDLE_CHECK};
+use self::idle::{Activity, HeadWait, Rewound, Tracked, IDLE_CHECK};
 use crate::body::{Body, Tallied};
 use crate::config;
 use crate::drain::Watch;
@@ -216,7 +216,8 @@ impl Connection {
         let service = self.service(scheme, first_request_seen.clone(), Arc::default());
 
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        // As `http1_builder`.
+        // As `http1_builder`, but with hyper's own head timeout: this
+        // driver keeps no `HeadWait`.
         builder
             .http1()
             .timer(TokioTimer::new())
@@ -284,9 +285,10 @@ impl Connection {
 
     /// Serves HTTP/1.1 until the client leaves, a limit is broken, or
     /// draining finishes the last request; while the connection is idle,
-    /// only the socket is kept (see [`idle`]). hyper's head timeout bounds
-    /// the wait for every request head, the first one included, and so is
-    /// the keep-alive timeout too.
+    /// only the socket is kept (see [`idle`]). The head timeout
+    /// ([`HeadWait`], on the connection's idle timer) bounds the wait for
+    /// every request head, the first one included, and so is the
+    /// keep-alive timeout too.
     async fn serve_http1<I>(self, io: I, scheme: Scheme, state: &State)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -302,6 +304,7 @@ impl Connection {
         // without parking again, so a trickled head is not given a new
         // timeout at every park.
         let mut may_park = true;
+        let mut head_wait = HeadWait::new();
         loop {
             // Boxed, and in this block: a parked connection's task holds
             // none of hyper's connection, not even its box.
@@ -322,7 +325,13 @@ impl Connection {
                             }
                             break;
                         }
-                        () = &mut idle_check => {
+                        // Once parking has begun, the elapsed timer is not
+                        // looked at again: the check counts whole periods.
+                        () = &mut idle_check, if !activity.is_parking() => {
+                            if head_wait.check(&activity) >= server.header_read_timeout {
+                                debug!("no request head within header_read_timeout; closing");
+                                return;
+                            }
                             let now_started = activity.started();
                             if now_started == started && now_started > 0 && may_park && activity.between_requests() {
                                 // hyper closes an idle connection at once (and
@@ -377,9 +386,10 @@ impl Connection {
             io.unread(parts.read_buf);
             service = parts.service;
             // Parked: only the socket waits, for the rest of the keep-alive
-            // time (hyper's head timeout ran from the last response, at
-            // least IDLE_CHECK ago) or until draining.
-            let keep_alive = server.header_read_timeout.saturating_sub(IDLE_CHECK);
+            // time (the head wait began with the last response) or until
+            // draining.
+            let keep_alive = head_wait.left(server.header_read_timeout);
+            let parked_at = tokio::time::Instant::now();
             let parked = Counted::new(&metrics::global().connections_idle);
             let woke = tokio::select! {
                 woke = io.wait_for_bytes() => woke,
@@ -393,6 +403,7 @@ impl Connection {
                 }
             };
             drop(parked);
+            head_wait.add(parked_at.elapsed());
             match woke {
                 Ok(true) => {}
                 Ok(false) => return,
@@ -405,12 +416,13 @@ impl Connection {
     }
 }
 
-/// The HTTP/1.1 settings of every connection.
+/// The HTTP/1.1 settings of every connection. No head timeout: the
+/// driver keeps it ([`HeadWait`]).
 fn http1_builder(server: &config::Server) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(server.max_header_bytes)
         .keep_alive(true);
     builder
