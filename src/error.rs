@@ -49,6 +49,9 @@ pub(crate) enum GatewayError {
     /// Downstream: a body over the limit.
     #[error("request body too large")]
     PayloadTooLarge,
+    /// Downstream: a request head over `max_header_bytes`.
+    #[error("request head too large")]
+    HeadTooLarge,
     /// Downstream: a body that is not JSON.
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
@@ -84,6 +87,7 @@ impl GatewayError {
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,

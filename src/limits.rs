@@ -53,8 +53,10 @@ impl Limits {
         self.check(&self.per_user, &email.to_owned(), Limiter::PatCreatePerUser)
     }
 
-    /// Counts one failed PAT exchange from this client address.
-    pub(crate) fn failed_exchange(&self, client: IpAddr) -> Result<(), RetryAfter> {
+    /// Counts one failed try of a token from this client address: a PAT
+    /// exchange refused, or a request whose session cookies name no live
+    /// session of its app (`rate_limit.bad_pat_per_minute` bounds both).
+    pub(crate) fn failed_token(&self, client: IpAddr) -> Result<(), RetryAfter> {
         self.check(&self.bad_pat_per_ip, &client, Limiter::BadPat)
     }
 
@@ -119,16 +121,16 @@ mod tests {
         assert!(l.mint_for_user("b@example.com").is_ok());
         let ip: IpAddr = [127, 0, 0, 1].into();
         for _ in 0..3 {
-            assert!(l.failed_exchange(ip).is_ok());
+            assert!(l.failed_token(ip).is_ok());
         }
-        assert!(l.failed_exchange(ip).is_err());
+        assert!(l.failed_token(ip).is_err());
     }
 
     #[test]
     fn retain_recent_keeps_keys_still_limited() {
         let l = limits(1);
         for i in 0..50u8 {
-            let _ = l.failed_exchange([10, 0, 0, i].into());
+            let _ = l.failed_token([10, 0, 0, i].into());
         }
         l.retain_recent();
         // All 50 just used their only cell: none has replenished yet.

@@ -10,10 +10,14 @@ use crate::error::GatewayError;
 use crate::telemetry::audit;
 use crate::token;
 
-/// The token after `Basic`, if one was sent.
+/// The token after `Basic`, if one was sent, in the one `Authorization`
+/// field (two are no credentials: which one counts would be a guess).
 fn presented(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
+    let mut fields = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(field), None) = (fields.next(), fields.next()) else {
+        return None;
+    };
+    Some(field)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, token) = v.trim().split_once(' ')?;

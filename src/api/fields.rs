@@ -16,8 +16,12 @@ use crate::error::GatewayError;
 
 /// A body mapped onto `T`, or the 400 naming what is wrong.
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|_| GatewayError::Invalid("body: malformed JSON".into()))?;
+    let Unique(value) = serde_json::from_slice(bytes).map_err(|error| {
+        GatewayError::Invalid(match error.classify() {
+            serde_json::error::Category::Data => "body: an object repeats a key".into(),
+            _ => "body: malformed JSON".into(),
+        })
+    })?;
     if !value.is_object() {
         return Err(GatewayError::Invalid("body: expected a JSON object".into()));
     }
@@ -35,6 +39,76 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError
             .unwrap_or_default();
         GatewayError::Invalid(format!("{}: unknown field", clip(&name)))
     })
+}
+
+/// A JSON value in which no object repeats a key. Parsers disagree on
+/// which of two equal keys wins (serde_json keeps the last, others the
+/// first), so a body that a portal's own checks read one way must not be
+/// read another way here: it is refused instead.
+struct Unique(Value);
+
+impl<'de> Deserialize<'de> for Unique {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unique(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Unique(value) = map.next_value()?;
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom("repeated key"));
+            }
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 /// A field name as echoed back: short and printable.
@@ -180,7 +254,24 @@ mod tests {
         assert_eq!(message("\"x\""), "body: expected a JSON object");
         assert_eq!(message("{"), "body: malformed JSON");
         assert_eq!(message(""), "body: malformed JSON");
-        // The last of duplicate keys counts, as before.
-        assert_eq!(message(r#"{"name": 1, "name": "y"}"#), "ok y 5");
+    }
+
+    #[test]
+    fn an_object_that_repeats_a_key_is_refused_at_any_depth() {
+        assert_eq!(message(r#"{"name": 1, "name": "y"}"#), "body: an object repeats a key");
+        assert_eq!(
+            message(r#"{"name": "x", "name": "x"}"#),
+            "body: an object repeats a key"
+        );
+        assert_eq!(
+            message(r#"{"name": "x", "zzz": [{"a": 1, "a": 2}]}"#),
+            "body: an object repeats a key"
+        );
+        assert_eq!(
+            message(r#"{"name": "x", "zzz": {"a": {"b": 1}}}"#),
+            "zzz: unknown field"
+        );
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(message(&format!(r#"{{"name": {deep}}}"#)), "body: malformed JSON");
     }
 }

@@ -24,13 +24,22 @@ fn invalid(message: String) -> GatewayError {
     GatewayError::Invalid(message)
 }
 
-/// A portal-vouched email: an address of visible ASCII with one `@`, at
-/// most [`MAX_EMAIL_BYTES`]; lowercased.
+/// A portal-vouched email: an address with one `@`, at most
+/// [`MAX_EMAIL_BYTES`], whose local part is RFC 5322 `atext` and dots and
+/// whose domain is letters, digits, `-` and dots; lowercased. No quoted
+/// local parts, no address literals: nothing that reads differently in
+/// `X-Embed-User` (no `,`, `;`, `"`, spaces or brackets).
 pub(crate) fn email(text: &str) -> Result<String, GatewayError> {
     if text.len() > MAX_EMAIL_BYTES {
         return Err(invalid(format!("email: at most {MAX_EMAIL_BYTES} bytes")));
     }
     config::check_email(text).map_err(|_| invalid("email: must be an email address".into()))?;
+    let (local, domain) = text.split_once('@').unwrap_or_default();
+    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c);
+    let domain_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    if !local.chars().all(atext) || !domain.chars().all(domain_char) {
+        return Err(invalid("email: must be an email address".into()));
+    }
     Ok(text.to_ascii_lowercase())
 }
 

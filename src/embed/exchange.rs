@@ -75,7 +75,7 @@ pub(super) async fn exchange(
             user,
         }) => {
             let user = user.as_deref();
-            state.limits.failed_exchange(caller.client).map_err(|retry| {
+            state.limits.failed_token(caller.client).map_err(|retry| {
                 metrics.exchange(Exchange::RateLimited);
                 audit::exchange_refused(caller, user, &app.id, Refusal::RateLimited.name());
                 GatewayError::TooManyRequests(retry)
@@ -134,10 +134,13 @@ impl Refused {
 /// Checks the PAT and creates the session.
 async fn redeem(app: &App, query: &str, state: &State) -> Result<Redeemed, Refused> {
     let now = session::now_ms();
-    let pat = query::pairs(query)
-        .find(|p| p.is_pat())
-        .map(|p| p.value)
-        .unwrap_or_default();
+    // One PAT parameter, or none counts: which of two a proxy, a log or
+    // the portal would read is anyone's guess.
+    let mut pats = query::pairs(query).filter(|p| p.is_pat());
+    let pat = match (pats.next(), pats.next()) {
+        (Some(p), None) => p.value,
+        _ => return Err(Refused::invalid(Refusal::Malformed)),
+    };
     if !token::looks_like_pat(&pat) {
         return Err(Refused::invalid(Refusal::Malformed));
     }

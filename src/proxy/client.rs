@@ -55,6 +55,15 @@ impl UpstreamError {
     pub(crate) fn is_connect(&self) -> bool {
         matches!(self, UpstreamError::Connect(_))
     }
+
+    /// Whether the exchange failed on the client's request body — a
+    /// malformed chunk, a client gone mid-body — rather than on the
+    /// upstream: hyper then reports an error of the body it was sending,
+    /// caused by the server side's own error reading it.
+    pub(crate) fn is_request_body(&self) -> bool {
+        matches!(self, UpstreamError::Request(e)
+            if e.is_user() && std::error::Error::source(e).is_some_and(|c| c.is::<hyper::Error>()))
+    }
 }
 
 /// An upstream's response, and what the access line says of it.

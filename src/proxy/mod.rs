@@ -165,6 +165,16 @@ pub(crate) async fn forward(
     let sent = std::time::Instant::now();
     let answer = match tokio::time::timeout(fwd.timeout, client.request(req)).await {
         Err(_) => return Err(GatewayError::GatewayTimeout),
+        // The client's fault, not the upstream's: 400. The upstream saw
+        // the body end early (hyper never sends a chunked body's last
+        // chunk after an error, and closes that connection), never a
+        // complete request.
+        Ok(Err(error)) if error.is_request_body() => {
+            debug!(error = %error, "request body failed");
+            return Err(GatewayError::BadRequest(
+                "the request body is malformed or was cut short",
+            ));
+        }
         Ok(Err(error)) => {
             debug!(error = %error, connect = error.is_connect(), "upstream request failed");
             return Err(GatewayError::BadGateway(Box::new(error)));

@@ -113,6 +113,7 @@ async fn dispatch(
     tag: &mut Tag,
 ) -> Result<Response<Body>, GatewayError> {
     let config = &state.config;
+    crate::router::check(&req, config.server.max_header_bytes)?;
     // An app on its own host owns every path of that host, the gateway's
     // own trees included.
     if let Some(app) = state.app_at_host(|| request_host(&req)) {

@@ -402,3 +402,46 @@ pub async fn websocket_upstream() -> Upstream {
     });
     up
 }
+
+/// One request a [`recording_upstream`] parsed: its method, target, fields
+/// and body (`Err` when the body did not arrive whole).
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub target: String,
+    pub headers: Fields,
+    pub body: Result<Vec<u8>, String>,
+}
+
+/// Every request a [`recording_upstream`] got, in order.
+pub type Log = Arc<Mutex<Vec<Received>>>;
+
+/// An upstream that records every request it parses (head and whole body,
+/// or the body's error) and answers `200 ok`: what a smuggling test asserts
+/// on, since any extra request the gateway let through shows up here.
+pub async fn recording_upstream() -> (Upstream, Log) {
+    let log: Log = Arc::default();
+    let writer = log.clone();
+    let up = serve_http1(move |req, _conn| {
+        let log = writer.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = match body.collect().await {
+                Ok(collected) => Ok(collected.to_bytes().to_vec()),
+                Err(error) => Err(error.to_string()),
+            };
+            log.lock().unwrap().push(Received {
+                method: parts.method.to_string(),
+                target: parts.uri.to_string(),
+                headers: fields_of(&parts.headers),
+                body,
+            });
+            let mut resp = Response::new(full("ok"));
+            resp.headers_mut()
+                .insert("content-length", HeaderValue::from_static("2"));
+            resp
+        }
+    })
+    .await;
+    (up, log)
+}
