@@ -2,10 +2,19 @@
 -- exchanges it, over and over (each exchange leaves a live session);
 -- MODE=mint only mints (each leaves a live PAT). Emails cycle over USERS
 -- users, as a portal's do. Prints "pairs N" or "mints N" at the end.
+-- SESSION_EXPIRY (minutes) and PAT_EXPIRY (seconds) go into each mint body
+-- when set (bench/soak keeps the store's records short-lived with them).
 local token = os.getenv("EMBEDGATE_TOKEN")
 local app = os.getenv("EMBEDGATE_APP")
 local mode = os.getenv("MODE") or "pairs"
 local users = tonumber(os.getenv("USERS") or "1000")
+local expiries = ""
+if os.getenv("SESSION_EXPIRY") then
+  expiries = expiries .. ',"sessionExpiry":' .. os.getenv("SESSION_EXPIRY")
+end
+if os.getenv("PAT_EXPIRY") then
+  expiries = expiries .. ',"patExpiry":' .. os.getenv("PAT_EXPIRY")
+end
 local queue = {}
 local n = 0
 done_pairs = 0
@@ -22,7 +31,7 @@ function request()
     return wrk.format("GET", "/embed-apps/" .. app .. "?personal-access-token=" .. pat)
   end
   n = n + 1
-  local body = '{"email":"user' .. (n % users) .. '@example.com","appId":"' .. app .. '"}'
+  local body = '{"email":"user' .. (n % users) .. '@example.com","appId":"' .. app .. '"' .. expiries .. '}'
   return wrk.format("POST", "/api/ext/users/personal-access-token",
     { ["Authorization"] = "Basic " .. token, ["Content-Type"] = "application/json" }, body)
 end

@@ -2,6 +2,7 @@
 //! upstream's streamed body or a small body the gateway wrote itself; and
 //! the wrapper that counts a request's bytes in and out for its access line.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,10 +21,55 @@ pub(crate) enum Body {
     /// Streamed through unchanged, frame by frame; `OnEnd` runs once the
     /// last frame is through (the upstream connection goes back to its
     /// pool then, and only then: a body dropped before its end drops it).
-    Upstream(Incoming, Option<OnEnd>),
+    /// An upstream that sends nothing for the stall limit ends it with an
+    /// error: the client's connection (or HTTP/2 stream) is aborted.
+    Upstream(Incoming, Option<OnEnd>, Stall),
     /// Written by the gateway; `None` once sent.
     Full(Option<Bytes>),
 }
+
+/// The error a response body ends with.
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long an upstream body may send nothing (`upstream_timeout_seconds`,
+/// as nginx's `proxy_read_timeout`: between two reads, not in all). The
+/// timer exists only once a frame was not ready at once: a response read
+/// whole with its head never arms one.
+#[derive(Debug)]
+pub(crate) struct Stall {
+    limit: Option<std::time::Duration>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame came since the timer was last set.
+    moved: bool,
+}
+
+impl Stall {
+    /// At most `limit` between two frames; `None`: no limit.
+    pub(crate) fn new(limit: Option<std::time::Duration>) -> Self {
+        Stall {
+            limit,
+            timer: None,
+            moved: false,
+        }
+    }
+
+    /// On a frame not ready: whether the limit has passed since the last.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(limit) = self.limit else {
+            return false;
+        };
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if std::mem::take(&mut self.moved) {
+            timer.as_mut().reset(tokio::time::Instant::now() + limit);
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// An upstream body that sent nothing for its stall limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing of the response body for upstream_timeout_seconds")]
+pub(crate) struct Stalled;
 
 /// What to do once an upstream body has been read to its end.
 pub(crate) struct OnEnd(Box<dyn FnOnce() + Send + Sync>);
@@ -58,35 +104,37 @@ impl Body {
     }
 }
 
-impl From<Incoming> for Body {
-    fn from(body: Incoming) -> Self {
-        Body::Upstream(body, None)
-    }
-}
-
 impl Body {
-    /// An upstream body that runs `on_end` once read to its end (at once
-    /// when it is empty: hyper may never poll an ended body).
-    pub(crate) fn upstream(body: Incoming, on_end: OnEnd) -> Self {
-        if http_body::Body::is_end_stream(&body) {
-            (on_end.0)();
-            return Body::Upstream(body, None);
+    /// An upstream body that runs `on_end` (if any) once read to its end —
+    /// at once when it is empty: hyper may never poll an ended body — and
+    /// fails when it sends nothing for `stall`.
+    pub(crate) fn upstream(body: Incoming, on_end: Option<OnEnd>, stall: Option<std::time::Duration>) -> Self {
+        let stall = Stall::new(stall);
+        match on_end {
+            Some(on_end) if http_body::Body::is_end_stream(&body) => {
+                (on_end.0)();
+                Body::Upstream(body, None, stall)
+            }
+            on_end => Body::Upstream(body, on_end, stall),
         }
-        Body::Upstream(body, Some(on_end))
     }
 }
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            Body::Upstream(body, on_end) => {
+            Body::Upstream(body, on_end, stall) => {
                 let frame = Pin::new(&mut *body).poll_frame(cx);
                 let ended = match &frame {
                     Poll::Ready(None) => true,
-                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+                    Poll::Ready(Some(Ok(_))) => {
+                        stall.moved = true;
+                        body.is_end_stream()
+                    }
+                    Poll::Pending if stall.expired(cx) => return Poll::Ready(Some(Err(Stalled.into()))),
                     Poll::Ready(Some(Err(_))) | Poll::Pending => false,
                 };
                 if ended {
@@ -94,7 +142,7 @@ impl http_body::Body for Body {
                         (on_end.0)();
                     }
                 }
-                frame
+                frame.map_err(Into::into)
             }
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
@@ -102,14 +150,14 @@ impl http_body::Body for Body {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Upstream(body, _) => body.is_end_stream(),
+            Body::Upstream(body, _, _) => body.is_end_stream(),
             Body::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Upstream(body, _) => body.size_hint(),
+            Body::Upstream(body, _, _) => body.size_hint(),
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

@@ -8,7 +8,7 @@
 //! (`tests/layers.rs` checks it):
 //!
 //! ```text
-//! bench_support                fixtures for benches/ only (nothing uses it)
+//! bench_support, fuzzing       fixtures for benches/ and fuzz/ only (nothing uses them)
 //! server, demo                 accept, TLS, HTTP/1.1 + HTTP/2, drain, admin; the bundled demo
 //! router                       path → route
 //! api, embed, helper           the PAT API; the exchange and the embed route's phases;
@@ -34,6 +34,10 @@ mod demo;
 mod drain;
 mod embed;
 mod error;
+/// Entry points for the fuzz targets in `fuzz/` only: the crate's own
+/// parsers fed arbitrary bytes. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod helper;
 mod limits;
 mod metrics;

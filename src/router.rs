@@ -117,6 +117,12 @@ pub(crate) fn check<B>(req: &Request<B>, max_head: usize) -> Result<(), GatewayE
             "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
         ));
     }
+    // An absolute-form target's or HTTP/2's authority, checked as `Host` is.
+    if let Some(authority) = uri.authority() {
+        if authority.as_str().contains('@') || !port_is_valid(authority.as_str()) {
+            return Err(GatewayError::BadRequest("the request's authority is not a valid host"));
+        }
+    }
     let path = uri.path();
     if !path.starts_with('/') {
         return Err(GatewayError::BadRequest("request target must be a path"));
@@ -369,6 +375,8 @@ mod tests {
     #[test]
     fn only_origin_and_absolute_form_are_routed() {
         assert!(!refused("http://gw/x"));
+        assert!(refused("http://user@gw/x"));
+        assert!(refused("http://gw:99999/x"));
         assert!(refused("ftp://gw/x"));
         let mut connect = get("gw:443", Some("gw:443"));
         *connect.method_mut() = Method::CONNECT;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// Each top-level module's layer; higher layers use lower ones.
 const LAYERS: &[(&str, u8)] = &[
     ("bench_support", 10),
+    ("fuzzing", 10),
     ("server", 9),
     ("demo", 9),
     ("router", 8),

@@ -164,13 +164,7 @@ impl Embed<'_> {
         let path_and_query =
             PathAndQuery::try_from(path_and_query).map_err(|_| GatewayError::BadRequest("invalid request target"))?;
         let server = &self.state.config.server;
-        let mut forward = Forward::new(
-            &self.app.upstream,
-            path_and_query,
-            self.downstream,
-            &server.trusted_proxies,
-            server.upstream_timeout,
-        );
+        let mut forward = Forward::new(&self.app.upstream, path_and_query, self.downstream, server);
         forward.vouched = vouched;
         if upgrade::is_upgrade(&req) {
             forward.tunnel_cancel = Some(self.local.watch_tunnel(session.hash));

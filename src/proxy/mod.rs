@@ -19,7 +19,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use tracing::debug;
 
 use crate::body::{Body, RequestBody};
-use crate::config::Upstream;
+use crate::config::{self, Upstream};
 use crate::drain::Watch;
 use crate::error::GatewayError;
 use crate::telemetry::access::UpstreamSeen;
@@ -73,8 +73,11 @@ pub(crate) struct Forward<'a> {
     /// request's own (shared, not copied).
     pub(crate) path_and_query: PathAndQuery,
     pub(crate) peer: Peer<'a>,
-    /// Longest wait for the upstream's response head.
+    /// Longest wait for the upstream's response head, and between two
+    /// pieces of its body.
     pub(crate) timeout: Duration,
+    /// Largest response head taken from the upstream (`max_header_bytes`).
+    pub(crate) max_head: usize,
     /// Headers the calling route vouches for — the embed route's identity
     /// and mount prefix — set after the client's own `X-Embed-*` and
     /// forwarding headers are dealt with, so they always win.
@@ -86,20 +89,20 @@ pub(crate) struct Forward<'a> {
 }
 
 impl<'a> Forward<'a> {
-    /// A plain forward of a request that came on `downstream`: nothing
-    /// vouched for, no early end to a tunnel.
+    /// A plain forward of a request that came on `downstream`, with the
+    /// limits of `server`: nothing vouched for, no early end to a tunnel.
     pub(crate) fn new(
         upstream: &'a Upstream,
         path_and_query: PathAndQuery,
         downstream: &'a Downstream,
-        trusted_proxies: &'a [IpNet],
-        timeout: Duration,
+        server: &'a config::Server,
     ) -> Self {
         Forward {
             upstream,
             path_and_query,
-            peer: downstream.peer(trusted_proxies),
-            timeout,
+            peer: downstream.peer(&server.trusted_proxies),
+            timeout: server.upstream_timeout,
+            max_head: server.max_header_bytes,
             vouched: Vouched::new(),
             watch: &downstream.watch,
             tunnel_cancel: None,
@@ -184,6 +187,14 @@ pub(crate) async fn forward(
     crate::metrics::global().upstream_head.observe(sent.elapsed());
 
     let (mut parts, body) = answer.response.into_parts();
+    // As nginx's "upstream sent too big header": hyper's own bound is its
+    // read buffer, which is larger and one read can overshoot.
+    let head: usize = parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if head > fwd.max_head {
+        return Err(GatewayError::BadGateway(
+            "the upstream's response head is over max_header_bytes".into(),
+        ));
+    }
     // For the access line: where the pooled connection goes, and what
     // came back before the gateway touched it.
     let seen = UpstreamSeen {
@@ -192,10 +203,9 @@ pub(crate) async fn forward(
     };
     parts.extensions.insert(seen);
     let upstream_protocol = hop::strip(&mut parts.headers);
-    let body = match answer.on_end {
-        Some(on_end) => Body::upstream(body, on_end),
-        None => Body::from(body),
-    };
+    // A tunnel's (101) body is empty and ends at once; any other body
+    // may not stall past the upstream timeout.
+    let body = Body::upstream(body, answer.on_end, Some(fwd.timeout));
     let mut response = Response::from_parts(parts, body);
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(client_upgrade), Some(protocol)) = (client_upgrade, upstream_protocol) else {

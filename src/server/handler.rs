@@ -145,13 +145,7 @@ async fn dispatch(
             let Some(passthrough) = &config.passthrough else {
                 return Err(GatewayError::PathNotFound("not found"));
             };
-            let forward = Forward::new(
-                &passthrough.upstream,
-                origin_form(&req)?,
-                downstream,
-                &config.server.trusted_proxies,
-                config.server.upstream_timeout,
-            );
+            let forward = Forward::new(&passthrough.upstream, origin_form(&req)?, downstream, &config.server);
             proxy::forward(&state.client, req, forward).await
         }
     }

@@ -213,7 +213,8 @@ impl Connection {
     {
         let server = &state.config.server;
         let first_request_seen = Arc::new(AtomicBool::new(false));
-        let service = self.service(scheme, first_request_seen.clone(), Arc::default());
+        let activity = Arc::new(Activity::default());
+        let service = self.service(scheme, first_request_seen.clone(), activity.clone());
 
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // As `http1_builder`, but with hyper's own head timeout: this
@@ -244,6 +245,12 @@ impl Connection {
         tokio::pin!(first_request_deadline);
         let mut watch = self.watch.clone();
         let mut deadline_armed = true;
+        // And an HTTP/2 connection with no stream open and none started for
+        // the keep-alive time is ended (GOAWAY), as nginx's
+        // `keepalive_timeout` does: idle connections are bounded in time,
+        // not only by `max_connections`.
+        let mut idle_check = Box::pin(tokio::time::sleep(IDLE_CHECK));
+        let mut idle = HeadWait::new();
         loop {
             tokio::select! {
                 result = conn.as_mut() => {
@@ -258,6 +265,19 @@ impl Connection {
                         return;
                     }
                     deadline_armed = false;
+                }
+                () = &mut idle_check => {
+                    if idle.check(&activity) >= server.header_read_timeout {
+                        debug!("idle for the keep-alive time; closing");
+                        // HTTP/2's GOAWAY waits for a PING's answer: a
+                        // client that never answers is dropped anyway.
+                        conn.as_mut().graceful_shutdown();
+                        if let Ok(Err(error)) = tokio::time::timeout(IDLE_CHECK, conn.as_mut()).await {
+                            debug!(error = %error, "connection ended with an error while closing");
+                        }
+                        return;
+                    }
+                    idle_check.as_mut().reset(tokio::time::Instant::now() + IDLE_CHECK);
                 }
                 () = watch.signaled() => {}
             }

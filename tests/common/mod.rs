@@ -18,6 +18,8 @@
 //! - [`tls`]: the throw-away CA and leaf;
 //! - [`client`]: hyper HTTP/1.1 and HTTP/2 clients and what they read;
 //! - [`raw`]: a hand-driven TCP client, for what hyper would not send or read;
+//! - [`h2raw`]: raw HTTP/2 frames over TCP, for what an HTTP/2 library would
+//!   not send;
 //! - [`embed`]: the PAT API and the embed flow (SPEC §3–§6);
 //! - [`jwt`]: the JWKS and the assertion as an upstream checks it, and
 //!   assertion signing keys;
@@ -33,6 +35,7 @@
 mod client;
 mod embed;
 mod gateway;
+mod h2raw;
 mod jwt;
 mod load;
 mod raw;
@@ -44,7 +47,9 @@ mod upstreams;
 // Likewise for the re-exports: a binary that uses nothing of a file would be
 // told its glob is unused.
 #[allow(unused_imports)]
-pub use self::{client::*, embed::*, gateway::*, jwt::*, load::*, raw::*, redis::*, sni::*, tls::*, upstreams::*};
+pub use self::{
+    client::*, embed::*, gateway::*, h2raw::*, jwt::*, load::*, raw::*, redis::*, sni::*, tls::*, upstreams::*,
+};
 
 use std::time::{Duration, Instant};
 

@@ -1,10 +1,12 @@
 //! `X-Forwarded-For`, `-Proto`, `-Host` (the de-facto standard that RFC 7239
 //! `Forwarded` formalised). A client's own values are believed only when the
-//! peer is one of `server.trusted_proxies`; otherwise they are replaced.
+//! peer is one of `server.trusted_proxies`; otherwise they are replaced, and
+//! its `Forwarded` and `X-Real-IP` (the other ways to name the client) are
+//! removed.
 
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 /// `X-Forwarded-For`.
@@ -15,6 +17,8 @@ pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-for
 pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// `X-Forwarded-Prefix`: set by the embed route, never taken from an untrusted client.
 pub(crate) static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+/// `X-Real-IP`, nginx's: who the client is, to an upstream that reads it.
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// How the client reached the gateway: what `X-Forwarded-Proto` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +113,10 @@ pub(crate) fn apply(headers: &mut HeaderMap, peer: &Peer<'_>, host: Option<Heade
             HeaderValue::from_static(peer.scheme.as_str()),
         );
         headers.remove(&X_FORWARDED_PREFIX);
+        // Other ways to say who the client is: not the gateway's to
+        // vouch for, and not the client's to claim.
+        headers.remove(header::FORWARDED);
+        headers.remove(&X_REAL_IP);
         match host {
             Some(host) => {
                 headers.insert(X_FORWARDED_HOST.clone(), host);

@@ -1,0 +1,1 @@
+//! The fuzz targets live in `tests/targets.rs`; see `README.md`.
