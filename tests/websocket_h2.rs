@@ -159,3 +159,28 @@ async fn revoke_closes_a_websocket_opened_over_http2() {
         "the HTTP/2 WebSocket was still open 5 s after the revoke"
     );
 }
+
+/// The HTTP/2 keep-alive (`header_read_timeout_seconds`) ends idle
+/// connections, never one carrying a WebSocket: its stream answered long
+/// ago, but its tunnel is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_websocket_over_http2_outlives_the_keep_alive() {
+    let up = websocket_upstream().await;
+    let dir = new_dir();
+    let tls = TestTls::generate(dir.path());
+    let gw = Gateway::start(
+        dir,
+        &config(
+            "header_read_timeout_seconds = 1",
+            &format!("{}\n{}", tls_section(), passthrough(&up.url())),
+        ),
+    )
+    .await;
+    let (stream, _) = tls.connect(gw.public_addr, &[b"h2"]).await;
+    let authority = format!("localhost:{}", gw.public_addr.port());
+    let mut ws = connect_ws(stream, &authority, "/ws/quiet", None).await;
+    echo(&mut ws, Message::text("before")).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    echo(&mut ws, Message::text("after four quiet seconds")).await;
+    ws.close(None).await.expect("close");
+}

@@ -10,6 +10,8 @@ pub(crate) mod upgrade;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderName;
@@ -40,6 +42,35 @@ pub(crate) struct Downstream {
     /// Held by every tunnel opened on this connection, so a drain waits
     /// for them.
     pub(crate) watch: Watch,
+    /// The tunnels open on this connection: while one is, the connection
+    /// is not idle (an HTTP/2 keep-alive must never end a WebSocket).
+    pub(crate) tunnels: Tunnels,
+}
+
+/// Counts a connection's open tunnels.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tunnels(Arc<AtomicUsize>);
+
+impl Tunnels {
+    /// How many are open now.
+    pub(crate) fn open(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts one in until the guard is dropped.
+    fn hold(&self) -> TunnelOpen {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        TunnelOpen(self.0.clone())
+    }
+}
+
+/// One open tunnel, counted in its connection's [`Tunnels`].
+pub(crate) struct TunnelOpen(Arc<AtomicUsize>);
+
+impl Drop for TunnelOpen {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Downstream {
@@ -54,13 +85,15 @@ impl Downstream {
         }
     }
 
-    /// The connection from `addr`, over `scheme`.
-    pub(crate) fn new(addr: SocketAddr, scheme: Scheme, watch: Watch) -> Self {
+    /// The connection from `addr`, over `scheme`, its tunnels counted in
+    /// `tunnels`.
+    pub(crate) fn new(addr: SocketAddr, scheme: Scheme, watch: Watch, tunnels: Tunnels) -> Self {
         Downstream {
             addr,
             addr_value: forwarded::ip_value(addr.ip()),
             scheme,
             watch,
+            tunnels,
         }
     }
 }
@@ -84,6 +117,8 @@ pub(crate) struct Forward<'a> {
     pub(crate) vouched: Vouched,
     /// Held by a tunnel, if the request upgrades.
     pub(crate) watch: &'a Watch,
+    /// Where a tunnel is counted while it is open.
+    pub(crate) tunnels: &'a Tunnels,
     /// Ends the tunnel early when it resolves (a revoked session).
     pub(crate) tunnel_cancel: Option<Cancel>,
 }
@@ -105,6 +140,7 @@ impl<'a> Forward<'a> {
             max_head: server.max_header_bytes,
             vouched: Vouched::new(),
             watch: &downstream.watch,
+            tunnels: &downstream.tunnels,
             tunnel_cancel: None,
         }
     }
@@ -218,7 +254,12 @@ pub(crate) async fn forward(
             hop::set_upgrade(response.headers_mut(), protocol);
         }
         let cancel = fwd.tunnel_cancel.unwrap_or_else(|| Box::pin(std::future::pending()));
-        upgrade::spawn_tunnel(client_upgrade, upstream_upgrade, fwd.watch.clone(), cancel);
+        upgrade::spawn_tunnel(
+            client_upgrade,
+            upstream_upgrade,
+            (fwd.watch.clone(), fwd.tunnels.hold()),
+            cancel,
+        );
     }
     Ok(response)
 }

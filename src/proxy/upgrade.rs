@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use ring::rand::{SecureRandom, SystemRandom};
 use tracing::{debug, Instrument};
 
+use super::TunnelOpen;
 use crate::drain::Watch;
 use crate::error::GatewayError;
 
@@ -78,12 +79,13 @@ impl Drop for OpenTunnel {
 /// Spawns the tunnel between the client's and the upstream's upgraded
 /// connections. It holds `watch` while open, so a drain waits for it (up to
 /// the grace period), and ends early when `cancel` resolves.
-pub(crate) fn spawn_tunnel<F>(client: OnUpgrade, upstream: OnUpgrade, watch: Watch, cancel: F)
+pub(crate) fn spawn_tunnel<F>(client: OnUpgrade, upstream: OnUpgrade, held: (Watch, TunnelOpen), cancel: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
     let task = async move {
-        let _watch = watch;
+        // The drain's watch and the connection's count, held while it runs.
+        let _held = held;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
             Err(error) => {

@@ -32,7 +32,7 @@ use crate::drain::Watch;
 use crate::embed;
 use crate::metrics;
 use crate::proxy::headers::forwarded::Scheme;
-use crate::proxy::Downstream;
+use crate::proxy::{Downstream, Tunnels};
 use crate::state::State;
 
 /// HTTP/2 keep-alive pings find dead peers on long-idle connections.
@@ -185,12 +185,13 @@ impl Connection {
         scheme: Scheme,
         first_request_seen: Arc<AtomicBool>,
         activity: Arc<Activity>,
+        tunnels: Tunnels,
     ) -> impl Service<Request<Incoming>, Response = Response<Tracked<Tallied<Body>>>, Error = Infallible, Future: Send>
            + Clone
            + Send
            + Unpin
            + 'static {
-        let downstream = Arc::new(Downstream::new(self.peer, scheme, self.watch.clone()));
+        let downstream = Arc::new(Downstream::new(self.peer, scheme, self.watch.clone(), tunnels));
         let shared = self.shared.clone();
         service_fn(move |req: Request<Incoming>| {
             first_request_seen.store(true, Ordering::Relaxed);
@@ -214,7 +215,8 @@ impl Connection {
         let server = &state.config.server;
         let first_request_seen = Arc::new(AtomicBool::new(false));
         let activity = Arc::new(Activity::default());
-        let service = self.service(scheme, first_request_seen.clone(), activity.clone());
+        let tunnels = Tunnels::default();
+        let service = self.service(scheme, first_request_seen.clone(), activity.clone(), tunnels.clone());
 
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // As `http1_builder`, but with hyper's own head timeout: this
@@ -267,7 +269,11 @@ impl Connection {
                     deadline_armed = false;
                 }
                 () = &mut idle_check => {
-                    if idle.check(&activity) >= server.header_read_timeout {
+                    // An HTTP/2 WebSocket's stream has ended its response
+                    // but not its tunnel: open tunnels keep it busy.
+                    if tunnels.open() > 0 {
+                        idle = HeadWait::new();
+                    } else if idle.check(&activity) >= server.header_read_timeout {
                         debug!("idle for the keep-alive time; closing");
                         // HTTP/2's GOAWAY waits for a PING's answer: a
                         // client that never answers is dropped anyway.
@@ -315,7 +321,8 @@ impl Connection {
     {
         let server = &state.config.server;
         let activity = Arc::new(Activity::default());
-        let mut service = self.service(scheme, Arc::default(), activity.clone());
+        // An upgrade ends hyper's connection here, so its tunnel needs no count.
+        let mut service = self.service(scheme, Arc::default(), activity.clone(), Tunnels::default());
         let mut io = Rewound::new(io, activity.clone());
         let mut watch = self.watch.clone();
         // Cleared when hyper let go with part of a request unread (the
