@@ -499,12 +499,7 @@ async fn run(gw: &Gateway, cases: Vec<Case>) {
             failures.push(format!("{}: {why}", c.name));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {count} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_all_passed(count, &failures);
     assert_eq!(
         minted(gw).await - minted_before,
         created as f64,

@@ -228,12 +228,7 @@ async fn malformed_http2_requests_are_refused_and_reach_no_upstream() {
             failures.push(format!("{name}: {why}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {count} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_all_passed(count, &failures);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,12 +300,7 @@ async fn broken_http2_framing_ends_the_connection() {
             failures.push(format!("{name}: {why}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {count} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_all_passed(count, &failures);
 }
 
 /// A header block that never ends: CONTINUATION frames without END_HEADERS

@@ -549,30 +549,20 @@ async fn gateway() -> (Gateway, Upstream, Log, Upstream, Log) {
     (gw, pass, pass_log, app, app_log)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_and_ambiguous_heads_are_refused_and_nothing_is_smuggled() {
+/// Runs `cases` against a fresh gateway; fails with every case that failed.
+async fn run_table(cases: Vec<Case>) {
     let (gw, _pass, pass_log, _app, app_log) = gateway().await;
-    let cases = head_cases();
     let count = cases.len();
     let failures = run(&gw, &pass_log, &app_log, cases).await;
-    assert!(
-        failures.is_empty(),
-        "{} of {count} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_all_passed(count, &failures);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_ambiguous_heads_are_refused_and_nothing_is_smuggled() {
+    run_table(head_cases()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_targets_are_checked_before_routing() {
-    let (gw, _pass, pass_log, _app, app_log) = gateway().await;
-    let cases = path_cases();
-    let count = cases.len();
-    let failures = run(&gw, &pass_log, &app_log, cases).await;
-    assert!(
-        failures.is_empty(),
-        "{} of {count} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    run_table(path_cases()).await;
 }

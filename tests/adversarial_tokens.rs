@@ -101,13 +101,7 @@ async fn bad_pats_all_get_the_same_401_and_no_cookie() {
             failures.push(format!("app A's PAT at {app}: {why}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len() + 2,
-        failures.join("\n")
-    );
+    assert_all_passed(cases.len() + 2, &failures);
     assert_eq!(a.requests(), 0, "a refused exchange reached the upstream");
     // Still good where it belongs, untouched by the tries above.
     assert_eq!(exchange(addr, APP_A, &good).await.status, 303);
@@ -200,12 +194,7 @@ async fn bad_session_cookies_get_401_and_never_reach_the_upstream() {
             failures.push(format!("{name}: want 401, got {}", r.status));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_all_passed(cases.len() + 2, &failures);
     assert_eq!(
         (a.requests(), b.requests()),
         (0, 0),

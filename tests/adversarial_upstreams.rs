@@ -205,6 +205,7 @@ async fn broken_upstream_answers_are_502_or_a_cut_and_leave_nothing_behind() {
             &[],
         ),
     ];
+    let count = cases.len();
     let mut failures = Vec::new();
     for (name, script, statuses) in cases {
         let (addr, heads) = scripted(script).await;
@@ -231,12 +232,7 @@ async fn broken_upstream_answers_are_502_or_a_cut_and_leave_nothing_behind() {
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_all_passed(count, &failures);
 }
 
 /// A response body that stops coming is aborted after

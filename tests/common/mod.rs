@@ -120,3 +120,14 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Fails with every failed case listed, when there is one: a table of
+/// adversarial cases reports all it found, not only the first.
+pub fn assert_all_passed(count: usize, failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} of {count} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
