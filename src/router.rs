@@ -163,15 +163,21 @@ fn check_host<B>(req: &Request<B>) -> Result<(), GatewayError> {
     if host.is_empty() {
         return Ok(());
     }
-    let authority = host
-        .to_str()
-        .ok()
-        .and_then(|h| h.parse::<http::uri::Authority>().ok())
-        .filter(|a| !a.as_str().contains('@') && port_is_valid(a.as_str()))
-        .ok_or(GatewayError::BadRequest("the Host header is not a valid host"))?;
+    // `uri-host [":" port]` (RFC 3986 §3.2.2): a name, an IPv4 address or
+    // a bracketed IPv6 one; no userinfo, path or whitespace. Checked by
+    // hand: parsing it as an `Authority` would copy it, on every request.
+    let valid = host
+        .as_bytes()
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%' | b':' | b'[' | b']'))
+        && host.as_bytes()[0] != b':';
+    let host = host.to_str().unwrap_or("");
+    if !valid || !port_is_valid(host) {
+        return Err(GatewayError::BadRequest("the Host header is not a valid host"));
+    }
     if req.version() == Version::HTTP_2 {
         if let Some(target) = req.uri().authority() {
-            if !target.as_str().eq_ignore_ascii_case(authority.as_str()) {
+            if !target.as_str().eq_ignore_ascii_case(host) {
                 return Err(GatewayError::BadRequest("the Host header and :authority differ"));
             }
         }
@@ -182,16 +188,26 @@ fn check_host<B>(req: &Request<B>) -> Result<(), GatewayError> {
 /// Whether an authority's port, if it has one, is a number up to 65535
 /// (`http`'s own parser leaves the port unchecked until asked).
 fn port_is_valid(authority: &str) -> bool {
-    let after_host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split_once(']').map_or("", |(_, rest)| rest),
-        None => authority.find(':').map_or("", |i| &authority[i..]),
-    };
-    match after_host.strip_prefix(':') {
-        None => after_host.is_empty(),
-        Some("") => true,
-        Some(port) => {
-            port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u32>().is_ok_and(|p| p <= 65535)
+    let bytes = authority.as_bytes();
+    let host_end = if bytes.first() == Some(&b'[') {
+        match bytes.iter().position(|&b| b == b']') {
+            Some(i) => i + 1,
+            None => return false,
         }
+    } else {
+        match bytes.iter().position(|&b| b == b':') {
+            Some(i) => i,
+            None => return true,
+        }
+    };
+    match &bytes[host_end..] {
+        [] | [b':'] => true,
+        // Digits only; five of them no more than 65535 (same-length digit
+        // strings compare as numbers).
+        [b':', port @ ..] => {
+            port.len() <= 5 && port.iter().all(u8::is_ascii_digit) && (port.len() < 5 || port <= &b"65535"[..])
+        }
+        _ => false,
     }
 }
 

@@ -318,3 +318,35 @@ async fn a_websocket_upstream_that_vanishes_closes_the_clients_side() {
     assert!(took < Duration::from_secs(3));
     healthy(&gw).await;
 }
+
+/// The same over HTTP/2: the stalled stream is reset by its own timer
+/// (one stalled stream must not end its connection's others).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_response_that_never_ends_is_reset_after_the_upstream_timeout() {
+    let (addr, _heads) = scripted(Then::Hang(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789".to_vec(),
+    ))
+    .await;
+    let gw = gateway_for(addr, "upstream_timeout_seconds = 1").await;
+    let mut raw = Raw::connect(&gw).await;
+    let started = std::time::Instant::now();
+    raw.send(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &block(&get_fields(b"/broken", &[])),
+    ))
+    .await;
+    assert!(
+        matches!(raw.outcome(T).await, Outcome::Response { ok: true, .. }),
+        "no 200 head"
+    );
+    let end = raw.outcome(Duration::from_secs(8)).await;
+    assert!(matches!(end, Outcome::Reset(_)), "{end:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "reset after {:?}",
+        started.elapsed()
+    );
+    healthy(&gw).await;
+}

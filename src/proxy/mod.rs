@@ -161,6 +161,7 @@ pub(crate) async fn forward(
     mut req: Request<RequestBody>,
     fwd: Forward<'_>,
 ) -> Result<Response<Body>, GatewayError> {
+    let client_version = req.version();
     let client_host = req.headers().get(header::HOST).cloned().or_else(|| {
         req.uri()
             .authority()
@@ -239,9 +240,12 @@ pub(crate) async fn forward(
     };
     parts.extensions.insert(seen);
     let upstream_protocol = hop::strip(&mut parts.headers);
-    // A tunnel's (101) body is empty and ends at once; any other body
-    // may not stall past the upstream timeout.
-    let body = Body::upstream(body, answer.on_end, Some(fwd.timeout));
+    // A body may not stall past the upstream timeout: on HTTP/2 each
+    // stream has its own timer; on HTTP/1.1 the connection's driver
+    // watches its one response (no timer per request). A tunnel's (101)
+    // body is empty and ends at once.
+    let stall = (client_version == Version::HTTP_2).then_some(fwd.timeout);
+    let body = Body::upstream(body, answer.on_end, stall);
     let mut response = Response::from_parts(parts, body);
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(client_upgrade), Some(protocol)) = (client_upgrade, upstream_protocol) else {

@@ -40,6 +40,10 @@ pub(super) struct Activity {
     /// Set while the driver ends hyper's connection to park the socket:
     /// hyper's closing `shutdown` must then not reach the socket.
     parking: AtomicBool,
+    /// Response bodies being sent, and the frames they have given hyper:
+    /// a body that gives none for the upstream timeout has stalled.
+    responding: AtomicU64,
+    frames: AtomicU64,
 }
 
 impl Activity {
@@ -73,6 +77,34 @@ impl Activity {
     /// for (or is reading) a next request head.
     fn awaits_head(&self) -> bool {
         self.unfinished.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// How long a response being sent has given hyper no frame, read at each
+/// [`IDLE_CHECK`]: an upstream that stopped sending (or a client that
+/// stopped reading, which stops hyper asking) — as nginx's
+/// `proxy_read_timeout` and `send_timeout`. HTTP/1.1's; an HTTP/2 stream
+/// has its own timer ([`crate::body`]'s stall), since one stalled stream
+/// must not end the others.
+#[derive(Debug, Default)]
+pub(super) struct BodyStall {
+    frames: u64,
+    stalled: Duration,
+}
+
+impl BodyStall {
+    /// At a check, one `IDLE_CHECK` after the last: how long a response
+    /// has surely been stalled.
+    pub(super) fn check(&mut self, activity: &Activity) -> Duration {
+        let frames = activity.frames.load(Ordering::Relaxed);
+        let responding = activity.responding.load(Ordering::Relaxed) > 0;
+        if responding && frames == self.frames {
+            self.stalled += IDLE_CHECK;
+        } else {
+            self.stalled = Duration::ZERO;
+        }
+        self.frames = frames;
+        self.stalled
     }
 }
 
@@ -148,7 +180,14 @@ pub(super) struct Tracked<B> {
 
 impl<B> Tracked<B> {
     pub(super) fn new(body: B, busy: Busy) -> Self {
+        busy.0.responding.fetch_add(1, Ordering::Relaxed);
         Tracked { body, _busy: busy }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        self._busy.0.responding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -160,7 +199,12 @@ where
     type Error = B::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if polled.is_ready() {
+            this._busy.0.frames.fetch_add(1, Ordering::Relaxed);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -370,6 +414,21 @@ mod tests {
         wait.add(Duration::from_secs(5));
         assert_eq!(wait.left(Duration::from_secs(7)), Duration::from_secs(2));
         assert_eq!(wait.check(&activity), Duration::from_secs(5) + IDLE_CHECK);
+    }
+
+    #[test]
+    fn a_body_is_stalled_while_it_gives_no_frame() {
+        let activity = Arc::new(Activity::default());
+        let mut stall = BodyStall::default();
+        assert_eq!(stall.check(&activity), Duration::ZERO, "nothing being sent");
+        let mut body = Tracked::new(http_body_util::Full::new(Bytes::from_static(b"x")), activity.begin());
+        assert_eq!(stall.check(&activity), IDLE_CHECK);
+        assert_eq!(stall.check(&activity), 2 * IDLE_CHECK);
+        let waker = futures_util::task::noop_waker();
+        let _ = http_body::Body::poll_frame(Pin::new(&mut body), &mut Context::from_waker(&waker));
+        assert_eq!(stall.check(&activity), Duration::ZERO, "a frame came");
+        drop(body);
+        assert_eq!(stall.check(&activity), Duration::ZERO, "done");
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, debug_span, warn, Instrument};
 
-use self::idle::{Activity, HeadWait, Rewound, Tracked, IDLE_CHECK};
+use self::idle::{Activity, BodyStall, HeadWait, Rewound, Tracked, IDLE_CHECK};
 use crate::body::{Body, Tallied};
 use crate::config;
 use crate::drain::Watch;
@@ -332,6 +332,7 @@ impl Connection {
         // timeout at every park.
         let mut may_park = true;
         let mut head_wait = HeadWait::new();
+        let mut stall = BodyStall::default();
         loop {
             // Boxed, and in this block: a parked connection's task holds
             // none of hyper's connection, not even its box.
@@ -357,6 +358,10 @@ impl Connection {
                         () = &mut idle_check, if !activity.is_parking() => {
                             if head_wait.check(&activity) >= server.header_read_timeout {
                                 debug!("no request head within header_read_timeout; closing");
+                                return;
+                            }
+                            if stall.check(&activity) >= server.upstream_timeout {
+                                debug!("a response gave nothing for upstream_timeout; closing");
                                 return;
                             }
                             let now_started = activity.started();

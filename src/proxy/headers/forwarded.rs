@@ -114,9 +114,15 @@ pub(crate) fn apply(headers: &mut HeaderMap, peer: &Peer<'_>, host: Option<Heade
         );
         headers.remove(&X_FORWARDED_PREFIX);
         // Other ways to say who the client is: not the gateway's to
-        // vouch for, and not the client's to claim.
-        headers.remove(header::FORWARDED);
-        headers.remove(&X_REAL_IP);
+        // vouch for, and not the client's to claim. Rarely sent: one look
+        // at the names rather than two lookups.
+        if headers
+            .keys()
+            .any(|name| name == header::FORWARDED || name == X_REAL_IP)
+        {
+            headers.remove(header::FORWARDED);
+            headers.remove(&X_REAL_IP);
+        }
         match host {
             Some(host) => {
                 headers.insert(X_FORWARDED_HOST.clone(), host);
