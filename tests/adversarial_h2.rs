@@ -326,7 +326,7 @@ async fn a_continuation_flood_is_cut_off() {
         matches!(outcome, Outcome::GoAway(_) | Outcome::Closed | Outcome::Reset(_)),
         "after {sent} bytes of CONTINUATION: {outcome:?}"
     );
-    assert!(sent < 20_000 * piece.len() || cut || outcome != Outcome::Silent);
+    assert!(cut, "the gateway took all {sent} bytes of CONTINUATION without closing");
     still_serves(&gw, &up, up.requests()).await.unwrap();
 }
 

@@ -211,3 +211,28 @@ async fn idle_http2_connections_are_closed_and_streams_are_capped() {
     assert!(goaway, "closed without a GOAWAY");
     assert!(took < Duration::from_secs(5), "closed after {took:?} (keep-alive 2 s)");
 }
+
+/// A connection that opens HTTP/2 and never sends a request holds its
+/// slot no longer than `header_read_timeout` (and a second's check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_http2_connection_is_closed_at_the_head_timeout() {
+    let up = echo_upstream("a").await;
+    let gw = Gateway::start(
+        new_dir(),
+        &config("header_read_timeout_seconds = 2", &passthrough(&up.url())),
+    )
+    .await;
+    let mut raw = Raw::connect(&gw).await;
+    let started = Instant::now();
+    let mut outcome = raw.outcome(Duration::from_secs(8)).await;
+    while matches!(outcome, Outcome::Response { .. } | Outcome::Reset(_)) {
+        outcome = raw.outcome(Duration::from_secs(8)).await;
+    }
+    assert!(matches!(outcome, Outcome::GoAway(_) | Outcome::Closed), "{outcome:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_secs(5),
+        "ended after {took:?} (header_read_timeout_seconds = 2)"
+    );
+    assert_eq!(get(gw.public_addr, "/fixed").await.status, 200);
+}

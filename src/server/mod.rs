@@ -8,7 +8,6 @@ mod idle;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,7 +182,6 @@ impl Connection {
     fn service(
         &self,
         scheme: Scheme,
-        first_request_seen: Arc<AtomicBool>,
         activity: Arc<Activity>,
         tunnels: Tunnels,
     ) -> impl Service<Request<Incoming>, Response = Response<Tracked<Tallied<Body>>>, Error = Infallible, Future: Send>
@@ -194,7 +192,6 @@ impl Connection {
         let downstream = Arc::new(Downstream::new(self.peer, scheme, self.watch.clone(), tunnels));
         let shared = self.shared.clone();
         service_fn(move |req: Request<Incoming>| {
-            first_request_seen.store(true, Ordering::Relaxed);
             let busy = activity.begin();
             let state = shared.load();
             let shared = shared.clone();
@@ -213,10 +210,9 @@ impl Connection {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let server = &state.config.server;
-        let first_request_seen = Arc::new(AtomicBool::new(false));
         let activity = Arc::new(Activity::default());
         let tunnels = Tunnels::default();
-        let service = self.service(scheme, first_request_seen.clone(), activity.clone(), tunnels.clone());
+        let service = self.service(scheme, activity.clone(), tunnels.clone());
 
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // As `http1_builder`, but with hyper's own head timeout: this
@@ -240,17 +236,12 @@ impl Connection {
         // would size every connection's task, HTTP/1 ones included.
         let mut conn = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
 
-        // HTTP/1's head timeout starts only once hyper knows it is HTTP/1,
-        // and HTTP/2 has none: this bounds the wait for the first request of
-        // either, so a silent client cannot hold a slot.
-        let first_request_deadline = tokio::time::sleep(server.header_read_timeout);
-        tokio::pin!(first_request_deadline);
         let mut watch = self.watch.clone();
-        let mut deadline_armed = true;
-        // And an HTTP/2 connection with no stream open and none started for
-        // the keep-alive time is ended (GOAWAY), as nginx's
-        // `keepalive_timeout` does: idle connections are bounded in time,
-        // not only by `max_connections`.
+        // A connection with no stream open and none started for the
+        // keep-alive time — its first request included: HTTP/1's head
+        // timeout starts only once hyper knows it is HTTP/1, and HTTP/2 has
+        // none — is ended (GOAWAY), as nginx's `keepalive_timeout` does: a
+        // silent or idle client holds no slot for ever.
         let mut idle_check = Box::pin(tokio::time::sleep(IDLE_CHECK));
         let mut idle = HeadWait::new();
         loop {
@@ -260,13 +251,6 @@ impl Connection {
                         debug!(error = %error, "connection ended with an error");
                     }
                     return;
-                }
-                () = &mut first_request_deadline, if deadline_armed => {
-                    if !first_request_seen.load(Ordering::Relaxed) {
-                        debug!("no request within header_read_timeout; closing");
-                        return;
-                    }
-                    deadline_armed = false;
                 }
                 () = &mut idle_check => {
                     // An HTTP/2 WebSocket's stream has ended its response
@@ -322,7 +306,7 @@ impl Connection {
         let server = &state.config.server;
         let activity = Arc::new(Activity::default());
         // An upgrade ends hyper's connection here, so its tunnel needs no count.
-        let mut service = self.service(scheme, Arc::default(), activity.clone(), Tunnels::default());
+        let mut service = self.service(scheme, activity.clone(), Tunnels::default());
         let mut io = Rewound::new(io, activity.clone());
         let mut watch = self.watch.clone();
         // Cleared when hyper let go with part of a request unread (the
