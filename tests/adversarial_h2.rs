@@ -1,9 +1,11 @@
-//! Adversarial HTTP/2, frame by frame over plain TCP (prior knowledge): what
-//! an HTTP/2 library would refuse to send — pseudo-header misuse, targets
-//! HTTP/1.1 could not carry, oversized header lists, CONTINUATION floods,
-//! rapid resets. Each case must end its stream or connection without a
-//! success, reach no upstream, and leave the gateway serving HTTP/2 and
-//! HTTP/1.1 normally.
+//! Adversarial HTTP/2, frame by frame over plain TCP (prior knowledge) and
+//! TLS (ALPN `h2`): what an HTTP/2 library would refuse to send —
+//! pseudo-header misuse, targets HTTP/1.1 could not carry, oversized header
+//! lists, CONTINUATION floods, rapid resets. Each case must end its stream
+//! or connection without a success, reach no upstream, and leave the
+//! gateway serving HTTP/2 and HTTP/1.1 normally. The two tables run over
+//! both transports; their requests say `:scheme http` over TLS too, which
+//! the gateway takes (the normal request after each case shows it).
 
 mod common;
 
@@ -20,10 +22,10 @@ fn refused(outcome: &Outcome) -> Result<(), String> {
     }
 }
 
-/// The gateway still serves HTTP/2 and HTTP/1.1 normally, and the upstream
-/// got exactly the requests counted so far plus these two.
-async fn still_serves(gw: &Gateway, up: &Upstream, before: usize) -> Result<(), String> {
-    let mut raw = Raw::connect(gw).await;
+/// The gateway still serves HTTP/2 and HTTP/1.1 normally over `dial`, and
+/// the upstream got exactly the requests counted so far plus these two.
+async fn still_serves(gw: &Gateway, dial: Dial<'_>, up: &Upstream, before: usize) -> Result<(), String> {
+    let mut raw = Raw::dial(dial, gw).await;
     raw.send(&frame(
         HEADERS,
         END_HEADERS | END_STREAM,
@@ -35,9 +37,13 @@ async fn still_serves(gw: &Gateway, up: &Upstream, before: usize) -> Result<(), 
         Outcome::Response { ok: true, .. } => {}
         other => return Err(format!("a normal HTTP/2 request after it: {other:?}")),
     }
-    let r = get(gw.public_addr, "/after").await;
-    if r.status != 200 {
-        return Err(format!("a normal HTTP/1.1 request after it: {}", r.status));
+    let mut c = RawConn::dial(dial, gw.public_addr).await;
+    let r = match c.send(b"GET /after HTTP/1.1\r\nHost: gw\r\n\r\n").await {
+        Ok(()) => c.read_response(false).await.map(|r| r.status),
+        Err(e) => Err(e),
+    };
+    if r.as_ref().ok() != Some(&200) {
+        return Err(format!("a normal HTTP/1.1 request after it: {r:?}"));
     }
     if up.requests() != before + 2 {
         return Err(format!(
@@ -55,16 +61,24 @@ async fn gateway() -> (Gateway, Upstream) {
     (gw, up)
 }
 
+/// As [`gateway`], serving TLS with a certificate from the returned CA.
+async fn tls_gateway() -> (Gateway, TestTls, Upstream) {
+    let up = echo_upstream("pass").await;
+    let dir = new_dir();
+    let tls = TestTls::generate(dir.path());
+    let sections = format!("{}\n{}", tls_section(), passthrough(&up.url()));
+    let gw = Gateway::start(dir, &config("", &sections)).await;
+    (gw, tls, up)
+}
+
 /// One HEADERS frame (END_HEADERS | END_STREAM) with these fields on stream 1.
 fn request(fields: &[(&[u8], &[u8])]) -> Vec<u8> {
     frame(HEADERS, END_HEADERS | END_STREAM, 1, &block(fields))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_http2_requests_are_refused_and_reach_no_upstream() {
-    let (gw, up) = gateway().await;
+fn malformed_requests() -> Vec<(&'static str, Vec<u8>)> {
     let long = vec![b'a'; 70_000];
-    let cases: Vec<(&str, Vec<u8>)> = vec![
+    vec![
         // Pseudo-header misuse (RFC 9113 §8.3).
         (
             "no :method",
@@ -214,17 +228,23 @@ async fn malformed_http2_requests_are_refused_and_reach_no_upstream() {
             "a :path over the limit",
             request(&get_fields(&[b"/".as_slice(), &long].concat(), &[])),
         ),
-    ];
+    ]
+}
+
+/// Each case on a new connection: stream 1 must be refused, and the
+/// gateway serve on.
+async fn refuses_malformed_requests(gw: &Gateway, dial: Dial<'_>, up: &Upstream) {
+    let cases = malformed_requests();
     let count = cases.len();
     let mut failures = Vec::new();
     for (name, bytes) in cases {
         let before = up.requests();
-        let mut raw = Raw::connect(&gw).await;
+        let mut raw = Raw::dial(dial, gw).await;
         raw.send(&bytes).await;
         let outcome = raw.outcome(T).await;
         if let Err(why) = refused(&outcome) {
             failures.push(format!("{name}: {why}"));
-        } else if let Err(why) = still_serves(&gw, &up, before).await {
+        } else if let Err(why) = still_serves(gw, dial, up, before).await {
             failures.push(format!("{name}: {why}"));
         }
     }
@@ -232,10 +252,20 @@ async fn malformed_http2_requests_are_refused_and_reach_no_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broken_http2_framing_ends_the_connection() {
+async fn malformed_http2_requests_are_refused_and_reach_no_upstream() {
     let (gw, up) = gateway().await;
+    refuses_malformed_requests(&gw, Dial::Tcp, &up).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_http2_requests_are_refused_and_reach_no_upstream_over_tls() {
+    let (gw, tls, up) = tls_gateway().await;
+    refuses_malformed_requests(&gw, Dial::Tls(&tls), &up).await;
+}
+
+fn broken_framing() -> Vec<(&'static str, Vec<u8>)> {
     let get1 = block(&get_fields(b"/x", &[]));
-    let cases: Vec<(&str, Vec<u8>)> = vec![
+    vec![
         (
             "HEADERS on stream 0",
             frame(HEADERS, END_HEADERS | END_STREAM, 0, &get1),
@@ -281,11 +311,17 @@ async fn broken_http2_framing_ends_the_connection() {
             ]
             .concat(),
         ),
-    ];
+    ]
+}
+
+/// Each case on a new connection: the connection must end, and the
+/// gateway serve on.
+async fn ends_broken_framing(gw: &Gateway, dial: Dial<'_>, up: &Upstream) {
+    let cases = broken_framing();
     let count = cases.len();
     let mut failures = Vec::new();
     for (name, bytes) in cases {
-        let mut raw = Raw::connect(&gw).await;
+        let mut raw = Raw::dial(dial, gw).await;
         raw.send(&bytes).await;
         // The connection must end (GOAWAY or close), whatever stream 1 saw.
         let mut outcome = raw.outcome(T).await;
@@ -296,11 +332,23 @@ async fn broken_http2_framing_ends_the_connection() {
             failures.push(format!("{name}: the connection went on: {outcome:?}"));
         }
         let before = up.requests();
-        if let Err(why) = still_serves(&gw, &up, before).await {
+        if let Err(why) = still_serves(gw, dial, up, before).await {
             failures.push(format!("{name}: {why}"));
         }
     }
     assert_all_passed(count, &failures);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_http2_framing_ends_the_connection() {
+    let (gw, up) = gateway().await;
+    ends_broken_framing(&gw, Dial::Tcp, &up).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_http2_framing_ends_the_connection_over_tls() {
+    let (gw, tls, up) = tls_gateway().await;
+    ends_broken_framing(&gw, Dial::Tls(&tls), &up).await;
 }
 
 /// A header block that never ends: CONTINUATION frames without END_HEADERS
@@ -327,7 +375,7 @@ async fn a_continuation_flood_is_cut_off() {
         "after {sent} bytes of CONTINUATION: {outcome:?}"
     );
     assert!(cut, "the gateway took all {sent} bytes of CONTINUATION without closing");
-    still_serves(&gw, &up, up.requests()).await.unwrap();
+    still_serves(&gw, Dial::Tcp, &up, up.requests()).await.unwrap();
 }
 
 /// Rapid reset (CVE-2023-44487): streams opened and cancelled at once, by
@@ -359,7 +407,7 @@ async fn rapid_reset_is_cut_off() {
     }
     assert!(ended, "5000 opened-and-reset streams did not end the connection");
     assert!(up.requests() < 1000, "the upstream got {} requests", up.requests());
-    still_serves(&gw, &up, up.requests()).await.unwrap();
+    still_serves(&gw, Dial::Tcp, &up, up.requests()).await.unwrap();
 }
 
 /// A body shorter or longer than its `content-length` is malformed (RFC

@@ -1,14 +1,21 @@
-//! Adversarial HTTP/1.1 over raw TCP: request heads, framing and request
-//! targets a client library would refuse to send. Each case asserts the
-//! answer (a clear 4xx, or a closed connection where HTTP says so, or a
+//! Adversarial HTTP/1.1 over raw TCP and TLS: request heads, framing and
+//! request targets a client library would refuse to send. Each case asserts
+//! the answer (a clear 4xx, or a closed connection where HTTP says so, or a
 //! clean forward), that nothing more than the case allows reached either
 //! upstream (both record every request they parse: a smuggled request
 //! would show up there), and that the gateway then serves a normal
-//! request on a new connection.
+//! request on a new connection. Every table runs over plain TCP and over
+//! TLS (ALPN `http/1.1`), and a last one holds what only TLS can get wrong:
+//! bytes that are not TLS, or not the protocol ALPN chose, and handshakes
+//! left unfinished.
 
 mod common;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use common::*;
+use tokio::io::AsyncReadExt;
 
 /// What a case must get.
 #[derive(Debug, Clone, Copy)]
@@ -445,27 +452,102 @@ fn path_cases() -> Vec<Case> {
     ]
 }
 
+/// How a table reaches the gateway.
+#[derive(Clone, Copy)]
+enum Over {
+    Tcp,
+    /// TLS, ALPN `http/1.1`.
+    Tls,
+}
+
+/// A gateway in front of two recording upstreams: the passthrough's
+/// (`pass`) and the embed apps' (`app`).
+struct Setup {
+    gw: Gateway,
+    /// The CA the gateway's certificate is signed by, when it serves TLS.
+    tls: Option<TestTls>,
+    pass: Log,
+    app: Log,
+    /// Served for as long as the gateway.
+    _upstreams: [Upstream; 2],
+}
+
+impl Setup {
+    async fn start(over: Over) -> Setup {
+        let (pass, pass_log) = recording_upstream().await;
+        let (app, app_log) = recording_upstream().await;
+        let dir = new_dir();
+        let mut opts = EmbedOpts::new(&app.url(), &app.url());
+        opts.extra = passthrough(&pass.url());
+        let tls = match over {
+            Over::Tcp => None,
+            Over::Tls => {
+                opts.extra.push_str(&tls_section());
+                Some(TestTls::generate(dir.path()))
+            }
+        };
+        Setup {
+            gw: Gateway::start(dir, &opts.config()).await,
+            tls,
+            pass: pass_log,
+            app: app_log,
+            _upstreams: [pass, app],
+        }
+    }
+
+    fn dial(&self) -> Dial<'_> {
+        self.tls.as_ref().map_or(Dial::Tcp, Dial::Tls)
+    }
+
+    /// The upstreams' request counts so far.
+    fn counts(&self) -> (usize, usize) {
+        (self.pass.lock().unwrap().len(), self.app.lock().unwrap().len())
+    }
+
+    /// What reached the upstreams since `counts` said `before`.
+    fn since(&self, before: (usize, usize)) -> (Vec<Received>, Vec<Received>) {
+        (
+            self.pass.lock().unwrap()[before.0..].to_vec(),
+            self.app.lock().unwrap()[before.1..].to_vec(),
+        )
+    }
+
+    /// The gateway is fine: a normal request on a new connection gets 200,
+    /// and the passthrough upstream gets that request alone.
+    async fn serves_normally(&self) -> Result<(), String> {
+        let before = self.counts();
+        let r = get_path(self.dial(), self.gw.public_addr, "/normal").await;
+        if r != Some(200) {
+            return Err(format!("a normal request after it got {r:?}"));
+        }
+        let normal: Vec<String> = self.since(before).0.iter().map(|r| r.target.clone()).collect();
+        if normal != ["/normal"] {
+            return Err(format!("after it, the upstream got {normal:?} for one normal request"));
+        }
+        Ok(())
+    }
+}
+
 /// Runs `cases` one connection each; returns what went wrong, case by case.
-async fn run(gw: &Gateway, pass: &Log, app: &Log, cases: Vec<Case>) -> Vec<String> {
+async fn run(setup: &Setup, cases: Vec<Case>) -> Vec<String> {
     let mut failures = Vec::new();
     for case in cases {
-        if let Err(why) = run_one(gw, pass, app, &case).await {
+        if let Err(why) = run_one(setup, &case).await {
             failures.push(format!("{}: {why}", case.name));
         }
     }
     failures
 }
 
-async fn run_one(gw: &Gateway, pass: &Log, app: &Log, case: &Case) -> Result<(), String> {
-    let (pass_before, app_before) = (pass.lock().unwrap().len(), app.lock().unwrap().len());
-    let mut c = RawConn::connect(gw.public_addr).await;
+async fn run_one(setup: &Setup, case: &Case) -> Result<(), String> {
+    let before = setup.counts();
+    let mut c = RawConn::dial(setup.dial(), setup.gw.public_addr).await;
     // The gateway may answer and close before all of it is written.
     let _ = c.send(&case.bytes).await;
     let answer = c.read_response(false).await;
     let status = answer.as_ref().map(|r| r.status).ok();
     // What reached the upstreams, once the gateway has answered.
-    let new_pass: Vec<Received> = pass.lock().unwrap()[pass_before..].to_vec();
-    let new_app: Vec<Received> = app.lock().unwrap()[app_before..].to_vec();
+    let (new_pass, new_app) = setup.since(before);
     if !new_app.is_empty() {
         return Err(format!("the embed upstream got {new_app:?}"));
     }
@@ -514,55 +596,206 @@ async fn run_one(gw: &Gateway, pass: &Log, app: &Log, case: &Case) -> Result<(),
             }
             // The upstream records a request once its body has ended,
             // whole or not, which may be after the gateway answered.
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            let new_pass: Vec<Received> = pass.lock().unwrap()[pass_before..].to_vec();
-            if let Some(whole) = new_pass.iter().find(|r| r.body.is_ok()) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if let Some(whole) = setup.since(before).0.iter().find(|r| r.body.is_ok()) {
                 return Err(format!("the upstream took a body as complete: {whole:?}"));
             }
         }
     }
-    // And the gateway is fine: a normal request on a new connection.
-    let after = pass.lock().unwrap().len();
-    let r = get_path(gw, "/normal").await;
-    if r != Some(200) {
-        return Err(format!("a normal request after it got {r:?}"));
-    }
-    let normal: Vec<String> = pass.lock().unwrap()[after..].iter().map(|r| r.target.clone()).collect();
-    if normal != ["/normal"] {
-        return Err(format!("after it, the upstream got {normal:?} for one normal request"));
-    }
-    Ok(())
+    setup.serves_normally().await
 }
 
-async fn get_path(gw: &Gateway, path: &str) -> Option<u16> {
-    let mut c = RawConn::connect(gw.public_addr).await;
+async fn get_path(dial: Dial<'_>, addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut c = RawConn::dial(dial, addr).await;
     c.send(&get(path, "")).await.ok()?;
     c.read_response(false).await.ok().map(|r| r.status)
 }
 
-async fn gateway() -> (Gateway, Upstream, Log, Upstream, Log) {
-    let (pass, pass_log) = recording_upstream().await;
-    let (app, app_log) = recording_upstream().await;
-    let mut opts = EmbedOpts::new(&app.url(), &app.url());
-    opts.extra = passthrough(&pass.url());
-    let gw = opts.start().await;
-    (gw, pass, pass_log, app, app_log)
-}
-
 /// Runs `cases` against a fresh gateway; fails with every case that failed.
-async fn run_table(cases: Vec<Case>) {
-    let (gw, _pass, pass_log, _app, app_log) = gateway().await;
+async fn run_table(over: Over, cases: Vec<Case>) {
+    let setup = Setup::start(over).await;
     let count = cases.len();
-    let failures = run(&gw, &pass_log, &app_log, cases).await;
+    let failures = run(&setup, cases).await;
     assert_all_passed(count, &failures);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_ambiguous_heads_are_refused_and_nothing_is_smuggled() {
-    run_table(head_cases()).await;
+    run_table(Over::Tcp, head_cases()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_ambiguous_heads_are_refused_and_nothing_is_smuggled_over_tls() {
+    run_table(Over::Tls, head_cases()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_targets_are_checked_before_routing() {
-    run_table(path_cases()).await;
+    run_table(Over::Tcp, path_cases()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_targets_are_checked_before_routing_over_tls() {
+    run_table(Over::Tls, path_cases()).await;
+}
+
+/// What a TLS-only case does on its connection, and so what it must get.
+enum TlsMove {
+    /// These bytes before any handshake: the connection ends without an
+    /// HTTP success.
+    Plaintext(Vec<u8>),
+    /// A handshake offering only these protocols by ALPN, none of them
+    /// the gateway's: a `no_application_protocol` alert (RFC 7301 §3.2).
+    ForeignAlpn(&'static [&'static [u8]]),
+    /// A handshake offering these protocols by ALPN, then these bytes of
+    /// another protocol: the connection ends without an HTTP success.
+    OtherProtocol(&'static [&'static [u8]], Vec<u8>),
+    /// Half a ClientHello, then the connection closed.
+    HalfHello,
+    /// A whole ClientHello, then closed on the gateway's first flight.
+    HelloThenClose,
+}
+
+/// The h2 preface and a GET on stream 1, as a client with prior knowledge
+/// would send them.
+fn h2_get() -> Vec<u8> {
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(SETTINGS, 0, 0, &[]));
+    bytes.extend(frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &block(&get_fields(b"/x", &[])),
+    ));
+    bytes
+}
+
+/// How long a refused connection may take to end: half the default head
+/// timeout (10 s), which would end even a silent one.
+const ENDS_WITHIN: Duration = Duration::from_secs(5);
+
+async fn run_tls_move(setup: &Setup, tls: &TestTls, case: &TlsMove) -> Result<(), String> {
+    let addr = setup.gw.public_addr;
+    match case {
+        TlsMove::Plaintext(bytes) => {
+            let mut c = RawConn::connect(addr).await;
+            let _ = c.send(bytes).await;
+            ends_without_success(c.wait_closed(ENDS_WITHIN).await)
+        }
+        TlsMove::OtherProtocol(alpn, bytes) => {
+            let (stream, _) = tls.connect(addr, alpn).await;
+            let mut c = RawConn::new(stream);
+            let _ = c.send(bytes).await;
+            ends_without_success(c.wait_closed(ENDS_WITHIN).await)
+        }
+        TlsMove::ForeignAlpn(alpn) => {
+            let alert = rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol);
+            match tls.try_connect(addr, alpn).await {
+                Ok(stream) => Err(format!(
+                    "the handshake succeeded, ALPN {:?}",
+                    stream.get_ref().1.alpn_protocol()
+                )),
+                Err(e) if e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) == Some(&alert) => Ok(()),
+                Err(e) => Err(format!("want the alert {alert:?}, the handshake failed with {e:?}")),
+            }
+        }
+        TlsMove::HalfHello => {
+            let hello = tls.client_hello(&[b"http/1.1"]);
+            let mut c = RawConn::connect(addr).await;
+            c.send(&hello[..hello.len() / 2]).await.map_err(|e| e.to_string())
+        }
+        TlsMove::HelloThenClose => {
+            let mut c = RawConn::connect(addr).await;
+            c.send(&tls.client_hello(&[b"http/1.1"]))
+                .await
+                .map_err(|e| e.to_string())?;
+            // The gateway's first flight (a handshake record, 0x16) has
+            // begun; the connection closes on drop.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(T, c.stream.read(&mut first)).await {
+                Ok(Ok(1)) if first[0] == 0x16 => Ok(()),
+                other => Err(format!("want the gateway's ServerHello, got {other:?} {first:?}")),
+            }
+        }
+    }
+}
+
+/// `Ok` when a connection, as [`RawConn::wait_closed`] saw it, ended, and
+/// any HTTP answer on it was an error.
+fn ends_without_success((got, end, _): (Vec<u8>, Ending, Duration)) -> Result<(), String> {
+    let text = String::from_utf8_lossy(&got);
+    if got.starts_with(b"HTTP/") {
+        let status = text.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok());
+        if status.is_none_or(|s| s < 400) {
+            return Err(format!("answered {text:?}"));
+        }
+    }
+    if end == Ending::StillOpen {
+        return Err(format!(
+            "still open after {ENDS_WITHIN:?}, the gateway having sent {text:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the TLS-only `cases` against a fresh TLS gateway: each must get
+/// what its move says, reach no upstream, and leave the gateway serving a
+/// normal request over TLS.
+async fn run_tls_table(cases: Vec<(&str, TlsMove)>) {
+    let setup = Setup::start(Over::Tls).await;
+    let tls = setup.tls.as_ref().expect("a TLS gateway");
+    let count = cases.len();
+    let mut failures = Vec::new();
+    for (name, case) in cases {
+        let before = setup.counts();
+        let outcome = match run_tls_move(&setup, tls, &case).await {
+            Ok(()) => match setup.since(before) {
+                (pass, app) if pass.is_empty() && app.is_empty() => setup.serves_normally().await,
+                reached => Err(format!("the upstreams got {reached:?}")),
+            },
+            failed => failed,
+        };
+        if let Err(why) = outcome {
+            failures.push(format!("{name}: {why}"));
+        }
+    }
+    assert_all_passed(count, &failures);
+}
+
+/// What only TLS can get wrong: bytes that are not TLS on the TLS port,
+/// ALPN offering nothing the gateway speaks, HTTP/2 where ALPN did not
+/// choose it (RFC 9113 §3.3: h2 over TLS only by ALPN), and handshakes
+/// left unfinished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_not_the_negotiated_protocol_is_refused_over_tls() {
+    use TlsMove::*;
+    run_tls_table(vec![
+        ("plain HTTP/1.1 to the TLS port", Plaintext(get("/x", ""))),
+        ("h2 with prior knowledge to the TLS port", Plaintext(h2_get())),
+        ("ALPN offering only spdy/3", ForeignAlpn(&[b"spdy/3"])),
+        (
+            "ALPN offering only http/1.0 and h2c",
+            ForeignAlpn(&[b"http/1.0", b"h2c"]),
+        ),
+        (
+            "the h2 preface on an http/1.1 connection",
+            OtherProtocol(&[b"http/1.1"], h2_get()),
+        ),
+        ("the h2 preface without ALPN", OtherProtocol(&[], h2_get())),
+        ("half a ClientHello, then a close", HalfHello),
+        ("a ClientHello, then a close", HelloThenClose),
+    ])
+    .await;
+}
+
+/// On a connection that chose h2 by ALPN, anything but the preface is a
+/// connection error (RFC 9113 §3.4). Served as HTTP/1.1 instead, a request
+/// would also miss the HTTP/1.1 driver's guards (its response stall check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_on_a_connection_that_negotiated_h2_is_refused() {
+    run_tls_table(vec![(
+        "HTTP/1.1 on an h2 connection",
+        TlsMove::OtherProtocol(&[b"h2"], get("/x", "")),
+    )])
+    .await;
 }

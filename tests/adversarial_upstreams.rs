@@ -236,23 +236,38 @@ async fn broken_upstream_answers_are_502_or_a_cut_and_leave_nothing_behind() {
 }
 
 /// A response body that stops coming is aborted after
-/// `upstream_timeout_seconds` of silence, never held open for ever.
+/// `upstream_timeout_seconds` of silence, never held open for ever —
+/// also when the request's first byte came alone (`P` could begin HTTP/2's
+/// preface: the gateway waits to tell, and then serves it as any HTTP/1.1
+/// request, with the same guards).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_that_never_ends_is_aborted_after_the_upstream_timeout() {
-    for (name, script) in [
+    let request: &[u8] = b"PUT /broken HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\r\n";
+    for (name, script, split) in [
         (
             "Content-Length",
             b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789".to_vec(),
+            request.len(),
         ),
         (
             "chunked",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec(),
+            request.len(),
+        ),
+        (
+            "Content-Length, the request's first byte alone",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789".to_vec(),
+            1,
         ),
     ] {
         let (addr, _heads) = scripted(Then::Hang(script)).await;
         let gw = gateway_for(addr, "upstream_timeout_seconds = 1").await;
         let mut c = RawConn::connect(gw.public_addr).await;
-        c.send(b"GET /broken HTTP/1.1\r\nHost: gw\r\n\r\n").await.unwrap();
+        c.send(&request[..split]).await.unwrap();
+        if split < request.len() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            c.send(&request[split..]).await.unwrap();
+        }
         let head = c.read_head().await.unwrap();
         assert_eq!(head.status, 200, "{name}");
         let (_, ending, took) = c.wait_closed(Duration::from_secs(8)).await;

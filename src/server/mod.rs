@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::{service_fn, Service};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -153,16 +152,18 @@ impl Connection {
         // keep room for each stage's copy, on every connection, idle or not.
         match tls {
             None => match first_bytes(&stream, server.header_read_timeout).await {
-                // HTTP/2 with prior knowledge, or too little to tell:
-                // hyper tells by the preface.
-                Some(First::MaybeHttp2) => Box::pin(self.serve_any(stream, Scheme::Http, &state)).await,
+                // HTTP/2 with prior knowledge: the whole preface came.
+                Some(First::Http2) => Box::pin(self.serve_http2(stream, Scheme::Http, &state)).await,
                 Some(First::Http1) => Box::pin(self.serve_http1(stream, Scheme::Http, &state)).await,
                 None => debug!("no request within header_read_timeout; closing"),
             },
             Some(acceptor) => {
                 match tokio::time::timeout(server.tls_handshake_timeout, Box::pin(acceptor.accept(stream))).await {
+                    // ALPN chose h2: nothing else is served on it (RFC 9113
+                    // §3.4), so no HTTP/1.1 request misses serve_http1's
+                    // guards.
                     Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                        Box::pin(self.serve_any(Box::new(tls), Scheme::Https, &state)).await;
+                        Box::pin(self.serve_http2(Box::new(tls), Scheme::Https, &state)).await;
                     }
                     Ok(Ok(tls)) => Box::pin(self.serve_http1(Box::new(tls), Scheme::Https, &state)).await,
                     Ok(Err(error)) => {
@@ -203,9 +204,12 @@ impl Connection {
         })
     }
 
-    /// Serves HTTP/1.1 or HTTP/2 (by the preface) until the client leaves,
-    /// a limit is broken, or draining finishes the last request.
-    async fn serve_any<I>(self, io: I, scheme: Scheme, state: &State)
+    /// Serves HTTP/2 until the client leaves, a limit is broken, or
+    /// draining finishes the last request. Bytes that are not HTTP/2's
+    /// preface end the connection: HTTP/1.1 is [`serve_http1`]'s alone.
+    ///
+    /// [`serve_http1`]: Self::serve_http1
+    async fn serve_http2<I>(self, io: I, scheme: Scheme, state: &State)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -214,17 +218,8 @@ impl Connection {
         let tunnels = Tunnels::default();
         let service = self.service(scheme, activity.clone(), tunnels.clone());
 
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // As `http1_builder`, but with hyper's own head timeout: this
-        // driver keeps no `HeadWait`.
+        let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(server.header_read_timeout)
-            .max_buf_size(server.max_header_bytes)
-            .keep_alive(true);
-        builder
-            .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
             .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
@@ -234,14 +229,15 @@ impl Connection {
             .enable_connect_protocol();
         // Boxed: an HTTP/2 connection's state is kilobytes, and inline it
         // would size every connection's task, HTTP/1 ones included.
-        let mut conn = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+        // HTTP/2's upgrades (extended CONNECT) need no `with_upgrades`.
+        let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
 
         let mut watch = self.watch.clone();
         // A connection with no stream open and none started for the
-        // keep-alive time — its first request included: HTTP/1's head
-        // timeout starts only once hyper knows it is HTTP/1, and HTTP/2 has
-        // none — is ended (GOAWAY), as nginx's `keepalive_timeout` does: a
-        // silent or idle client holds no slot for ever.
+        // keep-alive time — its first request included: HTTP/2 has no head
+        // timeout of its own — is ended (GOAWAY), as nginx's
+        // `keepalive_timeout` does: a silent or idle client holds no slot
+        // for ever.
         let mut idle_check = Box::pin(tokio::time::sleep(IDLE_CHECK));
         let mut idle = HeadWait::new();
         loop {
@@ -447,20 +443,37 @@ fn http1_builder(server: &config::Server) -> http1::Builder {
 /// What a plain-HTTP client's first bytes say.
 enum First {
     Http1,
-    /// The HTTP/2 preface, or a beginning of it.
-    MaybeHttp2,
+    /// The whole HTTP/2 preface.
+    Http2,
 }
 
+/// How often [`first_bytes`] looks again while it has only a beginning of
+/// the preface (a peek returns at once while anything is unread).
+const PREFACE_POLL: Duration = Duration::from_millis(10);
+
 /// Waits at most `limit` for the client's first bytes and tells HTTP/2's
-/// preface from anything else; `None` when nothing came.
+/// preface from anything else; `None` when nothing (or not enough to tell)
+/// came. A beginning of the preface is waited on until it is whole or
+/// turns out to be HTTP/1 (`P`, then `OST`).
 async fn first_bytes(stream: &TcpStream, limit: Duration) -> Option<First> {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut first = [0u8; PREFACE.len()];
-    match tokio::time::timeout(limit, stream.peek(&mut first)).await {
-        Ok(Ok(n)) if n > 0 && PREFACE.starts_with(&first[..n]) => Some(First::MaybeHttp2),
-        Ok(Ok(n)) if n > 0 => Some(First::Http1),
-        _ => None,
-    }
+    let tell = async {
+        loop {
+            let n = stream.peek(&mut first).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if !PREFACE.starts_with(&first[..n]) {
+                return Some(First::Http1);
+            }
+            if n == PREFACE.len() {
+                return Some(First::Http2);
+            }
+            tokio::time::sleep(PREFACE_POLL).await;
+        }
+    };
+    tokio::time::timeout(limit, tell).await.ok().flatten()
 }
 
 /// Whether the client's first byte opens a TLS handshake record (RFC 8446

@@ -1,15 +1,16 @@
-//! Raw HTTP/2 over plain TCP (prior knowledge), frame by frame: what an
-//! HTTP/2 library would refuse to send. HPACK blocks are literal fields
-//! without indexing or Huffman, so any bytes at all can be a name or value;
-//! a response's `:status` is told from its first byte only (200 is static
-//! index 8).
+//! Raw HTTP/2, frame by frame, over plain TCP (prior knowledge) or TLS
+//! (ALPN `h2`): what an HTTP/2 library would refuse to send. HPACK blocks
+//! are literal fields without indexing or Huffman, so any bytes at all can
+//! be a name or value; a response's `:status` is told from its first byte
+//! only (200 is static index 8).
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::gateway::Gateway;
+use super::raw::{Dial, Io};
 
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub const DATA: u8 = 0x0;
@@ -87,17 +88,34 @@ pub enum Outcome {
     Silent,
 }
 
-pub struct Raw {
-    pub stream: TcpStream,
+/// One raw HTTP/2 connection over `S`: plain TCP unless said.
+pub struct Raw<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
 }
 
 impl Raw {
+    /// Prior knowledge over plain TCP.
     pub async fn connect(gw: &Gateway) -> Raw {
-        let mut stream = TcpStream::connect(gw.public_addr).await.unwrap();
+        Raw::start(TcpStream::connect(gw.public_addr).await.unwrap()).await
+    }
+}
+
+impl Raw<Box<dyn Io>> {
+    /// A connection as `dial` says: prior knowledge over TCP, ALPN `h2`
+    /// over TLS.
+    pub async fn dial(dial: Dial<'_>, gw: &Gateway) -> Self {
+        Raw::start(dial.stream(gw.public_addr, b"h2").await).await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
+    /// Sends the client preface and an empty SETTINGS on `stream`.
+    async fn start(mut stream: S) -> Self {
         let mut hello = PREFACE.to_vec();
         hello.extend(frame(SETTINGS, 0, 0, &[]));
         stream.write_all(&hello).await.unwrap();
+        stream.flush().await.unwrap();
         Raw {
             stream,
             buf: Vec::new(),
@@ -105,7 +123,8 @@ impl Raw {
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> bool {
-        self.stream.write_all(bytes).await.is_ok()
+        // A TLS stream holds what it was given until flushed.
+        self.stream.write_all(bytes).await.is_ok() && self.stream.flush().await.is_ok()
     }
 
     /// Reads frames until stream 1 gets a response head or a reset, or the

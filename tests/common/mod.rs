@@ -17,9 +17,10 @@
 //!   WebSocket);
 //! - [`tls`]: the throw-away CA and leaf;
 //! - [`client`]: hyper HTTP/1.1 and HTTP/2 clients and what they read;
-//! - [`raw`]: a hand-driven TCP client, for what hyper would not send or read;
-//! - [`h2raw`]: raw HTTP/2 frames over TCP, for what an HTTP/2 library would
-//!   not send;
+//! - [`raw`]: a hand-driven client over TCP or TLS, for what hyper would
+//!   not send or read;
+//! - [`h2raw`]: raw HTTP/2 frames over TCP or TLS, for what an HTTP/2
+//!   library would not send;
 //! - [`embed`]: the PAT API and the embed flow (SPEC §3–§6);
 //! - [`jwt`]: the JWKS and the assertion as an upstream checks it, and
 //!   assertion signing keys;

@@ -1,14 +1,55 @@
-//! Raw TCP: a client that writes bytes as given and parses the response by
-//! hand, for what hyper would not let a client get wrong (malformed or
-//! oversize heads, framing checks, how a connection ended).
+//! Raw TCP or TLS: a client that writes bytes as given and parses the
+//! response by hand, for what hyper would not let a client get wrong
+//! (malformed or oversize heads, framing checks, how a connection ended).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::tls::TestTls;
 use super::T;
+
+/// A byte stream a raw client speaks over: a `TcpStream`, or TLS over one.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Io for S {}
+
+/// How a raw client reaches the gateway, so that one table of cases runs
+/// over plain TCP and over TLS alike.
+#[derive(Clone, Copy)]
+pub enum Dial<'a> {
+    Tcp,
+    /// TLS as `localhost`, trusting this CA.
+    Tls(&'a TestTls),
+}
+
+impl Dial<'_> {
+    /// A connection to `addr`; over TLS it offers `alpn` alone, and the
+    /// gateway must pick it (a table run over TLS means that protocol).
+    pub async fn stream(self, addr: SocketAddr, alpn: &[u8]) -> Box<dyn Io> {
+        match self {
+            Dial::Tcp => Box::new(tcp(addr).await),
+            Dial::Tls(tls) => {
+                let (stream, chosen) = tls.connect(addr, &[alpn]).await;
+                assert_eq!(
+                    chosen.as_deref(),
+                    Some(alpn),
+                    "the gateway must pick the one protocol offered by ALPN"
+                );
+                Box::new(stream)
+            }
+        }
+    }
+}
+
+async fn tcp(addr: SocketAddr) -> TcpStream {
+    tokio::time::timeout(T, TcpStream::connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect")
+}
 
 /// A response parsed from the wire by hand.
 #[derive(Debug, Clone)]
@@ -38,37 +79,46 @@ impl RawResponse {
 pub enum Ending {
     /// Orderly close (read returned 0).
     Eof,
-    /// Reset or another read error.
+    /// Reset or another read error (over TLS, a close without
+    /// close_notify too).
     Reset,
     /// Still open when the wait ended.
     StillOpen,
 }
 
-pub struct RawConn {
-    pub stream: TcpStream,
+/// A hand-driven HTTP/1 client connection over `S`: plain TCP unless said.
+pub struct RawConn<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
 }
 
 impl RawConn {
     pub async fn connect(addr: SocketAddr) -> RawConn {
-        let stream = tokio::time::timeout(T, TcpStream::connect(addr))
-            .await
-            .expect("connect timed out")
-            .expect("connect");
-        RawConn {
-            stream,
-            buf: Vec::new(),
-        }
+        RawConn::new(tcp(addr).await)
     }
 
     pub async fn try_connect(addr: SocketAddr) -> std::io::Result<RawConn> {
         let stream = tokio::time::timeout(T, TcpStream::connect(addr))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-        Ok(RawConn {
+        Ok(RawConn::new(stream))
+    }
+}
+
+impl RawConn<Box<dyn Io>> {
+    /// A connection to `addr` as `dial` says; over TLS, ALPN `http/1.1`.
+    pub async fn dial(dial: Dial<'_>, addr: SocketAddr) -> Self {
+        RawConn::new(dial.stream(addr, b"http/1.1").await)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RawConn<S> {
+    /// A raw client over a stream already open (and, for TLS, handshaken).
+    pub fn new(stream: S) -> Self {
+        RawConn {
             stream,
             buf: Vec::new(),
-        })
+        }
     }
 
     pub async fn send(&mut self, data: &[u8]) -> std::io::Result<()> {

@@ -82,6 +82,16 @@ impl TestTls {
         Arc::new(cfg)
     }
 
+    /// The first flight of a TLS client offering `alpn` (its ClientHello),
+    /// as bytes to send by hand: whole, cut short, or not at all.
+    pub fn client_hello(&self, alpn: &[&[u8]]) -> Vec<u8> {
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(self.client_config(alpn), name).unwrap();
+        let mut hello = Vec::new();
+        client.write_tls(&mut hello).unwrap();
+        hello
+    }
+
     /// Like [`TestTls::connect`], but a failed handshake is an error, not a
     /// panic.
     pub async fn try_connect(
