@@ -33,6 +33,10 @@ enum Want {
     /// not the upstream's). The passthrough upstream may have got the head, but
     /// never a body it could take as complete.
     BodyCut,
+    /// Two 200s on the one connection, and the passthrough upstream got
+    /// exactly two requests: the first for this target with this body,
+    /// then `GET /second` (sent right behind it, in the same write).
+    Pipelined(&'static str, &'static str),
 }
 
 struct Case {
@@ -61,6 +65,9 @@ fn post(fields: &str, body: &str) -> Vec<u8> {
 
 /// A request, to be sent as another's body.
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: gw\r\n\r\n";
+
+/// The request [`Want::Pipelined`] sends behind the first.
+const SECOND: &str = "GET /second HTTP/1.1\r\nHost: gw\r\n\r\n";
 
 fn head_cases() -> Vec<Case> {
     use Want::*;
@@ -282,6 +289,45 @@ fn head_cases() -> Vec<Case> {
                 &format!("{:x}\r\n{SMUGGLED}\r\n0\r\n\r\n", SMUGGLED.len()),
             ),
             Forwarded("/upload", SMUGGLED),
+        ),
+        // Where a body ends, the next request begins: a request pipelined
+        // right behind a body is one request, whatever the framing.
+        case(
+            "a request after a Content-Length body",
+            post("Content-Length: 3\r\n", &format!("abc{SECOND}")),
+            Pipelined("/upload", "abc"),
+        ),
+        case(
+            "a request after a chunked body",
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                &format!("3\r\nabc\r\n0\r\n\r\n{SECOND}"),
+            ),
+            Pipelined("/upload", "abc"),
+        ),
+        case(
+            "a request after a chunked body with trailer fields",
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                &format!("3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n{SECOND}"),
+            ),
+            Pipelined("/upload", "abc"),
+        ),
+        case(
+            "a request after a chunked body with chunk extensions",
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                &format!("3;name=value\r\nabc\r\n0;last\r\n\r\n{SECOND}"),
+            ),
+            Pipelined("/upload", "abc"),
+        ),
+        case(
+            "a request after a chunked body whose data looks like a chunk end",
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                &format!("7\r\n0\r\n\r\nab\r\n0\r\n\r\n{SECOND}"),
+            ),
+            Pipelined("/upload", "0\r\n\r\nab"),
         ),
         // Chunked bodies (RFC 9112 §7.1): broken framing is the client's fault.
         case(
@@ -586,6 +632,28 @@ async fn run_one(setup: &Setup, case: &Case) -> Result<(), String> {
                 other => {
                     return Err(format!(
                         "want one request for {target:?} with {body:?}, upstream got {other:?}"
+                    ))
+                }
+            }
+        }
+        Want::Pipelined(target, body) => {
+            if status != Some(200) {
+                return Err(format!("want 200, got {answer:?}"));
+            }
+            let second = c.read_response(false).await;
+            if second.as_ref().map(|r| r.status).ok() != Some(200) {
+                return Err(format!("want 200 for the second request, got {second:?}"));
+            }
+            let (new_pass, _) = setup.since(before);
+            match new_pass.as_slice() {
+                [one, two]
+                    if one.target == target
+                        && one.body.as_deref() == Ok(body.as_bytes())
+                        && two.target == "/second"
+                        && two.body.as_deref() == Ok(&b""[..]) => {}
+                other => {
+                    return Err(format!(
+                        "want {target:?} with {body:?} then /second, upstream got {other:?}"
                     ))
                 }
             }
