@@ -131,9 +131,14 @@ impl Identity {
     /// `X-Embed-User`, `-Groups`, `-App` and `-Assertion` for the session,
     /// as the embed route's identity phase builds them.
     pub fn headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
-        Ok(self
-            .local
-            .identity_headers(&self.hash, &self.record, &[], &self.signer, PUBLIC_URL)?)
+        Ok(self.local.identity_headers(
+            &self.hash,
+            &self.record,
+            &[],
+            &self.signer,
+            PUBLIC_URL,
+            crate::session::now_ms() / 1000,
+        )?)
     }
 }
 

@@ -3,6 +3,8 @@
 //! keeps only their SHA-256, so a leaked store leaks no usable token, and a
 //! lookup is one hash-map probe whatever the number of live tokens.
 
+use std::sync::{Mutex, PoisonError};
+
 use ring::rand::{SecureRandom, SystemRandom};
 use sha2::{Digest, Sha256};
 
@@ -41,6 +43,41 @@ pub(crate) fn hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The hash of the last token one client connection presented: a browser
+/// sends its session cookie on every request, and hashing it again each
+/// time was the largest cost of an embed request after the forward. Only
+/// that connection's own requests read it. Never printed, never cloned
+/// (a clone starts empty).
+#[derive(Default)]
+pub(crate) struct HashMemo(Mutex<Option<(Box<str>, TokenHash)>>);
+
+impl HashMemo {
+    /// [`hash`] of `token`, from the memo when it is the last one.
+    pub(crate) fn hash(&self, token: &str) -> TokenHash {
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((seen, hash)) = &*last {
+            if **seen == *token {
+                return *hash;
+            }
+        }
+        let hashed = hash(token);
+        *last = Some((token.into(), hashed));
+        hashed
+    }
+}
+
+impl Clone for HashMemo {
+    fn clone(&self) -> Self {
+        HashMemo::default()
+    }
+}
+
+impl std::fmt::Debug for HashMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HashMemo")
+    }
+}
+
 /// Whether `s` has the shape of a PAT this gateway mints (cheap pre-check
 /// before hashing; the hash lookup is the real check).
 pub(crate) fn looks_like_pat(s: &str) -> bool {
@@ -51,6 +88,16 @@ pub(crate) fn looks_like_pat(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memo_hashes_as_hash_does_whichever_token_comes() {
+        let memo = HashMemo::default();
+        for token in ["a", "a", "b", "a", "", "b", "b"] {
+            assert_eq!(memo.hash(token), hash(token), "{token:?}");
+        }
+        assert_eq!(format!("{:?}", memo), "HashMemo");
+        assert_eq!(memo.clone().0.lock().map(|m| m.is_none()).ok(), Some(true));
+    }
     use std::collections::HashSet;
 
     #[test]

@@ -102,8 +102,8 @@ impl Local {
     /// `X-Embed-User`, `-Groups`, `-App`, `-Assertion` (SPEC §5) and the
     /// `X-Embed-Attr-*` named by `attribute_names` (the app's
     /// `attribute_headers`) for the session with this hash. The assertion
-    /// is reused while it has time left and was signed by `signer` for this
-    /// identity and `issuer`.
+    /// is reused while it has time left at `now` (Unix seconds) and was
+    /// signed by `signer` for this identity and `issuer`.
     pub(crate) fn identity_headers(
         &self,
         hash: &TokenHash,
@@ -111,6 +111,7 @@ impl Local {
         attribute_names: &[(String, HeaderName)],
         signer: &Signer,
         issuer: &str,
+        now: u64,
     ) -> Result<Vouched, GatewayError> {
         let mut entry = self
             .identities
@@ -119,7 +120,6 @@ impl Local {
         if !entry.is_for(session, attribute_names) {
             *entry = Identity::new(session, attribute_names)?;
         }
-        let now = unix_seconds();
         let claims = Claims {
             iss: issuer,
             aud: &session.subject.app_id,
@@ -266,28 +266,28 @@ mod tests {
         let signer = Signer::generate().expect("a key");
         let session = record("ann@example.com", &["sales", "ops"]);
         let first = local
-            .identity_headers(&[1; 32], &session, &[], &signer, "https://gw")
+            .identity_headers(&[1; 32], &session, &[], &signer, "https://gw", unix_seconds())
             .map(|vouched| vouched.into_iter().collect::<http::HeaderMap>())
             .expect("headers");
         assert_eq!(first[&X_EMBED_USER], "ann@example.com");
         assert_eq!(first[&X_EMBED_GROUPS], "sales,ops");
         assert_eq!(first[&X_EMBED_APP], "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc");
         let second = local
-            .identity_headers(&[1; 32], &session, &[], &signer, "https://gw")
+            .identity_headers(&[1; 32], &session, &[], &signer, "https://gw", unix_seconds())
             .map(|vouched| vouched.into_iter().collect::<http::HeaderMap>())
             .expect("headers");
         assert_eq!(first[&X_EMBED_ASSERTION], second[&X_EMBED_ASSERTION], "reused");
 
         // Another issuer (a reload changed public_url) re-signs.
         let other = local
-            .identity_headers(&[1; 32], &session, &[], &signer, "https://gw2")
+            .identity_headers(&[1; 32], &session, &[], &signer, "https://gw2", unix_seconds())
             .map(|vouched| vouched.into_iter().collect::<http::HeaderMap>())
             .expect("headers");
         assert_ne!(first[&X_EMBED_ASSERTION], other[&X_EMBED_ASSERTION]);
         // A record with other groups under the same hash is rebuilt.
         let regrouped = record("ann@example.com", &["ops"]);
         let rebuilt = local
-            .identity_headers(&[1; 32], &regrouped, &[], &signer, "https://gw2")
+            .identity_headers(&[1; 32], &regrouped, &[], &signer, "https://gw2", unix_seconds())
             .map(|vouched| vouched.into_iter().collect::<http::HeaderMap>())
             .expect("headers");
         assert_eq!(rebuilt[&X_EMBED_GROUPS], "ops");
@@ -310,7 +310,7 @@ mod tests {
             .map(|k| (k.to_string(), name(k)))
             .collect();
         let headers = local
-            .identity_headers(&[1; 32], &session, &names, &signer, "https://gw")
+            .identity_headers(&[1; 32], &session, &names, &signer, "https://gw", unix_seconds())
             .map(|vouched| vouched.into_iter().collect::<http::HeaderMap>())
             .expect("headers");
         assert_eq!(headers[&name("department")], "Sales EMEA");
@@ -337,7 +337,7 @@ mod tests {
         // The app's list changed (a reload): rebuilt without the header.
         let fewer = &names[1..];
         let headers = local
-            .identity_headers(&[1; 32], &session, fewer, &signer, "https://gw")
+            .identity_headers(&[1; 32], &session, fewer, &signer, "https://gw", unix_seconds())
             .map(|vouched| vouched.into_iter().collect::<http::HeaderMap>())
             .expect("headers");
         assert!(!headers.contains_key(name("department")));
@@ -361,7 +361,14 @@ mod tests {
         let local = Local::default();
         let signer = Signer::generate().expect("a key");
         local
-            .identity_headers(&[1; 32], &record("a@example.com", &[]), &[], &signer, "https://gw")
+            .identity_headers(
+                &[1; 32],
+                &record("a@example.com", &[]),
+                &[],
+                &signer,
+                "https://gw",
+                unix_seconds(),
+            )
             .map(|vouched| vouched.into_iter().collect::<http::HeaderMap>())
             .expect("headers");
         local.identities.insert(

@@ -17,6 +17,7 @@ mod local;
 mod phases;
 pub(crate) mod rewrite;
 
+use http::uri::PathAndQuery;
 use http::{Request, Response};
 
 use crate::body::{Body, RequestBody};
@@ -63,32 +64,47 @@ pub(crate) async fn handle_host(
         return exchange::exchange(app, Mounted::Host, req, state, downstream).await;
     }
     tag.route = RouteKind::Embed;
-    let below = path.strip_prefix('/').unwrap_or(path).to_owned();
-    phases::proxy(app, Mounted::Host, &below, req, state, local, downstream).await
+    // On its own host, the app gets the target as it came (shared, not
+    // copied).
+    let target = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    phases::proxy(app, Mounted::Host, target, req, state, local, downstream).await
 }
 
-/// Serves `/embed-apps/<rest>`.
+/// Serves `/embed-apps/<rest>`, where `<rest>` starts at byte `rest_at`
+/// of the request's path.
 pub(crate) async fn handle(
-    rest: &str,
+    rest_at: usize,
     req: Request<RequestBody>,
     state: &State,
     local: &std::sync::Arc<Local>,
     downstream: &Downstream,
     tag: &mut Tag,
 ) -> Result<Response<Body>, GatewayError> {
+    let rest = req.uri().path().get(rest_at..).unwrap_or("");
     let (app_segment, below) = match rest.split_once('/') {
         Some((app, below)) => (app, Some(below)),
         None => (rest, None),
     };
-    let app = state
-        .app(&app_segment.to_ascii_lowercase())
-        .ok_or(GatewayError::PathNotFound("no such embedded app"))?;
+    // App ids are lowercase; a request may spell one otherwise.
+    let app = if app_segment.bytes().any(|b| b.is_ascii_uppercase()) {
+        state.app(&app_segment.to_ascii_lowercase())
+    } else {
+        state.app(app_segment)
+    }
+    .ok_or(GatewayError::PathNotFound("no such embedded app"))?;
     if app.host.is_some() {
         return Err(GatewayError::PathNotFound("this app is served at its own host"));
     }
     tag.app = Some(app.index);
     match below {
-        Some(below) => phases::proxy(app, Mounted::Prefix, below, req, state, local, downstream).await,
+        Some(below) => {
+            let target = below_target(below, req.uri().query())?;
+            phases::proxy(app, Mounted::Prefix, target, req, state, local, downstream).await
+        }
         None if req.uri().query().is_some_and(|q| query::pairs(q).any(|p| p.is_pat())) => {
             tag.route = RouteKind::Exchange;
             exchange::exchange(app, Mounted::Prefix, req, state, downstream).await
@@ -102,4 +118,14 @@ pub(crate) async fn handle(
             None,
         )),
     }
+}
+
+/// `/<below>?<query>`: what the upstream is asked for under the prefix.
+fn below_target(below: &str, query: Option<&str>) -> Result<PathAndQuery, GatewayError> {
+    let target = match query {
+        Some(q) => format!("/{below}?{q}"),
+        None => format!("/{below}"),
+    };
+    // From the `String` itself: parsed, not copied again.
+    PathAndQuery::try_from(target).map_err(|_| GatewayError::BadRequest("invalid request target"))
 }

@@ -23,7 +23,7 @@ use crate::proxy::headers::forwarded::X_FORWARDED_PREFIX;
 use crate::proxy::{self, upgrade, Downstream, Forward, Vouched};
 use crate::session::{self, SessionRecord};
 use crate::state::State;
-use crate::token::{self, TokenHash};
+use crate::token::TokenHash;
 
 /// The most session cookies one request has looked up.
 const MAX_SESSION_COOKIES: usize = 8;
@@ -41,14 +41,18 @@ struct Embed<'a> {
     state: &'a State,
     local: &'a Arc<Local>,
     downstream: &'a Downstream,
+    /// When the request came (Unix milliseconds): one clock read for the
+    /// session's expiry and the assertion's.
+    now_ms: u64,
 }
 
 /// Runs the phases for `/embed-apps/<app.id>/<below>`, or for `/<below>`
-/// on the app's own host.
+/// on the app's own host; `target` is `/<below>` and the query, what the
+/// upstream is asked for.
 pub(super) async fn proxy(
     app: &App,
     mounted: Mounted,
-    below: &str,
+    target: PathAndQuery,
     mut req: Request<RequestBody>,
     state: &State,
     local: &Arc<Local>,
@@ -60,12 +64,13 @@ pub(super) async fn proxy(
         state,
         local,
         downstream,
+        now_ms: session::now_ms(),
     };
     let Some(session) = embed.session_check(&mut req).await? else {
         return Ok(embed.no_session(req).await);
     };
     let vouched = embed.identity_headers(&session)?;
-    let mut response = embed.upstream_request(req, below, vouched, &session).await?;
+    let mut response = embed.upstream_request(req, target, vouched, &session).await?;
     embed.response_rewrite(response.headers_mut());
     embed.access_log(&session);
     Ok(response)
@@ -87,10 +92,10 @@ impl Embed<'_> {
     /// session ids cannot be guessed at speed (429 past it).
     async fn session_check(&self, req: &mut Request<RequestBody>) -> Result<Option<Session>, GatewayError> {
         let state = self.state;
-        let now = session::now_ms();
+        let now = self.now_ms;
         let presented = cookies::take(req.headers_mut(), &state.config.session.cookie_name);
         for value in presented.iter().take(MAX_SESSION_COOKIES) {
-            let hash = token::hash(value);
+            let hash = self.downstream.cookie_hash.hash(value);
             let Some(record) = state.store.use_session(&hash, &self.app.id, now).await? else {
                 continue;
             };
@@ -135,6 +140,7 @@ impl Embed<'_> {
             &self.app.attribute_headers,
             &state.signer,
             &state.config.server.public_url,
+            self.now_ms / 1000,
         )?;
         if self.mounted == Mounted::Prefix {
             vouched.push((X_FORWARDED_PREFIX.clone(), self.app.prefix.clone()));
@@ -142,9 +148,9 @@ impl Embed<'_> {
         Ok(vouched)
     }
 
-    /// The forward: `/<below>?<query>` to the app's upstream with the
-    /// vouched headers. An upgrade becomes a tunnel that the session's
-    /// revocation ends.
+    /// The forward: `target` (`/<below>?<query>`) to the app's upstream
+    /// with the vouched headers. An upgrade becomes a tunnel that the
+    /// session's revocation ends.
     ///
     /// May change: the request, as the proxy engine does (hop-by-hop and
     /// forwarding headers, `Host`, the URI, the version). The response is
@@ -152,19 +158,12 @@ impl Embed<'_> {
     async fn upstream_request(
         &self,
         req: Request<RequestBody>,
-        below: &str,
+        target: PathAndQuery,
         vouched: Vouched,
         session: &Session,
     ) -> Result<Response<Body>, GatewayError> {
-        let path_and_query = match req.uri().query() {
-            Some(q) => format!("/{below}?{q}"),
-            None => format!("/{below}"),
-        };
-        // From the `String` itself: parsed, not copied again.
-        let path_and_query =
-            PathAndQuery::try_from(path_and_query).map_err(|_| GatewayError::BadRequest("invalid request target"))?;
         let server = &self.state.config.server;
-        let mut forward = Forward::new(&self.app.upstream, path_and_query, self.downstream, server);
+        let mut forward = Forward::new(&self.app.upstream, target, self.downstream, server);
         forward.vouched = vouched;
         if upgrade::is_upgrade(&req) {
             forward.tunnel_cancel = Some(self.local.watch_tunnel(session.hash));

@@ -194,13 +194,14 @@ impl UpstreamClient {
     }
 
     /// Sends `req` (absolute URI, `Host` already set) to its upstream as
-    /// HTTP/1.1, in origin form.
-    pub(crate) async fn request(&self, mut req: Request<RequestBody>) -> Result<Answer, UpstreamError> {
+    /// HTTP/1.1, in origin form, at `now` (a pooled connection must have
+    /// been idle for less than the pool's timeout by then).
+    pub(crate) async fn request(&self, mut req: Request<RequestBody>, now: Instant) -> Result<Answer, UpstreamError> {
         let uri = req.uri().clone();
         let key = Key::of(&uri).ok_or(UpstreamError::NoAuthority)?;
         *req.uri_mut() = origin_form(&uri);
         loop {
-            let (mut sender, addr, reused) = match self.pool.checkout(&key) {
+            let (mut sender, addr, reused) = match self.pool.checkout(&key, now) {
                 Some(idle) => (idle.sender, idle.addr, true),
                 None => {
                     // Boxed: a TCP and TLS connect's future is kilobytes,
@@ -240,11 +241,10 @@ impl UpstreamClient {
 
 impl Pool {
     /// The most recently used idle connection to `key` that is still
-    /// open and fresh; stale ones are dropped on the way.
-    fn checkout(&self, key: &Key) -> Option<Idle> {
+    /// open and fresh at `now`; stale ones are dropped on the way.
+    fn checkout(&self, key: &Key, now: Instant) -> Option<Idle> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.get_mut(key)?;
-        let now = Instant::now();
         while let Some(candidate) = list.pop() {
             if candidate.usable(now) {
                 return Some(candidate);
@@ -412,7 +412,7 @@ mod tests {
             .collect();
         assert_eq!(left.len(), 1, "only the fresh open one stays");
         assert!(left[0] > stale);
-        assert!(client.pool.checkout(&key).is_some());
-        assert!(client.pool.checkout(&key).is_none());
+        assert!(client.pool.checkout(&key, Instant::now()).is_some());
+        assert!(client.pool.checkout(&key, Instant::now()).is_none());
     }
 }

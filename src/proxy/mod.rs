@@ -25,6 +25,7 @@ use crate::config::{self, Upstream};
 use crate::drain::Watch;
 use crate::error::GatewayError;
 use crate::telemetry::access::UpstreamSeen;
+use crate::token::HashMemo;
 pub(crate) use client::UpstreamClient;
 use headers::forwarded::{self, Peer, Scheme};
 use headers::{hop, identity};
@@ -45,6 +46,9 @@ pub(crate) struct Downstream {
     /// The tunnels open on this connection: while one is, the connection
     /// is not idle (an HTTP/2 keep-alive must never end a WebSocket).
     pub(crate) tunnels: Tunnels,
+    /// The hash of the last session cookie this connection sent, for the
+    /// embed route (the proxy itself never reads it).
+    pub(crate) cookie_hash: HashMemo,
 }
 
 /// Counts a connection's open tunnels.
@@ -94,6 +98,7 @@ impl Downstream {
             scheme,
             watch,
             tunnels,
+            cookie_hash: HashMemo::default(),
         }
     }
 }
@@ -203,7 +208,9 @@ pub(crate) async fn forward(
     *req.version_mut() = Version::HTTP_11;
 
     let sent = std::time::Instant::now();
-    let answer = match tokio::time::timeout(fwd.timeout, client.request(req)).await {
+    // One clock read for the deadline, the pool and the metrics.
+    let deadline = tokio::time::Instant::from_std(sent + fwd.timeout);
+    let answer = match tokio::time::timeout_at(deadline, client.request(req, sent)).await {
         Err(_) => return Err(GatewayError::GatewayTimeout),
         // The client's fault, not the upstream's: 400. The upstream saw
         // the body end early (hyper never sends a chunked body's last

@@ -51,8 +51,10 @@ pub(super) async fn handle(
             user = field::Empty
         )
     };
+    let started = Instant::now();
     let access = Access::begin(
         state.config.log.access,
+        started,
         &request_id,
         || peer.client_ip(req.headers()),
         req.method(),
@@ -63,7 +65,6 @@ pub(super) async fn handle(
     // The upstream gets it (the proxy forwards it like any end-to-end field).
     req.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
     async move {
-        let started = Instant::now();
         let mut tag = Tag::new(RouteKind::Other);
         let mut response = dispatch(req, state, local, downstream, &mut tag)
             .await
@@ -128,8 +129,10 @@ async fn dispatch(
         }
         Route::Embed(rest) => {
             tag.route = RouteKind::Embed;
-            let rest = rest.to_owned();
-            embed::handle(&rest, req, state, local, downstream, tag).await
+            // Where `rest` starts, rather than a copy of it: the request
+            // goes on by value.
+            let rest_at = req.uri().path().len() - rest.len();
+            embed::handle(rest_at, req, state, local, downstream, tag).await
         }
         Route::WellKnown("jwks.json") => {
             tag.route = RouteKind::Jwks;

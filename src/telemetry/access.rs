@@ -61,11 +61,12 @@ pub(crate) struct UpstreamSeen {
 const CLIENT_CLOSED: u16 = 499;
 
 impl Access {
-    /// The record of a request starting now, or `None` when no access line
+    /// The record of a request that started at `started`, or `None` when no access line
     /// is to be written (`[log] access = false`, or `RUST_LOG` filters the
     /// target out).
     pub(crate) fn begin(
         enabled: bool,
+        started: Instant,
         request_id: &HeaderValue,
         client: impl FnOnce() -> IpAddr,
         method: &Method,
@@ -76,7 +77,7 @@ impl Access {
             return None;
         }
         Some(Arc::new(Access {
-            started: Instant::now(),
+            started,
             request_id: request_id.clone(),
             client: client(),
             method: method.clone(),
@@ -97,28 +98,37 @@ impl Access {
     fn write_line(&self, format: LogFormat, now: SystemTime, out: &mut Vec<u8>) {
         let answer = self.answer.get();
         let elapsed_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let path = super::redacted_target(&self.uri);
+        // Enough for every field but the variable ones, so that the pushes
+        // below never grow the buffer.
+        out.reserve(
+            LINE_BYTES
+                + path.len()
+                + self.request_id.len()
+                + answer.and_then(|a| a.app.as_ref()).map_or(0, |app| app.len()),
+        );
         let mut line = Line { out, format };
         line.open(now);
-        line.str("request_id", self.request_id.to_str().unwrap_or(""));
-        line.display_ip("client", self.client);
-        line.str("method", self.method.as_str());
-        line.str("path", &super::redacted_target(&self.uri));
-        line.str("version", version_name(self.version));
+        line.str(key!("request_id"), self.request_id.to_str().unwrap_or(""));
+        line.ip(key!("client"), self.client);
+        line.str(key!("method"), self.method.as_str());
+        line.str(key!("path"), &path);
+        line.str(key!("version"), version_name(self.version));
         if let Some(answer) = answer {
-            line.str("route", answer.route.name());
+            line.str(key!("route"), answer.route.name());
             if let Some(app) = &answer.app {
-                line.str("app", app);
+                line.str(key!("app"), app);
             }
         }
-        line.number("status", u64::from(answer.map_or(CLIENT_CLOSED, |a| a.status)));
-        line.number("bytes_in", self.received.load(Ordering::Relaxed));
-        line.number("bytes_out", self.sent.load(Ordering::Relaxed));
-        line.number("elapsed_us", elapsed_us);
+        line.number(key!("status"), u64::from(answer.map_or(CLIENT_CLOSED, |a| a.status)));
+        line.number(key!("bytes_in"), self.received.load(Ordering::Relaxed));
+        line.number(key!("bytes_out"), self.sent.load(Ordering::Relaxed));
+        line.number(key!("elapsed_us"), elapsed_us);
         if let Some(upstream) = answer.and_then(|a| a.upstream) {
             if let Some(addr) = upstream.addr {
-                line.display_addr("upstream", addr);
+                line.addr(key!("upstream"), addr);
             }
-            line.number("upstream_status", u64::from(upstream.status));
+            line.number(key!("upstream_status"), u64::from(upstream.status));
         }
         line.close();
     }
@@ -164,8 +174,34 @@ fn version_name(version: Version) -> &'static str {
     }
 }
 
+/// A line's bytes besides its path, request id and app id: the prefix,
+/// the keys, numbers and addresses (an IPv6 address at most 47).
+const LINE_BYTES: usize = 512;
+
+/// A field's name as each format writes it before the value.
+struct Key {
+    /// ` name=`
+    text: &'static str,
+    /// `,"name":`
+    json: &'static str,
+}
+
+/// The [`Key`] of a field name, made at compile time.
+macro_rules! key {
+    ($name:literal) => {
+        &Key {
+            text: concat!(" ", $name, "="),
+            json: concat!(",\"", $name, "\":"),
+        }
+    };
+}
+use key;
+
 /// A line being written: `key=value` pairs after tracing's text prefix, or
-/// one JSON object with tracing's keys.
+/// one JSON object with tracing's keys. Numbers and IPv4 addresses are
+/// written a byte at a time into room reserved beforehand: the line is on
+/// every request, and `core::fmt` or a `memcpy` per piece would be most of
+/// its cost.
 struct Line<'a> {
     out: &'a mut Vec<u8>,
     format: LogFormat,
@@ -188,22 +224,15 @@ impl Line<'_> {
         }
     }
 
-    fn key(&mut self, key: &str) {
-        match self.format {
-            LogFormat::Text => {
-                self.out.push(b' ');
-                self.out.extend_from_slice(key.as_bytes());
-                self.out.push(b'=');
-            }
-            LogFormat::Json => {
-                self.out.extend_from_slice(b",\"");
-                self.out.extend_from_slice(key.as_bytes());
-                self.out.extend_from_slice(b"\":");
-            }
-        }
+    fn key(&mut self, key: &Key) {
+        let name = match self.format {
+            LogFormat::Text => key.text,
+            LogFormat::Json => key.json,
+        };
+        self.out.extend_from_slice(name.as_bytes());
     }
 
-    fn str(&mut self, key: &str, value: &str) {
+    fn str(&mut self, key: &Key, value: &str) {
         self.key(key);
         match self.format {
             LogFormat::Text => self.out.extend_from_slice(value.as_bytes()),
@@ -211,50 +240,76 @@ impl Line<'_> {
         }
     }
 
-    fn number(&mut self, key: &str, value: u64) {
+    fn number(&mut self, key: &Key, value: u64) {
         self.key(key);
-        self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        decimal(value, self.out);
     }
 
-    fn display_ip(&mut self, key: &str, ip: IpAddr) {
+    fn ip(&mut self, key: &Key, ip: IpAddr) {
         match ip {
             IpAddr::V4(v4) => self.ipv4(key, v4, None),
             IpAddr::V6(_) => self.display(key, format_args!("{ip}")),
         }
     }
 
-    fn display_addr(&mut self, key: &str, addr: SocketAddr) {
+    fn addr(&mut self, key: &Key, addr: SocketAddr) {
         match addr {
             SocketAddr::V4(v4) => self.ipv4(key, *v4.ip(), Some(v4.port())),
             SocketAddr::V6(_) => self.display(key, format_args!("{addr}")),
         }
     }
 
-    /// An IPv4 address (and port) by hand: the common case, and
-    /// `core::fmt` would be half the line's cost.
-    fn ipv4(&mut self, key: &str, ip: Ipv4Addr, port: Option<u16>) {
+    /// An IPv4 address (and port) by hand, the common case: written into a
+    /// buffer on the stack and copied once.
+    fn ipv4(&mut self, key: &Key, ip: Ipv4Addr, port: Option<u16>) {
         self.key(key);
         let quoted = self.format == LogFormat::Json;
+        // `"255.255.255.255:65535"`
+        let mut text = [0u8; 23];
+        let mut len = 0;
+        let mut put = |byte: u8| {
+            text[len] = byte;
+            len += 1;
+        };
         if quoted {
-            self.out.push(b'"');
+            put(b'"');
         }
-        let mut digits = itoa::Buffer::new();
         for (i, octet) in ip.octets().into_iter().enumerate() {
             if i > 0 {
-                self.out.push(b'.');
+                put(b'.');
             }
-            self.out.extend_from_slice(digits.format(octet).as_bytes());
+            if octet >= 100 {
+                put(b'0' + octet / 100);
+            }
+            if octet >= 10 {
+                put(b'0' + octet / 10 % 10);
+            }
+            put(b'0' + octet % 10);
         }
         if let Some(port) = port {
-            self.out.push(b':');
-            self.out.extend_from_slice(digits.format(port).as_bytes());
+            put(b':');
+            let mut digits = [0u8; 5];
+            let mut at = digits.len();
+            let mut rest = port;
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (rest % 10) as u8;
+                rest /= 10;
+                if rest == 0 {
+                    break;
+                }
+            }
+            for &digit in &digits[at..] {
+                put(digit);
+            }
         }
         if quoted {
-            self.out.push(b'"');
+            put(b'"');
         }
+        self.out.extend_from_slice(&text[..len]);
     }
 
-    fn display(&mut self, key: &str, value: std::fmt::Arguments<'_>) {
+    fn display(&mut self, key: &Key, value: std::fmt::Arguments<'_>) {
         use std::io::Write;
         self.key(key);
         let quoted = self.format == LogFormat::Json;
@@ -273,6 +328,24 @@ impl Line<'_> {
             self.out.push(b'}');
         }
         self.out.push(b'\n');
+    }
+}
+
+/// `value` in decimal, a byte at a time.
+fn decimal(value: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[at..] {
+        out.push(digit);
     }
 }
 
@@ -462,6 +535,52 @@ mod tests {
             (&"2001:db8::1".into(), &"[::1]:8443".into()),
             "{text}"
         );
+    }
+
+    #[test]
+    fn ipv4_addresses_read_as_display_writes_them() {
+        let cases = [
+            ([0, 0, 0, 0], 0),
+            ([255, 255, 255, 255], 65535),
+            ([9, 10, 99, 100], 80),
+            ([1, 20, 3, 199], 8080),
+        ];
+        for (ip, port) in cases {
+            let addr = SocketAddr::from((ip, port));
+            for format in [LogFormat::Text, LogFormat::Json] {
+                let (mut with_port, mut without) = (Vec::new(), Vec::new());
+                Line {
+                    out: &mut with_port,
+                    format,
+                }
+                .addr(key!("upstream"), addr);
+                Line {
+                    out: &mut without,
+                    format,
+                }
+                .ip(key!("client"), addr.ip());
+                let (with_port, without) = (String::from_utf8_lossy(&with_port), String::from_utf8_lossy(&without));
+                match format {
+                    LogFormat::Text => {
+                        assert_eq!(with_port, format!(" upstream={addr}"));
+                        assert_eq!(without, format!(" client={}", addr.ip()));
+                    }
+                    LogFormat::Json => {
+                        assert_eq!(with_port, format!(",\"upstream\":\"{addr}\""));
+                        assert_eq!(without, format!(",\"client\":\"{}\"", addr.ip()));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, 10, 99, 100, 65535, u64::MAX] {
+            let mut out = Vec::new();
+            decimal(n, &mut out);
+            assert_eq!(String::from_utf8_lossy(&out), n.to_string());
+        }
     }
 
     #[test]
