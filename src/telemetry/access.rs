@@ -288,17 +288,7 @@ impl Line<'_> {
         }
         if let Some(port) = port {
             put(b':');
-            let mut digits = [0u8; 5];
-            let mut at = digits.len();
-            let mut rest = port;
-            loop {
-                at -= 1;
-                digits[at] = b'0' + (rest % 10) as u8;
-                rest /= 10;
-                if rest == 0 {
-                    break;
-                }
-            }
+            let (digits, at) = digits(u64::from(port));
             for &digit in &digits[at..] {
                 put(digit);
             }
@@ -333,6 +323,14 @@ impl Line<'_> {
 
 /// `value` in decimal, a byte at a time.
 fn decimal(value: u64, out: &mut Vec<u8>) {
+    let (digits, at) = digits(value);
+    for &digit in &digits[at..] {
+        out.push(digit);
+    }
+}
+
+/// The decimal digits of `value`: the buffer, and where they start in it.
+fn digits(value: u64) -> ([u8; 20], usize) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     let mut rest = value;
@@ -344,9 +342,7 @@ fn decimal(value: u64, out: &mut Vec<u8>) {
             break;
         }
     }
-    for &digit in &digits[at..] {
-        out.push(digit);
-    }
+    (digits, at)
 }
 
 /// `value` as a JSON string (RFC 8259 §7).
