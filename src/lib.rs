@@ -359,7 +359,7 @@ async fn start_demo(state: &mut State, public_addr: SocketAddr) -> Result<DemoSe
         gateway_api: base,
         api_token: api_token.clone(),
         email: state.config.users.first().map(|u| u.email.clone()).unwrap_or_default(),
-        app_ids: state.config.apps.iter().map(|a| a.id.clone()).collect(),
+        app_ids: state.config.apps.iter().map(|a| a.id.to_string()).collect(),
     };
     let portal = demo::spawn_portal(demo.portal_listen, portal)
         .await

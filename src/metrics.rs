@@ -47,7 +47,7 @@ pub(crate) enum RouteKind {
 }
 
 impl RouteKind {
-    const ALL: [RouteKind; 7] = [
+    pub(crate) const ALL: [RouteKind; 7] = [
         RouteKind::Api,
         RouteKind::Exchange,
         RouteKind::Embed,
@@ -57,7 +57,7 @@ impl RouteKind {
         RouteKind::Other,
     ];
 
-    pub(crate) fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             RouteKind::Api => "api",
             RouteKind::Exchange => "exchange",

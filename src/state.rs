@@ -112,7 +112,12 @@ impl State {
             .enumerate()
             .map(|(i, u)| (u.email.clone(), i))
             .collect();
-        let apps = config.apps.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
+        let apps = config
+            .apps
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id.to_string(), i))
+            .collect();
         let app_hosts = config
             .apps
             .iter()
@@ -121,7 +126,7 @@ impl State {
             .collect();
         let demo_token = previous.and_then(|p| p.demo_token);
         let api_tokens = api_tokens(&config, demo_token);
-        let request_metrics = RequestMetrics::new(config.apps.iter().map(|a| a.id.as_str()));
+        let request_metrics = RequestMetrics::new(config.apps.iter().map(|a| &*a.id));
         match (client, signer, store) {
             (Some(client), Some(signer), Some(store)) if errors.is_empty() => Ok(State {
                 config,

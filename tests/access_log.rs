@@ -132,3 +132,45 @@ async fn dropped_log_lines_are_a_metric() {
     let text = get(gw.admin(), "/metrics").await.text();
     assert!(text.contains("embedgate_log_lines_dropped_total 0"), "{text}");
 }
+
+/// `[log] access` follows a reload (SIGHUP) both ways, and a session lives
+/// through it: `bench/run` measures the access log's cost this way, in one
+/// process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_switches_the_access_log_off_and_on() {
+    let up = echo_upstream("app").await;
+    let mut opts = EmbedOpts::new(&up.url(), &up.url());
+    let gw = opts.start().await;
+    let session = open_session(gw.public_addr, "alice@example.com", APP_A).await;
+    let reloads = |n: usize| {
+        let gw = &gw;
+        async move {
+            let landed = eventually(T, || async {
+                gw.stderr().matches("configuration reloaded").count() == n
+            })
+            .await;
+            assert!(landed, "reload {n} never landed:\n{}", gw.stderr());
+        }
+    };
+    let logged = |path: &str| access_lines(&gw).iter().any(|l| l.contains(&format!("/{path} ")));
+    assert_eq!(embed_get(gw.public_addr, APP_A, "/before", &session).await.status, 200);
+    assert!(eventually(T, || async { logged("before") }).await, "{}", gw.stderr());
+
+    opts.extra = "[log]\naccess = false\n".into();
+    gw.write_config(&opts.config());
+    gw.signal("HUP");
+    reloads(1).await;
+    assert_eq!(
+        embed_get(gw.public_addr, APP_A, "/while-off", &session).await.status,
+        200
+    );
+
+    opts.extra = "[log]\naccess = true\n".into();
+    gw.write_config(&opts.config());
+    gw.signal("HUP");
+    reloads(2).await;
+    assert_eq!(embed_get(gw.public_addr, APP_A, "/after", &session).await.status, 200);
+    assert!(eventually(T, || async { logged("after") }).await, "{}", gw.stderr());
+    // Lines are written in order: "after" is out, so "while-off" would be too.
+    assert!(!logged("while-off"), "{}", gw.stderr());
+}

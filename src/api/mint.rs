@@ -141,7 +141,7 @@ pub(crate) async fn handle(
         email: request.email.clone(),
         groups,
         attributes: request.attributes,
-        app_id: app.id.clone(),
+        app_id: app.id.to_string(),
         session_idle_ms: request.session_expiry_minutes * 60_000,
         expires_ms: now.saturating_add(session::millis(ttl)),
     };

@@ -330,8 +330,9 @@ pub(crate) struct User {
 /// One `[[apps]]` entry.
 #[derive(Debug, Clone)]
 pub(crate) struct App {
-    /// Lowercased canonical UUID text.
-    pub(crate) id: String,
+    /// Lowercased canonical UUID text; shared, not copied, by each
+    /// request's access record.
+    pub(crate) id: std::sync::Arc<str>,
     /// Where its requests go.
     pub(crate) upstream: Upstream,
     /// Lowercased patterns: `*`, `*@domain`, or an exact email.
@@ -393,7 +394,7 @@ impl App {
         let prefix = http::HeaderValue::try_from(format!("/embed-apps/{id}"))
             .unwrap_or_else(|_| http::HeaderValue::from_static("/embed-apps"));
         App {
-            id,
+            id: id.into(),
             upstream,
             allow_users,
             allow_groups,

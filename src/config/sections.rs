@@ -258,7 +258,7 @@ pub(crate) fn api(mut s: Section<'_>, cx: &mut Cx<'_>) -> (Api, Vec<Field<String
 /// would silently leave the token unable to mint.
 pub(crate) fn check_token_apps(token_apps: &[Field<String>], apps: &[App], cx: &mut Cx<'_>) {
     for f in token_apps {
-        if !apps.iter().any(|a| a.id == f.value) {
+        if !apps.iter().any(|a| *a.id == *f.value) {
             cx.error_at(f, format!("no [[apps]] entry has id {}", f.value));
         }
     }
@@ -441,7 +441,7 @@ pub(crate) fn apps(top: &mut Section<'_>, cx: &mut Cx<'_>, main_url: &str) -> Ve
         let id = match s.required_str(cx, "id") {
             Some(f) if is_uuid(f.value) => {
                 let id = f.value.to_ascii_lowercase();
-                if let Some(first) = apps.iter().position(|a| a.id == id) {
+                if let Some(first) = apps.iter().position(|a| *a.id == *id) {
                     cx.error_at(&f, format!("duplicate of apps[{first}].id"));
                 }
                 id

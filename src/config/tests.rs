@@ -188,7 +188,7 @@ fn spec_example_parses() {
     assert_eq!(c.users[0].groups, ["sales"]);
     assert_eq!(c.apps.len(), 1);
     let app = &c.apps[0];
-    assert_eq!(app.id, UUID);
+    assert_eq!(&*app.id, UUID);
     assert_eq!(app.upstream.uri.scheme_str(), Some("http"));
     assert_eq!(app.upstream.authority(), "127.0.0.1:3000");
     assert_eq!(app.upstream.base_path(), "");
@@ -268,7 +268,7 @@ fn app_id_is_stored_lowercased() {
     let c = ok(&format!(
         "{MINIMAL}[[apps]]\nid = \"{upper}\"\nupstream = \"https://app.internal/base/\"\n"
     ));
-    assert_eq!(c.apps[0].id, UUID);
+    assert_eq!(&*c.apps[0].id, UUID);
     assert_eq!(c.apps[0].upstream.base_path(), "/base");
     assert_eq!(c.apps[0].upstream.uri.scheme_str(), Some("https"));
 }

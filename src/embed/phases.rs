@@ -196,7 +196,7 @@ impl Embed<'_> {
     /// May change: nothing of the request or the response.
     fn access_log(&self, session: &Session) {
         let span = tracing::Span::current();
-        span.record("app", self.app.id.as_str());
+        span.record("app", &*self.app.id);
         span.record("user", session.record.subject.email.as_str());
     }
 }

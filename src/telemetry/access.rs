@@ -41,8 +41,8 @@ pub(crate) struct Access {
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub(crate) route: RouteKind,
-    /// The embedded app's id.
-    pub(crate) app: Option<String>,
+    /// The embedded app's id (shared with the config, not copied).
+    pub(crate) app: Option<Arc<str>>,
     pub(crate) status: u16,
     pub(crate) upstream: Option<UpstreamSeen>,
 }
@@ -94,30 +94,36 @@ impl Access {
         let _ = self.answer.set(answer);
     }
 
-    /// The line, in `format`, ending in a newline.
-    fn write_line(&self, format: LogFormat, now: SystemTime, out: &mut Vec<u8>) {
+    /// Writes the line, in `format` and ending in a newline, at the start
+    /// of `buffer` (lengthened first if the line could be longer); returns
+    /// its length.
+    fn write_line(&self, format: LogFormat, now: SystemTime, buffer: &mut Vec<u8>) -> usize {
         let answer = self.answer.get();
         let elapsed_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let path = super::redacted_target(&self.uri);
-        // Enough for every field but the variable ones, so that the pushes
-        // below never grow the buffer.
-        out.reserve(
-            LINE_BYTES
-                + path.len()
-                + self.request_id.len()
-                + answer.and_then(|a| a.app.as_ref()).map_or(0, |app| app.len()),
-        );
-        let mut line = Line { out, format };
+        let app = answer.and_then(|a| a.app.as_deref());
+        let method = self.method.as_str();
+        // The longest the line can be: a byte escaped in JSON takes six.
+        let variable = path.len() + self.request_id.len() + method.len() + app.map_or(0, str::len);
+        let longest = LINE_BYTES + variable * if format == LogFormat::Json { 6 } else { 1 };
+        if buffer.len() < longest {
+            buffer.resize(longest, 0);
+        }
+        let mut line = Line {
+            buf: buffer,
+            len: 0,
+            format,
+        };
         line.open(now);
-        line.str(key!("request_id"), self.request_id.to_str().unwrap_or(""));
+        line.str(key!("request_id"), self.request_id.as_bytes());
         line.ip(key!("client"), self.client);
-        line.str(key!("method"), self.method.as_str());
-        line.str(key!("path"), &path);
-        line.str(key!("version"), version_name(self.version));
+        line.str(key!("method"), method.as_bytes());
+        line.str(key!("path"), path.as_bytes());
+        line.short(key!("version"), version_name(self.version));
         if let Some(answer) = answer {
-            line.str(key!("route"), answer.route.name());
-            if let Some(app) = &answer.app {
-                line.str(key!("app"), app);
+            line.short(key!("route"), &ROUTE_NAMES[answer.route as usize]);
+            if let Some(app) = app {
+                line.str(key!("app"), app.as_bytes());
             }
         }
         line.number(key!("status"), u64::from(answer.map_or(CLIENT_CLOSED, |a| a.status)));
@@ -131,6 +137,7 @@ impl Access {
             line.number(key!("upstream_status"), u64::from(upstream.status));
         }
         line.close();
+        line.len
     }
 }
 
@@ -150,33 +157,82 @@ impl Drop for Access {
             return;
         };
         thread_local! {
-            static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+            static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
         }
         LINE.with(|line| {
             let Ok(mut line) = line.try_borrow_mut() else {
                 return;
             };
-            line.clear();
-            self.write_line(format, SystemTime::now(), &mut line);
-            sink.append(&line, false);
+            let len = self.write_line(format, SystemTime::now(), &mut line);
+            sink.append(&line[..len], false);
+            // A line for a huge request head is not kept room for.
+            if line.len() > KEPT_LINE_BYTES {
+                *line = Vec::new();
+            }
         });
     }
 }
 
-fn version_name(version: Version) -> &'static str {
+/// The version as tracing's `Debug` of it reads.
+fn version_name(version: Version) -> &'static Short {
+    const HTTP_09: Short = short("HTTP/0.9");
+    const HTTP_10: Short = short("HTTP/1.0");
+    const HTTP_11: Short = short("HTTP/1.1");
+    const HTTP_2: Short = short("HTTP/2.0");
+    const HTTP_3: Short = short("HTTP/3.0");
+    const OTHER: Short = short("HTTP");
     match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_11 => "HTTP/1.1",
-        Version::HTTP_2 => "HTTP/2.0",
-        Version::HTTP_3 => "HTTP/3.0",
-        _ => "HTTP",
+        Version::HTTP_09 => &HTTP_09,
+        Version::HTTP_10 => &HTTP_10,
+        Version::HTTP_11 => &HTTP_11,
+        Version::HTTP_2 => &HTTP_2,
+        Version::HTTP_3 => &HTTP_3,
+        _ => &OTHER,
     }
 }
 
-/// A line's bytes besides its path, request id and app id: the prefix,
-/// the keys, numbers and addresses (an IPv6 address at most 47).
-const LINE_BYTES: usize = 512;
+/// Each route kind's name, by the kind's discriminant.
+const ROUTE_NAMES: [Short; RouteKind::ALL.len()] = {
+    let mut names = [short(""); RouteKind::ALL.len()];
+    let mut i = 0;
+    while i < RouteKind::ALL.len() {
+        let route = RouteKind::ALL[i];
+        names[route as usize] = short(route.name());
+        i += 1;
+    }
+    names
+};
+
+/// A name of a few bytes (a version, a route) padded to [`SHORT_BYTES`],
+/// so that writing it is one copy of a constant size.
+#[derive(Clone, Copy)]
+struct Short {
+    text: [u8; SHORT_BYTES],
+    len: usize,
+}
+
+const SHORT_BYTES: usize = 16;
+
+const fn short(name: &str) -> Short {
+    let name = name.as_bytes();
+    assert!(name.len() <= SHORT_BYTES);
+    let mut text = [0u8; SHORT_BYTES];
+    let mut i = 0;
+    while i < name.len() {
+        text[i] = name[i];
+        i += 1;
+    }
+    Short { text, len: name.len() }
+}
+
+/// A line's bytes besides its path, method, request id and app id: the
+/// prefix, the keys, the quotes, numbers and addresses (an IPv6 address at
+/// most 47), with room to spare for the pieces written a whole chunk at a
+/// time.
+const LINE_BYTES: usize = 640;
+
+/// The most room a thread keeps for its lines between requests.
+const KEPT_LINE_BYTES: usize = 16 * 1024;
 
 /// A field's name as each format writes it before the value.
 struct Key {
@@ -198,51 +254,94 @@ macro_rules! key {
 use key;
 
 /// A line being written: `key=value` pairs after tracing's text prefix, or
-/// one JSON object with tracing's keys. Numbers and IPv4 addresses are
-/// written a byte at a time into room reserved beforehand: the line is on
-/// every request, and `core::fmt` or a `memcpy` per piece would be most of
-/// its cost.
+/// one JSON object with tracing's keys. It is written into a buffer made
+/// long enough for the whole line beforehand, each piece by index: the
+/// line is on every request, and growing a `Vec` or calling `memcpy` piece
+/// by piece was most of its cost. The helpers are inlined, so that the keys
+/// and short names are copied as constants. (Were the buffer ever short, a
+/// piece would be left out: never a panic.)
 struct Line<'a> {
-    out: &'a mut Vec<u8>,
+    buf: &'a mut [u8],
+    len: usize,
     format: LogFormat,
 }
 
 impl Line<'_> {
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if let Some(to) = self.buf.get_mut(self.len..end) {
+            to.copy_from_slice(bytes);
+            self.len = end;
+        }
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, byte: u8) {
+        if let Some(to) = self.buf.get_mut(self.len) {
+            *to = byte;
+            self.len += 1;
+        }
+    }
+
     fn open(&mut self, now: SystemTime) {
         match self.format {
             LogFormat::Text => {
-                timestamp(now, self.out);
-                self.out.extend_from_slice(b"  INFO embedgate::access: request");
+                self.put(&timestamp(now));
+                self.put(b"  INFO embedgate::access: request");
             }
             LogFormat::Json => {
-                self.out.extend_from_slice(b"{\"timestamp\":\"");
-                timestamp(now, self.out);
-                self.out.extend_from_slice(
-                    b"\",\"level\":\"INFO\",\"target\":\"embedgate::access\",\"message\":\"request\"",
-                );
+                self.put(b"{\"timestamp\":\"");
+                self.put(&timestamp(now));
+                self.put(b"\",\"level\":\"INFO\",\"target\":\"embedgate::access\",\"message\":\"request\"");
             }
         }
     }
 
+    /// A `put` in each arm, so that each copies a constant length.
+    #[inline(always)]
     fn key(&mut self, key: &Key) {
-        let name = match self.format {
-            LogFormat::Text => key.text,
-            LogFormat::Json => key.json,
-        };
-        self.out.extend_from_slice(name.as_bytes());
-    }
-
-    fn str(&mut self, key: &Key, value: &str) {
-        self.key(key);
         match self.format {
-            LogFormat::Text => self.out.extend_from_slice(value.as_bytes()),
-            LogFormat::Json => json_string(value, self.out),
+            LogFormat::Text => self.put(key.text.as_bytes()),
+            LogFormat::Json => self.put(key.json.as_bytes()),
         }
     }
 
+    /// `value` is UTF-8 (a `str`'s bytes, or a request id: ASCII).
+    #[inline(always)]
+    fn str(&mut self, key: &Key, value: &[u8]) {
+        self.key(key);
+        match self.format {
+            LogFormat::Text => self.put(value),
+            LogFormat::Json => self.json_string(value),
+        }
+    }
+
+    /// A name with nothing to escape.
+    #[inline(always)]
+    fn short(&mut self, key: &Key, name: &Short) {
+        self.key(key);
+        let quoted = self.format == LogFormat::Json;
+        if quoted {
+            self.byte(b'"');
+        }
+        if let Some(to) = self.buf.get_mut(self.len..self.len + SHORT_BYTES) {
+            to.copy_from_slice(&name.text);
+            self.len += name.len;
+        }
+        if quoted {
+            self.byte(b'"');
+        }
+    }
+
+    #[inline(always)]
     fn number(&mut self, key: &Key, value: u64) {
         self.key(key);
-        decimal(value, self.out);
+        let n = value.checked_ilog10().map_or(1, |log| log as usize + 1);
+        if let Some(to) = self.buf.get_mut(self.len..self.len + n) {
+            write_digits(value, to);
+            self.len += n;
+        }
     }
 
     fn ip(&mut self, key: &Key, ip: IpAddr) {
@@ -259,44 +358,41 @@ impl Line<'_> {
         }
     }
 
-    /// An IPv4 address (and port) by hand, the common case: written into a
-    /// buffer on the stack and copied once.
+    /// An IPv4 address (and port) by hand, the common case: octets from a
+    /// table, each copied as three bytes wherever it starts. The text of
+    /// the last address of each kind is kept per thread: a connection's
+    /// client and its upstream stay the same from request to request, so
+    /// most lines copy it rather than write it again.
     fn ipv4(&mut self, key: &Key, ip: Ipv4Addr, port: Option<u16>) {
+        thread_local! {
+            /// The last address without a port (a client) and with one (an upstream).
+            static LAST: RefCell<[Ipv4Text; 2]> = const { RefCell::new([Ipv4Text::NONE; 2]) };
+        }
         self.key(key);
-        let quoted = self.format == LogFormat::Json;
-        // `"255.255.255.255:65535"`
-        let mut text = [0u8; 23];
-        let mut len = 0;
-        let mut put = |byte: u8| {
-            text[len] = byte;
-            len += 1;
+        let start = self.len;
+        let Some(text) = self.buf.get_mut(start..start + IPV4_BYTES) else {
+            return;
         };
-        if quoted {
-            put(b'"');
-        }
-        for (i, octet) in ip.octets().into_iter().enumerate() {
-            if i > 0 {
-                put(b'.');
+        let quoted = self.format == LogFormat::Json;
+        let id =
+            u64::from(u32::from(ip)) | port.map_or(0, |port| u64::from(port) << 32 | 1 << 48) | u64::from(quoted) << 49;
+        let slot = usize::from(port.is_some());
+        let len = LAST.with(|last| {
+            let mut last = last.try_borrow_mut().ok()?;
+            let last = &mut last[slot];
+            if last.id != id {
+                *last = Ipv4Text::of(ip, port, quoted, id);
             }
-            if octet >= 100 {
-                put(b'0' + octet / 100);
-            }
-            if octet >= 10 {
-                put(b'0' + octet / 10 % 10);
-            }
-            put(b'0' + octet % 10);
-        }
-        if let Some(port) = port {
-            put(b':');
-            let (digits, at) = digits(u64::from(port));
-            for &digit in &digits[at..] {
-                put(digit);
-            }
-        }
-        if quoted {
-            put(b'"');
-        }
-        self.out.extend_from_slice(&text[..len]);
+            text.copy_from_slice(&last.text);
+            Some(last.len)
+        });
+        // Only a re-entered thread-local (never expected) writes it afresh.
+        let len = len.unwrap_or_else(|| {
+            let fresh = Ipv4Text::of(ip, port, quoted, id);
+            text.copy_from_slice(&fresh.text);
+            fresh.len
+        });
+        self.len = start + len;
     }
 
     fn display(&mut self, key: &Key, value: std::fmt::Arguments<'_>) {
@@ -304,70 +400,143 @@ impl Line<'_> {
         self.key(key);
         let quoted = self.format == LogFormat::Json;
         if quoted {
-            self.out.push(b'"');
+            self.byte(b'"');
         }
         // Addresses have nothing a JSON string must escape.
-        let _ = self.out.write_fmt(value);
+        let mut rest = self.buf.get_mut(self.len..).unwrap_or_default();
+        let room = rest.len();
+        let _ = rest.write_fmt(value);
+        self.len += room - rest.len();
         if quoted {
-            self.out.push(b'"');
+            self.byte(b'"');
         }
+    }
+
+    /// `value` (UTF-8) as a JSON string (RFC 8259 §7): the runs between the
+    /// bytes to escape are copied whole.
+    fn json_string(&mut self, value: &[u8]) {
+        self.byte(b'"');
+        let mut rest = value;
+        while let Some(at) = rest.iter().position(|&b| matches!(b, b'"' | b'\\' | 0..0x20 | 0x7f)) {
+            self.put(&rest[..at]);
+            match rest[at] {
+                b'"' => self.put(b"\\\""),
+                b'\\' => self.put(b"\\\\"),
+                b => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    self.put(b"\\u00");
+                    self.byte(HEX[usize::from(b >> 4)]);
+                    self.byte(HEX[usize::from(b & 0xf)]);
+                }
+            }
+            rest = &rest[at + 1..];
+        }
+        self.put(rest);
+        self.byte(b'"');
     }
 
     fn close(&mut self) {
         if self.format == LogFormat::Json {
-            self.out.push(b'}');
+            self.byte(b'}');
         }
-        self.out.push(b'\n');
+        self.byte(b'\n');
     }
 }
 
-/// `value` in decimal, a byte at a time.
-fn decimal(value: u64, out: &mut Vec<u8>) {
-    let (digits, at) = digits(value);
-    for &digit in &digits[at..] {
-        out.push(digit);
-    }
-}
-
-/// The decimal digits of `value`: the buffer, and where they start in it.
-fn digits(value: u64) -> ([u8; 20], usize) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
+/// `value` in decimal filling the whole of `to` (which has room for its
+/// digits), right-aligned and padded with zeros; two digits a step, from a
+/// table.
+#[inline]
+fn write_digits(value: u64, to: &mut [u8]) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut rest = value;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
+    let mut at = to.len();
+    while at >= 2 {
+        let pair = (rest % 100) as usize * 2;
+        rest /= 100;
+        to[at - 2..at].copy_from_slice(&PAIRS[pair..pair + 2]);
+        at -= 2;
     }
-    (digits, at)
+    if at == 1 {
+        to[0] = b'0' + (rest % 10) as u8;
+    }
 }
 
-/// `value` as a JSON string (RFC 8259 §7).
-fn json_string(value: &str, out: &mut Vec<u8>) {
-    out.push(b'"');
-    for &b in value.as_bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0..0x20 | 0x7f => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
-            }
-            _ => out.push(b),
-        }
-    }
-    out.push(b'"');
+/// `"255.255.255.255:65535"`, and room for an octet's three bytes written
+/// whole wherever one starts.
+const IPV4_BYTES: usize = 24;
+
+/// An IPv4 address (and port, and quotes) as a line writes it.
+#[derive(Clone, Copy)]
+struct Ipv4Text {
+    /// The address, the port, and whether quoted, as one number.
+    id: u64,
+    text: [u8; IPV4_BYTES],
+    len: usize,
 }
+
+impl Ipv4Text {
+    /// Matches no address.
+    const NONE: Ipv4Text = Ipv4Text {
+        id: u64::MAX,
+        text: [0; IPV4_BYTES],
+        len: 0,
+    };
+
+    fn of(ip: Ipv4Addr, port: Option<u16>, quoted: bool, id: u64) -> Ipv4Text {
+        let mut text = [0u8; IPV4_BYTES];
+        let mut len = usize::from(quoted);
+        text[0] = b'"';
+        for (i, octet) in ip.octets().into_iter().enumerate() {
+            if i > 0 {
+                text[len] = b'.';
+                len += 1;
+            }
+            let (digits, n) = OCTETS[usize::from(octet)];
+            text[len..len + 3].copy_from_slice(&digits);
+            len += usize::from(n);
+        }
+        if let Some(port) = port {
+            text[len] = b':';
+            len += 1;
+            let n = port.checked_ilog10().map_or(1, |log| log as usize + 1);
+            write_digits(u64::from(port), &mut text[len..len + n]);
+            len += n;
+        }
+        if quoted {
+            text[len] = b'"';
+            len += 1;
+        }
+        Ipv4Text { id, text, len }
+    }
+}
+
+/// Each octet's decimal text (padded to three bytes) and its length.
+const OCTETS: [([u8; 3], u8); 256] = {
+    let mut table = [([0u8; 3], 0u8); 256];
+    let mut i = 0;
+    while i < 256 {
+        let n = i as u8;
+        table[i] = if n >= 100 {
+            ([b'0' + n / 100, b'0' + n / 10 % 10, b'0' + n % 10], 3)
+        } else if n >= 10 {
+            ([b'0' + n / 10, b'0' + n % 10, 0], 2)
+        } else {
+            ([b'0' + n, 0, 0], 1)
+        };
+        i += 1;
+    }
+    table
+};
 
 /// `now` as tracing's timestamps read (RFC 3339, UTC, microseconds):
 /// `2026-12-01T22:30:00.123456Z`. The part up to the second is kept per
 /// thread and made again only when the second changes.
-fn timestamp(now: SystemTime, out: &mut Vec<u8>) {
+fn timestamp(now: SystemTime) -> [u8; 27] {
     thread_local! {
         static SECOND: RefCell<(u64, [u8; 19])> = const { RefCell::new((u64::MAX, [0; 19])) };
     }
@@ -380,24 +549,17 @@ fn timestamp(now: SystemTime, out: &mut Vec<u8>) {
         }
         cached.1
     });
-    out.extend_from_slice(&prefix);
-    out.push(b'.');
-    let micros = since.subsec_micros();
-    let mut digits = [b'0'; 6];
-    let mut rest = micros;
-    for d in digits.iter_mut().rev() {
-        *d = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    out.extend_from_slice(&digits);
-    out.push(b'Z');
+    let mut text = [0u8; 27];
+    text[..19].copy_from_slice(&prefix);
+    text[19] = b'.';
+    write_digits(u64::from(since.subsec_micros()), &mut text[20..26]);
+    text[26] = b'Z';
+    text
 }
 
 /// [`timestamp`] as a string.
 pub(crate) fn timestamp_string(now: SystemTime) -> String {
-    let mut out = Vec::with_capacity(27);
-    timestamp(now, &mut out);
-    String::from_utf8(out).unwrap_or_default()
+    String::from_utf8_lossy(&timestamp(now)).into_owned()
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` of a Unix time.
@@ -450,18 +612,32 @@ mod tests {
     fn line(access: &Access, format: LogFormat) -> String {
         let mut out = Vec::new();
         let at = UNIX_EPOCH + Duration::from_micros(1_796_163_000_123_456);
-        access.write_line(format, at, &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        let len = access.write_line(format, at, &mut out);
+        String::from_utf8(out[..len].to_vec()).unwrap_or_default()
+    }
+
+    /// What `write` writes on a line of its own.
+    fn written(format: LogFormat, write: impl FnOnce(&mut Line<'_>)) -> String {
+        let mut buf = vec![0u8; LINE_BYTES];
+        let mut line = Line {
+            buf: &mut buf,
+            len: 0,
+            format,
+        };
+        write(&mut line);
+        let len = line.len;
+        String::from_utf8_lossy(&buf[..len]).into_owned()
     }
 
     #[test]
     fn the_timestamp_reads_like_tracings() {
-        let mut out = Vec::new();
-        timestamp(UNIX_EPOCH + Duration::from_micros(1_796_163_000_000_042), &mut out);
-        assert_eq!(String::from_utf8_lossy(&out), "2026-12-01T22:10:00.000042Z");
-        out.clear();
-        timestamp(UNIX_EPOCH, &mut out);
-        assert_eq!(String::from_utf8_lossy(&out), "1970-01-01T00:00:00.000000Z");
+        let at = UNIX_EPOCH + Duration::from_micros(1_796_163_000_000_042);
+        assert_eq!(timestamp_string(at), "2026-12-01T22:10:00.000042Z");
+        assert_eq!(
+            timestamp_string(at + Duration::from_micros(999_957)),
+            "2026-12-01T22:10:00.999999Z"
+        );
+        assert_eq!(timestamp_string(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
     }
 
     #[test]
@@ -533,29 +709,97 @@ mod tests {
         );
     }
 
+    /// The longest fixed parts at once (IPv6 addresses, the largest
+    /// numbers), and variable ones that JSON escapes six times over: the
+    /// buffer is made long enough, so nothing is left out.
+    #[test]
+    fn the_longest_line_is_written_whole() {
+        let wild = "\u{1}\"".repeat(300);
+        let mut access = record();
+        access.client = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap_or(access.client);
+        access.method = Method::from_bytes(b"A-VERY-LONG-EXTENSION-METHOD").unwrap_or(Method::GET);
+        access.uri = format!("/{}?q={}", "%01".repeat(300), "x".repeat(500))
+            .parse()
+            .unwrap_or_default();
+        access.request_id = HeaderValue::from_str(&"\\".repeat(200)).unwrap_or_else(|_| access.request_id.clone());
+        access.received = AtomicU64::new(u64::MAX);
+        access.sent = AtomicU64::new(u64::MAX);
+        access.answered(Answer {
+            route: RouteKind::Passthrough,
+            app: Some(wild.as_str().into()),
+            status: u16::MAX,
+            upstream: Some(UpstreamSeen {
+                addr: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535"
+                    .parse()
+                    .ok(),
+                status: u16::MAX,
+            }),
+        });
+        let text = line(&access, LogFormat::Json);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(v["client"], access.client.to_string(), "{text}");
+        assert_eq!(v["method"], "A-VERY-LONG-EXTENSION-METHOD");
+        assert_eq!(v["path"].as_str().map(str::len), Some(access.uri.to_string().len()));
+        assert_eq!(v["request_id"], "\\".repeat(200));
+        assert_eq!(v["app"], wild);
+        assert_eq!((&v["bytes_in"], &v["bytes_out"]), (&u64::MAX.into(), &u64::MAX.into()));
+        assert_eq!(
+            (&v["status"], &v["upstream_status"]),
+            (&u16::MAX.into(), &u16::MAX.into())
+        );
+        assert!(v["upstream"].as_str().is_some_and(|u| u.ends_with(":65535")), "{text}");
+        let text = line(&access, LogFormat::Text);
+        assert!(text.contains(" upstream_status=65535\n") && text.contains(" bytes_out=18446744073709551615 "));
+    }
+
+    #[test]
+    fn route_and_version_names_read_as_their_own() {
+        for route in RouteKind::ALL {
+            let name = &ROUTE_NAMES[route as usize];
+            assert_eq!(
+                written(LogFormat::Text, |line| line.short(key!("route"), name)),
+                format!(" route={}", route.name())
+            );
+            assert_eq!(
+                written(LogFormat::Json, |line| line.short(key!("route"), name)),
+                format!(",\"route\":\"{}\"", route.name())
+            );
+        }
+        for version in [
+            Version::HTTP_09,
+            Version::HTTP_10,
+            Version::HTTP_11,
+            Version::HTTP_2,
+            Version::HTTP_3,
+        ] {
+            let text = written(LogFormat::Text, |line| {
+                line.short(key!("version"), version_name(version))
+            });
+            assert_eq!(text, format!(" version={version:?}"));
+        }
+    }
+
     #[test]
     fn ipv4_addresses_read_as_display_writes_them() {
-        let cases = [
-            ([0, 0, 0, 0], 0),
-            ([255, 255, 255, 255], 65535),
-            ([9, 10, 99, 100], 80),
-            ([1, 20, 3, 199], 8080),
-        ];
+        // Every octet value in every position, and edge ports.
+        let cases = (0..=255u8).flat_map(|n| {
+            [
+                ([n, 0, 0, 0], 0),
+                ([0, n, 255, 9], 65535),
+                ([9, 10, n, 100], 80),
+                ([1, 20, 3, n], u16::from(n) * 257),
+            ]
+        });
         for (ip, port) in cases {
             let addr = SocketAddr::from((ip, port));
             for format in [LogFormat::Text, LogFormat::Json] {
-                let (mut with_port, mut without) = (Vec::new(), Vec::new());
-                Line {
-                    out: &mut with_port,
-                    format,
-                }
-                .addr(key!("upstream"), addr);
-                Line {
-                    out: &mut without,
-                    format,
-                }
-                .ip(key!("client"), addr.ip());
-                let (with_port, without) = (String::from_utf8_lossy(&with_port), String::from_utf8_lossy(&without));
+                let with_port = written(format, |line| line.addr(key!("upstream"), addr));
+                let without = written(format, |line| line.ip(key!("client"), addr.ip()));
+                // Again: now from the thread's last text of each.
+                assert_eq!(written(format, |line| line.addr(key!("upstream"), addr)), with_port);
+                assert_eq!(written(format, |line| line.ip(key!("client"), addr.ip())), without);
                 match format {
                     LogFormat::Text => {
                         assert_eq!(with_port, format!(" upstream={addr}"));
@@ -572,17 +816,37 @@ mod tests {
 
     #[test]
     fn numbers_are_written_in_decimal() {
-        for n in [0, 7, 10, 99, 100, 65535, u64::MAX] {
-            let mut out = Vec::new();
-            decimal(n, &mut out);
-            assert_eq!(String::from_utf8_lossy(&out), n.to_string());
+        let edges = (0..20).flat_map(|p| {
+            let power = 10u64.pow(p);
+            [power - 1, power, power + 1]
+        });
+        for n in (0..=100_000).chain(edges).chain([u64::MAX - 1, u64::MAX]) {
+            assert_eq!(
+                written(LogFormat::Text, |line| line.number(key!("n"), n)),
+                format!(" n={n}")
+            );
+        }
+    }
+
+    #[test]
+    fn json_strings_escape_only_what_they_must() {
+        let cases = [
+            ("", r#""""#),
+            ("plain /a?b=c", r#""plain /a?b=c""#),
+            ("\"", r#""\"""#),
+            ("a\"b\\c\u{7f}d", r#""a\"b\\c\u007fd""#),
+            ("\u{1f}é\u{1}", r#""\u001fé\u0001""#),
+        ];
+        for (value, expected) in cases {
+            let text = written(LogFormat::Json, |line| line.json_string(value.as_bytes()));
+            assert_eq!(text, expected);
+            assert_eq!(serde_json::from_str::<String>(&text).ok().as_deref(), Some(value));
         }
     }
 
     #[test]
     fn control_characters_are_escaped_in_json() {
-        let mut out = Vec::new();
-        json_string("a\u{1}\n\\", &mut out);
-        assert_eq!(String::from_utf8_lossy(&out), r#""a\u0001\u000a\\""#);
+        let text = written(LogFormat::Json, |line| line.json_string("a\u{1}\n\\".as_bytes()));
+        assert_eq!(text, r#""a\u0001\u000a\\""#);
     }
 }

@@ -55,6 +55,9 @@ pub(crate) struct Peer<'a> {
 impl Peer<'_> {
     /// Whether the peer is a proxy whose forwarding headers are believed.
     pub(crate) fn is_trusted(&self) -> bool {
+        if self.trusted_proxies.is_empty() {
+            return false;
+        }
         let ip = canonical(self.ip);
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
