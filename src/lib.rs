@@ -21,6 +21,12 @@
 //!   drain, certs                 query strings; graceful drain; dev certificates
 //! ```
 
+/// The hasher of the maps looked up on every request: foldhash, seeded per
+/// process. Their keys come from the config (apps, users, upstreams) or are
+/// digests of tokens the gateway made (sessions, PATs), never chosen by a
+/// client to collide, so std's SipHash would buy nothing there but cost.
+pub(crate) type FastHash = foldhash::fast::RandomState;
+
 mod api;
 mod assertion;
 /// Fixtures for the criterion benchmarks in `benches/` only: thin wrappers

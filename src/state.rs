@@ -35,10 +35,10 @@ pub(crate) struct State {
     /// (made at start, kept across reloads).
     api_tokens: Vec<ApiToken>,
     demo_token: Option<TokenHash>,
-    users: HashMap<String, usize>,
-    apps: HashMap<String, usize>,
+    users: HashMap<String, usize, crate::FastHash>,
+    apps: HashMap<String, usize, crate::FastHash>,
     /// Host-mode apps by host name.
-    app_hosts: HashMap<String, usize>,
+    app_hosts: HashMap<String, usize, crate::FastHash>,
 }
 
 impl State {

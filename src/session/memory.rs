@@ -81,14 +81,14 @@ struct Minted {
 /// Sessions and PATs of this process.
 #[derive(Debug)]
 pub(crate) struct MemoryStore {
-    pats: DashMap<TokenHash, Minted>,
+    pats: DashMap<TokenHash, Minted, crate::FastHash>,
     /// PATs whose session started, until they would have expired: all
     /// that is kept of them, so that a replay is known as one. Compact, as
     /// there is one per session: the hash's first 128 bits (a replay is
     /// only ever told apart from an unknown PAT by it) and the expiry in
     /// whole Unix seconds, rounded up.
     used: DashMap<UsedMark, u32>,
-    sessions: DashMap<TokenHash, SessionRecord>,
+    sessions: DashMap<TokenHash, SessionRecord, crate::FastHash>,
     /// Lowercased email → what that user owns.
     by_user: DashMap<Arc<str>, Owned>,
     ended: broadcast::Sender<Ended>,
@@ -97,9 +97,9 @@ pub(crate) struct MemoryStore {
 impl Default for MemoryStore {
     fn default() -> Self {
         MemoryStore {
-            pats: DashMap::new(),
+            pats: DashMap::default(),
             used: DashMap::new(),
-            sessions: DashMap::new(),
+            sessions: DashMap::default(),
             by_user: DashMap::new(),
             ended: broadcast::channel(ENDED_BACKLOG).0,
         }

@@ -90,7 +90,7 @@ pub(crate) struct RedisStore {
     prefix: String,
     timeout: Duration,
     scripts: Scripts,
-    cache: DashMap<TokenHash, Cached>,
+    cache: DashMap<TokenHash, Cached, crate::FastHash>,
     /// Sessions this replica has served and not yet seen end, with what
     /// the audit log says when they do.
     served: DashMap<TokenHash, Served>,
@@ -134,7 +134,7 @@ impl RedisStore {
                 start_session: Script::new(START_SESSION),
                 revoke: Script::new(REVOKE),
             },
-            cache: DashMap::new(),
+            cache: DashMap::default(),
             served: DashMap::new(),
             ended: broadcast::channel(ENDED_BACKLOG).0,
             health: AtomicU8::new(UNKNOWN),
