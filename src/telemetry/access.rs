@@ -377,22 +377,19 @@ impl Line<'_> {
         let id =
             u64::from(u32::from(ip)) | port.map_or(0, |port| u64::from(port) << 32 | 1 << 48) | u64::from(quoted) << 49;
         let slot = usize::from(port.is_some());
-        let len = LAST.with(|last| {
-            let mut last = last.try_borrow_mut().ok()?;
-            let last = &mut last[slot];
-            if last.id != id {
-                *last = Ipv4Text::of(ip, port, quoted, id);
-            }
-            text.copy_from_slice(&last.text);
-            Some(last.len)
-        });
-        // Only a re-entered thread-local (never expected) writes it afresh.
-        let len = len.unwrap_or_else(|| {
-            let fresh = Ipv4Text::of(ip, port, quoted, id);
-            text.copy_from_slice(&fresh.text);
-            fresh.len
-        });
-        self.len = start + len;
+        // A re-entered thread-local (never expected) writes it afresh.
+        let written = LAST
+            .with(|last| {
+                let mut last = last.try_borrow_mut().ok()?;
+                let last = &mut last[slot];
+                if last.id != id {
+                    *last = Ipv4Text::of(ip, port, quoted, id);
+                }
+                Some(*last)
+            })
+            .unwrap_or_else(|| Ipv4Text::of(ip, port, quoted, id));
+        text.copy_from_slice(&written.text);
+        self.len = start + written.len;
     }
 
     fn display(&mut self, key: &Key, value: std::fmt::Arguments<'_>) {
