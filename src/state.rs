@@ -36,7 +36,8 @@ pub(crate) struct State {
     api_tokens: Vec<ApiToken>,
     demo_token: Option<TokenHash>,
     users: HashMap<String, usize, crate::FastHash>,
-    apps: HashMap<String, usize, crate::FastHash>,
+    /// By id, the key shared with the config's `App`.
+    apps: HashMap<Arc<str>, usize, crate::FastHash>,
     /// Host-mode apps by host name.
     app_hosts: HashMap<String, usize, crate::FastHash>,
 }
@@ -112,12 +113,7 @@ impl State {
             .enumerate()
             .map(|(i, u)| (u.email.clone(), i))
             .collect();
-        let apps = config
-            .apps
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.id.to_string(), i))
-            .collect();
+        let apps = config.apps.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
         let app_hosts = config
             .apps
             .iter()
