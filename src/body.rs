@@ -3,6 +3,7 @@
 //! the wrapper that counts a request's bytes in and out for its access line.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,9 +24,21 @@ pub(crate) enum Body {
     /// pool then, and only then: a body dropped before its end drops it).
     /// An upstream that sends nothing for the stall limit ends it with an
     /// error: the client's connection (or HTTP/2 stream) is aborted.
-    Upstream(Incoming, Option<OnEnd>, Stall),
+    /// `UpstreamSeen` is what the access line says of the upstream: it
+    /// travels with the body, not in the response's extensions (a map
+    /// allocated for every response).
+    Upstream(Incoming, Option<OnEnd>, Stall, UpstreamSeen),
     /// Written by the gateway; `None` once sent.
     Full(Option<Bytes>),
+}
+
+/// The upstream's side of a proxied request, for its access line: the
+/// proxy gives it to the response's body ([`Body::upstream_seen`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UpstreamSeen {
+    /// The address the pooled connection is connected to.
+    pub(crate) addr: Option<SocketAddr>,
+    pub(crate) status: u16,
 }
 
 /// The error a response body ends with.
@@ -108,14 +121,28 @@ impl Body {
     /// An upstream body that runs `on_end` (if any) once read to its end —
     /// at once when it is empty: hyper may never poll an ended body — and
     /// fails when it sends nothing for `stall`.
-    pub(crate) fn upstream(body: Incoming, on_end: Option<OnEnd>, stall: Option<std::time::Duration>) -> Self {
+    pub(crate) fn upstream(
+        body: Incoming,
+        on_end: Option<OnEnd>,
+        stall: Option<std::time::Duration>,
+        seen: UpstreamSeen,
+    ) -> Self {
         let stall = Stall::new(stall);
         match on_end {
             Some(on_end) if http_body::Body::is_end_stream(&body) => {
                 (on_end.0)();
-                Body::Upstream(body, None, stall)
+                Body::Upstream(body, None, stall, seen)
             }
-            on_end => Body::Upstream(body, on_end, stall),
+            on_end => Body::Upstream(body, on_end, stall, seen),
+        }
+    }
+
+    /// The upstream's side of a proxied response, for its access line;
+    /// `None` for a body the gateway wrote.
+    pub(crate) fn upstream_seen(&self) -> Option<UpstreamSeen> {
+        match self {
+            Body::Upstream(_, _, _, seen) => Some(*seen),
+            Body::Full(_) => None,
         }
     }
 }
@@ -126,7 +153,7 @@ impl http_body::Body for Body {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            Body::Upstream(body, on_end, stall) => {
+            Body::Upstream(body, on_end, stall, _) => {
                 let frame = Pin::new(&mut *body).poll_frame(cx);
                 let ended = match &frame {
                     Poll::Ready(None) => true,
@@ -150,14 +177,14 @@ impl http_body::Body for Body {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Upstream(body, _, _) => body.is_end_stream(),
+            Body::Upstream(body, _, _, _) => body.is_end_stream(),
             Body::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Upstream(body, _, _) => body.size_hint(),
+            Body::Upstream(body, _, _, _) => body.size_hint(),
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

@@ -122,10 +122,13 @@ pub(crate) async fn handle(
 
 /// `/<below>?<query>`: what the upstream is asked for under the prefix.
 fn below_target(below: &str, query: Option<&str>) -> Result<PathAndQuery, GatewayError> {
-    let target = match query {
-        Some(q) => format!("/{below}?{q}"),
-        None => format!("/{below}"),
-    };
+    let mut target = String::with_capacity(2 + below.len() + query.map_or(0, str::len));
+    target.push('/');
+    target.push_str(below);
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(q);
+    }
     // From the `String` itself: parsed, not copied again.
     PathAndQuery::try_from(target).map_err(|_| GatewayError::BadRequest("invalid request target"))
 }

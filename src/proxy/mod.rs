@@ -20,11 +20,11 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use tracing::debug;
 
-use crate::body::{Body, RequestBody};
+use crate::body::{Body, RequestBody, UpstreamSeen};
 use crate::config::{self, Upstream};
 use crate::drain::Watch;
 use crate::error::GatewayError;
-use crate::telemetry::access::UpstreamSeen;
+
 use crate::token::HashMemo;
 pub(crate) use client::UpstreamClient;
 use headers::forwarded::{self, Peer, Scheme};
@@ -245,14 +245,13 @@ pub(crate) async fn forward(
         addr: answer.addr,
         status: parts.status.as_u16(),
     };
-    parts.extensions.insert(seen);
     let upstream_protocol = hop::strip(&mut parts.headers);
     // A body may not stall past the upstream timeout: on HTTP/2 each
     // stream has its own timer; on HTTP/1.1 the connection's driver
     // watches its one response (no timer per request). A tunnel's (101)
     // body is empty and ends at once.
     let stall = (client_version == Version::HTTP_2).then_some(fwd.timeout);
-    let body = Body::upstream(body, answer.on_end, stall);
+    let body = Body::upstream(body, answer.on_end, stall, seen);
     let mut response = Response::from_parts(parts, body);
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(client_upgrade), Some(protocol)) = (client_upgrade, upstream_protocol) else {

@@ -16,7 +16,7 @@ use crate::query;
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::router::{route, Route};
 use crate::state::State;
-use crate::telemetry::access::{Access, Answer, UpstreamSeen};
+use crate::telemetry::access::{Access, Answer};
 use crate::{api, embed};
 
 /// Serves one request; every failure becomes its JSON error response. The
@@ -62,6 +62,9 @@ pub(super) async fn handle(
         req.version(),
     );
     let mut req = req.map(|body| Tallied::new(body, tally(&access), Direction::Received));
+    // Room for what the proxy adds (the request id, the forwarding and the
+    // identity headers) at once, rather than growing the map twice.
+    req.headers_mut().reserve(EXTRA_HEADERS);
     // The upstream gets it (the proxy forwards it like any end-to-end field).
     req.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
     async move {
@@ -79,7 +82,7 @@ pub(super) async fn handle(
         response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         let status = response.status().as_u16();
         state.request_metrics.record(tag, status, started.elapsed());
-        let upstream = response.extensions_mut().remove::<UpstreamSeen>();
+        let upstream = response.body().upstream_seen();
         if let Some(access) = &access {
             access.answered(Answer {
                 route: tag.route,
@@ -93,6 +96,10 @@ pub(super) async fn handle(
     .instrument(span)
     .await
 }
+
+/// How many fields a proxied request may gain on its way up: its id,
+/// three forwarding headers, four identity headers and the prefix.
+const EXTRA_HEADERS: usize = 9;
 
 /// Whether a request is of a route that logs at `info` besides its access
 /// line: the API, and PAT exchanges (a query with a PAT parameter).

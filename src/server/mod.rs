@@ -5,6 +5,7 @@
 pub(crate) mod admin;
 mod handler;
 mod idle;
+mod woken;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, debug_span, warn, Instrument};
 
 use self::idle::{Activity, BodyStall, HeadWait, Rewound, Tracked, IDLE_CHECK};
+use self::woken::Marked;
 use crate::body::{Body, Tallied};
 use crate::config;
 use crate::drain::Watch;
@@ -240,32 +242,39 @@ impl Connection {
         // for ever.
         let mut idle_check = Box::pin(tokio::time::sleep(IDLE_CHECK));
         let mut idle = HeadWait::new();
+        // The check and the drain signal are polled when they fire, not
+        // at every wake-up of the connection.
+        let (check_mark, drain_mark) = (Marked::new(), Marked::new());
         loop {
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(error) = result {
-                        debug!(error = %error, "connection ended with an error");
-                    }
-                    return;
-                }
-                () = &mut idle_check => {
-                    // An HTTP/2 WebSocket's stream has ended its response
-                    // but not its tunnel: open tunnels keep it busy.
-                    if tunnels.open() > 0 {
-                        idle = HeadWait::new();
-                    } else if idle.check(&activity) >= server.header_read_timeout {
-                        debug!("idle for the keep-alive time; closing");
-                        // HTTP/2's GOAWAY waits for a PING's answer: a
-                        // client that never answers is dropped anyway.
-                        conn.as_mut().graceful_shutdown();
-                        if let Ok(Err(error)) = tokio::time::timeout(IDLE_CHECK, conn.as_mut()).await {
-                            debug!(error = %error, "connection ended with an error while closing");
+            {
+                let signaled = std::pin::pin!(watch.signaled());
+                tokio::select! {
+                    biased;
+                    result = conn.as_mut() => {
+                        if let Err(error) = result {
+                            debug!(error = %error, "connection ended with an error");
                         }
                         return;
                     }
-                    idle_check.as_mut().reset(tokio::time::Instant::now() + IDLE_CHECK);
+                    () = check_mark.quiet(&mut idle_check) => {
+                        // An HTTP/2 WebSocket's stream has ended its response
+                        // but not its tunnel: open tunnels keep it busy.
+                        if tunnels.open() > 0 {
+                            idle = HeadWait::new();
+                        } else if idle.check(&activity) >= server.header_read_timeout {
+                            debug!("idle for the keep-alive time; closing");
+                            // HTTP/2's GOAWAY waits for a PING's answer: a
+                            // client that never answers is dropped anyway.
+                            conn.as_mut().graceful_shutdown();
+                            if let Ok(Err(error)) = tokio::time::timeout(IDLE_CHECK, conn.as_mut()).await {
+                                debug!(error = %error, "connection ended with an error while closing");
+                            }
+                            return;
+                        }
+                        idle_check.as_mut().reset(tokio::time::Instant::now() + IDLE_CHECK);
+                    }
+                    () = drain_mark.quiet(signaled) => {}
                 }
-                () = watch.signaled() => {}
             }
             if watch.is_draining() {
                 // A request the client sent just before the signal may still
@@ -313,6 +322,9 @@ impl Connection {
         let mut may_park = true;
         let mut head_wait = HeadWait::new();
         let mut stall = BodyStall::default();
+        // The check and the drain signal are polled when they fire, not
+        // at every wake-up of the connection (twice a request).
+        let (check_mark, drain_mark) = (Marked::new(), Marked::new());
         loop {
             // Boxed, and in this block: a parked connection's task holds
             // none of hyper's connection, not even its box.
@@ -323,9 +335,11 @@ impl Connection {
                         .with_upgrades(),
                 );
                 let mut idle_check = Box::pin(tokio::time::sleep(IDLE_CHECK));
+                let mut signaled = std::pin::pin!(watch.signaled());
                 let mut started = activity.started();
                 loop {
                     tokio::select! {
+                        biased;
                         result = Pin::new(&mut *conn) => {
                             if let Err(error) = result {
                                 debug!(error = %error, "connection ended with an error");
@@ -335,7 +349,7 @@ impl Connection {
                         }
                         // Once parking has begun, the elapsed timer is not
                         // looked at again: the check counts whole periods.
-                        () = &mut idle_check, if !activity.is_parking() => {
+                        () = check_mark.quiet(&mut idle_check), if !activity.is_parking() => {
                             if head_wait.check(&activity) >= server.header_read_timeout {
                                 debug!("no request head within header_read_timeout; closing");
                                 return;
@@ -356,7 +370,7 @@ impl Connection {
                                 idle_check.as_mut().reset(tokio::time::Instant::now() + IDLE_CHECK);
                             }
                         }
-                        () = watch.signaled(), if !activity.is_parking() => {
+                        () = drain_mark.quiet(signaled.as_mut()), if !activity.is_parking() => {
                             // A request the client sent just before the signal
                             // may still sit unread in the socket: serve a moment
                             // longer, then finish what is in flight and close.

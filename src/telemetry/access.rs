@@ -47,14 +47,8 @@ pub(crate) struct Answer {
     pub(crate) upstream: Option<UpstreamSeen>,
 }
 
-/// The upstream's side of a proxied request; the proxy puts it in the
-/// response's extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct UpstreamSeen {
-    /// The address the pooled connection is connected to.
-    pub(crate) addr: Option<SocketAddr>,
-    pub(crate) status: u16,
-}
+/// The upstream's side of a proxied request, kept by its response body.
+pub(crate) use crate::body::UpstreamSeen;
 
 /// The status logged for a request whose client left before the answer
 /// (nginx's 499).

@@ -23,26 +23,42 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 pub(crate) fn strip(headers: &mut HeaderMap) -> Option<HeaderValue> {
     // Most requests carry none of them: one look at the names present
     // rather than a lookup of each hop-by-hop name.
-    let hop = |name: &HeaderName| name == header::UPGRADE || HOP_BY_HOP.contains(name);
-    if !headers.keys().any(hop) {
+    if !headers.keys().any(is_hop) {
         return None;
     }
-    let named: Vec<HeaderName> = headers
+    // What `Connection` names beyond the fixed set (rare: most say
+    // `keep-alive` or `upgrade`); nothing is allocated for those.
+    let mut upgrade_named = false;
+    let mut named: Vec<HeaderName> = Vec::new();
+    for token in headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    let upgrade = named
-        .contains(&header::UPGRADE)
-        .then(|| headers.get(header::UPGRADE).cloned())
-        .flatten();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        .map(str::trim)
+    {
+        if token.eq_ignore_ascii_case("upgrade") {
+            upgrade_named = true;
+        } else if !HOP_BY_HOP.iter().any(|hop| token.eq_ignore_ascii_case(hop.as_str())) {
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    let upgrade = upgrade_named.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    for name in &named {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
+    // Only the fixed names that are there are looked up to be removed.
+    while let Some(name) = headers.keys().find(|name| is_hop(name)).cloned() {
+        headers.remove(&name);
+    }
     upgrade
+}
+
+/// Whether `name` is one of the fixed hop-by-hop fields or `Upgrade`.
+fn is_hop(name: &HeaderName) -> bool {
+    name == header::UPGRADE || HOP_BY_HOP.contains(name)
 }
 
 /// Puts back `Connection: upgrade` and `Upgrade: <protocol>` for a tunnelled
