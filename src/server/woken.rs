@@ -139,17 +139,18 @@ mod tests {
             );
         }
         assert_eq!(probe.polls, 2);
-        let mut quiet = marked.quiet(&mut probe);
-        assert!(Pin::new(&mut quiet).poll(&mut cx).is_pending());
-        ready.store(true, Ordering::SeqCst);
-        assert!(Pin::new(&mut quiet).poll(&mut cx).is_pending(), "not woken yet");
-        let waker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-        waker.expect("the probe registered a waker").wake();
-        assert!(
-            Pin::new(&mut quiet).poll(&mut cx).is_ready(),
-            "woken: polled, and ready"
-        );
-        drop(quiet);
+        {
+            let mut quiet = marked.quiet(&mut probe);
+            assert!(Pin::new(&mut quiet).poll(&mut cx).is_pending());
+            ready.store(true, Ordering::SeqCst);
+            assert!(Pin::new(&mut quiet).poll(&mut cx).is_pending(), "not woken yet");
+            let waker = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            waker.expect("the probe registered a waker").wake();
+            assert!(
+                Pin::new(&mut quiet).poll(&mut cx).is_ready(),
+                "woken: polled, and ready"
+            );
+        }
         assert_eq!(probe.polls, 4);
     }
 
