@@ -3,17 +3,20 @@
 //!
 //! A well-formed id from a trusted proxy (`server.trusted_proxies`) is kept,
 //! so one id follows a request across the hops; any other is replaced. A new
-//! id is 128 bits, 32 hex digits: two SipHash outputs of a per-process
-//! counter under keys drawn at start, so ids never repeat in a process and
-//! cannot be guessed from one another, at the cost of a hash rather than a
-//! system call per request.
+//! id is 128 random bits, 32 hex digits. They are drawn from the system's
+//! random source [`BATCH`] at a time and written out as text once; each id
+//! is a slice of that text (shared, not copied): a request's id costs no
+//! hash, no allocation and no system call of its own.
 
+use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use ring::rand::{SecureRandom, SystemRandom};
 
 /// The header's name.
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -39,21 +42,62 @@ fn well_formed(id: &[u8]) -> bool {
     (1..=MAX_LEN).contains(&id.len()) && id.iter().all(u8::is_ascii_graphic)
 }
 
+/// Ids drawn from the system's random source at a time.
+const BATCH: usize = 128;
+
+/// The hex text of [`BATCH`] ids, and how many of them are taken.
+struct Batch {
+    text: Bytes,
+    taken: usize,
+}
+
+impl Batch {
+    fn draw() -> Batch {
+        let mut random = [0u8; 16 * BATCH];
+        if SystemRandom::new().fill(&mut random).is_err() {
+            fallback(&mut random);
+        }
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = BytesMut::with_capacity(32 * BATCH);
+        for byte in random {
+            text.extend_from_slice(&[HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]]);
+        }
+        Batch {
+            text: text.freeze(),
+            taken: 0,
+        }
+    }
+}
+
+thread_local! {
+    static IDS: RefCell<Batch> = RefCell::new(Batch::draw());
+}
+
 /// A new id.
 pub(crate) fn generate() -> HeaderValue {
-    static KEYS: LazyLock<(RandomState, RandomState)> = LazyLock::new(|| (RandomState::new(), RandomState::new()));
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let (a, b) = &*KEYS;
-    let mut text = [0u8; 32];
-    let bits = [a.hash_one(n), b.hash_one(n)];
-    for (i, byte) in bits.iter().flat_map(|half| half.to_be_bytes()).enumerate() {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        text[2 * i] = HEX[usize::from(byte >> 4)];
-        text[2 * i + 1] = HEX[usize::from(byte & 0xf)];
-    }
+    let id = IDS.with(|ids| {
+        let mut batch = ids.borrow_mut();
+        if batch.taken == BATCH {
+            *batch = Batch::draw();
+        }
+        let at = 32 * batch.taken;
+        batch.taken += 1;
+        batch.text.slice(at..at + 32)
+    });
     // Hex digits: always a valid header value.
-    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Should the system's random source fail: SipHash outputs of a
+/// per-process counter under keys drawn at start (unique in the process,
+/// not guessable from one another).
+fn fallback(random: &mut [u8]) {
+    static KEYS: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    for chunk in random.chunks_mut(8) {
+        let bits = KEYS.hash_one(NEXT.fetch_add(1, Ordering::Relaxed)).to_be_bytes();
+        chunk.copy_from_slice(&bits[..chunk.len()]);
+    }
 }
 
 #[cfg(test)]
@@ -78,6 +122,14 @@ mod tests {
         assert!(ids
             .iter()
             .all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())));
+    }
+
+    #[test]
+    fn the_fallback_never_repeats_either() {
+        let mut random = [0u8; 16 * BATCH];
+        fallback(&mut random);
+        let halves: HashSet<&[u8]> = random.chunks(8).collect();
+        assert_eq!(halves.len(), 2 * BATCH);
     }
 
     #[test]

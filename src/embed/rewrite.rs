@@ -26,29 +26,73 @@ pub(crate) struct Mount<'a> {
 
 /// Applies every rule to an upstream response's headers.
 pub(crate) fn apply(headers: &mut HeaderMap, mount: &Mount<'_>) {
-    headers.remove(header::X_FRAME_OPTIONS);
-    set_frame_ancestors(headers, mount.frame_ancestors);
+    let present = Present::of(headers);
+    if present.frame_options {
+        headers.remove(header::X_FRAME_OPTIONS);
+    }
+    if present.csp {
+        merge_frame_ancestors(headers, mount.frame_ancestors);
+    } else {
+        headers.insert(header::CONTENT_SECURITY_POLICY, mount.frame_ancestors.clone());
+    }
+    if !present.set_cookie && (!present.location || mount.prefix.is_none()) {
+        return;
+    }
     let Some(prefix) = mount.prefix else {
         // The session cookie is the gateway's, whatever the host.
         drop_session_cookie(headers, mount.cookie_name);
         return;
     };
-    if let Some(location) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
-        if let Some(rewritten) = rewrite_location(location, prefix, mount) {
-            if let Ok(value) = HeaderValue::from_str(&rewritten) {
-                headers.insert(header::LOCATION, value);
+    if present.location {
+        if let Some(location) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+            if let Some(rewritten) = rewrite_location(location, prefix, mount) {
+                if let Ok(value) = HeaderValue::from_str(&rewritten) {
+                    headers.insert(header::LOCATION, value);
+                }
             }
         }
     }
-    let cookies: Vec<HeaderValue> = headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| rewrite_set_cookie(v.to_str().ok()?, prefix, mount))
-        .filter_map(|v| HeaderValue::from_str(&v).ok())
-        .collect();
-    headers.remove(header::SET_COOKIE);
-    for cookie in cookies {
-        headers.append(header::SET_COOKIE, cookie);
+    if present.set_cookie {
+        let cookies: Vec<HeaderValue> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| rewrite_set_cookie(v.to_str().ok()?, prefix, mount))
+            .filter_map(|v| HeaderValue::from_str(&v).ok())
+            .collect();
+        headers.remove(header::SET_COOKIE);
+        for cookie in cookies {
+            headers.append(header::SET_COOKIE, cookie);
+        }
+    }
+}
+
+/// Which of the fields the rules read a response has, from one pass over
+/// its names (compared, not hashed): most responses have none of them but
+/// the CSP the gateway adds, and a lookup per absent field is what the
+/// rules would otherwise cost.
+#[derive(Debug, Default)]
+struct Present {
+    frame_options: bool,
+    csp: bool,
+    location: bool,
+    set_cookie: bool,
+}
+
+impl Present {
+    fn of(headers: &HeaderMap) -> Self {
+        let mut present = Present::default();
+        for name in headers.keys() {
+            if name == header::X_FRAME_OPTIONS {
+                present.frame_options = true;
+            } else if name == header::CONTENT_SECURITY_POLICY {
+                present.csp = true;
+            } else if name == header::LOCATION {
+                present.location = true;
+            } else if name == header::SET_COOKIE {
+                present.set_cookie = true;
+            }
+        }
+        present
     }
 }
 
@@ -89,6 +133,11 @@ pub(crate) fn set_frame_ancestors(headers: &mut HeaderMap, directive: &HeaderVal
         headers.insert(header::CONTENT_SECURITY_POLICY, directive.clone());
         return;
     }
+    merge_frame_ancestors(headers, directive);
+}
+
+/// [`set_frame_ancestors`] for a response that has a CSP field.
+fn merge_frame_ancestors(headers: &mut HeaderMap, directive: &HeaderValue) {
     let directive = String::from_utf8_lossy(directive.as_bytes());
     let policies: Vec<String> = headers
         .get_all(header::CONTENT_SECURITY_POLICY)

@@ -193,20 +193,24 @@ impl UpstreamClient {
         Ok(UpstreamClient { pool })
     }
 
-    /// Sends `req` (absolute URI, `Host` already set) to its upstream as
-    /// HTTP/1.1, in origin form, at `now` (a pooled connection must have
-    /// been idle for less than the pool's timeout by then).
-    pub(crate) async fn request(&self, mut req: Request<RequestBody>, now: Instant) -> Result<Answer, UpstreamError> {
-        let uri = req.uri().clone();
-        let key = Key::of(&uri).ok_or(UpstreamError::NoAuthority)?;
-        *req.uri_mut() = origin_form(&uri);
+    /// Sends `req` (its URI in origin form, `Host` already set) as HTTP/1.1
+    /// to the upstream at `upstream` (its scheme and authority), at `now`
+    /// (a pooled connection must have been idle for less than the pool's
+    /// timeout by then).
+    pub(crate) async fn request(
+        &self,
+        mut req: Request<RequestBody>,
+        upstream: &Uri,
+        now: Instant,
+    ) -> Result<Answer, UpstreamError> {
+        let key = Key::of(upstream).ok_or(UpstreamError::NoAuthority)?;
         loop {
             let (mut sender, addr, reused) = match self.pool.checkout(&key, now) {
                 Some(idle) => (idle.sender, idle.addr, true),
                 None => {
                     // Boxed: a TCP and TLS connect's future is kilobytes,
                     // and inline it would be moved with every request's.
-                    let (sender, addr) = Box::pin(self.pool.connect(&uri)).await?;
+                    let (sender, addr) = Box::pin(self.pool.connect(upstream)).await?;
                     (sender, addr, false)
                 }
             };
@@ -338,29 +342,10 @@ impl Pool {
     }
 }
 
-/// `uri`'s path and query alone: the request line an origin server expects
-/// (RFC 9112 §3.2.1).
-fn origin_form(uri: &Uri) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.path_and_query = Some(
-        uri.path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
-    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use hyper_util::rt::TokioIo;
-
-    #[test]
-    fn origin_form_keeps_path_and_query_only() {
-        let uri = Uri::from_static("http://127.0.0.1:3000/a/b?c=d");
-        assert_eq!(origin_form(&uri), "/a/b?c=d");
-        assert_eq!(origin_form(&Uri::from_static("http://127.0.0.1:3000")), "/");
-    }
 
     /// Connections idle past the timeout (or closed) leave the pool by the
     /// reaper even when their upstream gets no more requests; fresh ones

@@ -167,11 +167,15 @@ pub(crate) async fn forward(
     fwd: Forward<'_>,
 ) -> Result<Response<Body>, GatewayError> {
     let client_version = req.version();
-    let client_host = req.headers().get(header::HOST).cloned().or_else(|| {
-        req.uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    // The upstream's `Host` in, the client's out: one lookup for both.
+    let client_host = req
+        .headers_mut()
+        .insert(header::HOST, fwd.upstream.host.clone())
+        .or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
 
     // HTTP/1.1 upgrades by `Upgrade`; HTTP/2 by an extended CONNECT (RFC
     // 8441), which the upstream, spoken to in HTTP/1.1, gets as a WebSocket
@@ -193,9 +197,11 @@ pub(crate) async fn forward(
     forwarded::apply(headers, &fwd.peer, client_host);
     join_cookies(headers);
     // The gateway answered any `Expect: 100-continue` itself when it began
-    // reading the body; the upstream gets the body straight away.
-    headers.remove(header::EXPECT);
-    headers.insert(header::HOST, fwd.upstream.host.clone());
+    // reading the body; the upstream gets the body straight away. (Names
+    // are compared, not hashed, to learn that a request has none.)
+    if headers.keys().any(|name| name == header::EXPECT) {
+        headers.remove(header::EXPECT);
+    }
     for (name, value) in fwd.vouched {
         headers.insert(name, value);
     }
@@ -203,14 +209,14 @@ pub(crate) async fn forward(
         hop::set_upgrade(headers, protocol.clone());
     }
 
-    *req.uri_mut() = upstream_uri(fwd.upstream, fwd.path_and_query)?;
+    *req.uri_mut() = origin_form(fwd.upstream, fwd.path_and_query)?;
     // The pool speaks HTTP/1.1 to upstreams whatever the client spoke.
     *req.version_mut() = Version::HTTP_11;
 
     let sent = std::time::Instant::now();
     // One clock read for the deadline, the pool and the metrics.
     let deadline = tokio::time::Instant::from_std(sent + fwd.timeout);
-    let answer = match tokio::time::timeout_at(deadline, client.request(req, sent)).await {
+    let answer = match tokio::time::timeout_at(deadline, client.request(req, &fwd.upstream.uri, sent)).await {
         Err(_) => return Err(GatewayError::GatewayTimeout),
         // The client's fault, not the upstream's: 400. The upstream saw
         // the body end early (hyper never sends a chunked body's last
@@ -274,12 +280,12 @@ pub(crate) async fn forward(
     Ok(response)
 }
 
-/// The upstream URL for `path_and_query`, joined under the upstream's own
-/// base path (as nginx's `proxy_pass` with a URI part does). Built from the
-/// upstream's parsed scheme and authority (shared, not copied) and the
-/// parsed path, used as is when the upstream has no base path: no
-/// whole-URL text is formatted and parsed again per request.
-fn upstream_uri(upstream: &Upstream, path_and_query: PathAndQuery) -> Result<Uri, GatewayError> {
+/// The request target for `path_and_query` in origin form (RFC 9112
+/// §3.2.1), joined under the upstream's own base path (as nginx's
+/// `proxy_pass` with a URI part does); the parsed path is used as is when
+/// the upstream has none. The upstream's scheme and authority are not
+/// copied in: the pool takes them from the upstream itself.
+fn origin_form(upstream: &Upstream, path_and_query: PathAndQuery) -> Result<Uri, GatewayError> {
     let invalid = || GatewayError::BadRequest("invalid request target");
     let base = upstream.base_path();
     let path_and_query = if base.is_empty() {
@@ -288,8 +294,6 @@ fn upstream_uri(upstream: &Upstream, path_and_query: PathAndQuery) -> Result<Uri
         PathAndQuery::try_from(format!("{base}{path_and_query}")).map_err(|_| invalid())?
     };
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(upstream.uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP));
-    parts.authority = upstream.uri.authority().cloned();
     parts.path_and_query = Some(path_and_query);
     Uri::from_parts(parts).map_err(|_| invalid())
 }
@@ -297,6 +301,10 @@ fn upstream_uri(upstream: &Upstream, path_and_query: PathAndQuery) -> Result<Uri
 /// HTTP/2 clients may split `Cookie` into several fields (RFC 9113 §8.2.3);
 /// an HTTP/1.1 upstream must get exactly one, joined with `; `.
 fn join_cookies(headers: &mut HeaderMap) {
+    // No name with two fields: nothing to join, and no lookup.
+    if headers.len() == headers.keys_len() {
+        return;
+    }
     let mut values = headers.get_all(header::COOKIE).iter();
     let (Some(first), Some(_)) = (values.next(), values.next()) else {
         return;
@@ -320,17 +328,17 @@ mod tests {
     }
 
     #[test]
-    fn upstream_uri_joins_under_base_path_and_keeps_query() {
+    fn origin_form_joins_under_base_path_and_keeps_query() {
         let u = upstream("http://127.0.0.1:3000/base/");
-        let joined = upstream_uri(&u, PathAndQuery::from_static("/x/y?q=1&r=%20"))
+        let joined = origin_form(&u, PathAndQuery::from_static("/x/y?q=1&r=%20"))
             .map(|u| u.to_string())
             .ok();
-        assert_eq!(joined.as_deref(), Some("http://127.0.0.1:3000/base/x/y?q=1&r=%20"));
+        assert_eq!(joined.as_deref(), Some("/base/x/y?q=1&r=%20"));
         let root = upstream("https://app.internal");
-        let joined = upstream_uri(&root, PathAndQuery::from_static("/"))
+        let joined = origin_form(&root, PathAndQuery::from_static("/"))
             .map(|u| u.to_string())
             .ok();
-        assert_eq!(joined.as_deref(), Some("https://app.internal/"));
+        assert_eq!(joined.as_deref(), Some("/"));
     }
 
     #[test]

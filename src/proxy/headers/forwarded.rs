@@ -115,14 +115,24 @@ pub(crate) fn apply(headers: &mut HeaderMap, peer: &Peer<'_>, host: Option<Heade
             X_FORWARDED_PROTO.clone(),
             HeaderValue::from_static(peer.scheme.as_str()),
         );
-        headers.remove(&X_FORWARDED_PREFIX);
-        // Other ways to say who the client is: not the gateway's to
-        // vouch for, and not the client's to claim. Rarely sent: one look
-        // at the names rather than two lookups.
-        if headers
-            .keys()
-            .any(|name| name == header::FORWARDED || name == X_REAL_IP)
-        {
+        // What an untrusted client may have sent, from one pass over the
+        // names (compared, not hashed): most requests have none of it.
+        // `Forwarded` and `X-Real-IP` are other ways to say who the client
+        // is: not the gateway's to vouch for, and not the client's to claim.
+        let (mut prefix, mut claims, mut forwarded_host) = (false, false, false);
+        for name in headers.keys() {
+            if name == X_FORWARDED_PREFIX {
+                prefix = true;
+            } else if name == X_FORWARDED_HOST {
+                forwarded_host = true;
+            } else if name == header::FORWARDED || name == X_REAL_IP {
+                claims = true;
+            }
+        }
+        if prefix {
+            headers.remove(&X_FORWARDED_PREFIX);
+        }
+        if claims {
             headers.remove(header::FORWARDED);
             headers.remove(&X_REAL_IP);
         }
@@ -130,9 +140,10 @@ pub(crate) fn apply(headers: &mut HeaderMap, peer: &Peer<'_>, host: Option<Heade
             Some(host) => {
                 headers.insert(X_FORWARDED_HOST.clone(), host);
             }
-            None => {
+            None if forwarded_host => {
                 headers.remove(&X_FORWARDED_HOST);
             }
+            None => {}
         }
     }
 }
