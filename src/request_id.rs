@@ -14,7 +14,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -58,12 +58,13 @@ impl Batch {
             fallback(&mut random);
         }
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut text = BytesMut::with_capacity(32 * BATCH);
-        for byte in random {
-            text.extend_from_slice(&[HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]]);
+        let mut text = vec![0u8; 32 * BATCH];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(random) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
         }
         Batch {
-            text: text.freeze(),
+            text: Bytes::from(text),
             taken: 0,
         }
     }

@@ -362,6 +362,7 @@ mod tests {
             "gw:65536",
             "gw:1:2",
             "[::1]x",
+            ":80",
         ] {
             assert!(check(&get("/", Some(bad))).is_err(), "{bad}");
         }
@@ -369,6 +370,7 @@ mod tests {
             "gw",
             "gw.example.com:8443",
             "[::1]:80",
+            "[::1]",
             "127.0.0.1",
             "",
             "gw:",

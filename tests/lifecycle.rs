@@ -65,6 +65,42 @@ async fn sigterm_drains_in_flight_request_then_exits_0() {
     drop(idle);
 }
 
+/// A request waiting on an upstream that never answers still gets its
+/// 504 at `upstream_timeout_seconds` while the gateway drains (the
+/// connection's driver keeps that timeout, and keeps it during a drain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_still_answers_a_hung_upstream_with_504_at_the_upstream_timeout() {
+    let up = hung_upstream().await;
+    let mut gw = Gateway::start(
+        new_dir(),
+        &config(
+            "shutdown_grace_seconds = 20\nupstream_timeout_seconds = 2",
+            &passthrough(&up.url()),
+        ),
+    )
+    .await;
+    let addr = gw.public_addr;
+    let t0 = Instant::now();
+    let in_flight = tokio::spawn(async move {
+        let mut c = H1::connect(addr).await;
+        c.get("/hang").await
+    });
+    assert!(eventually(T, || async { up.connections() == 1 }).await);
+    gw.signal("TERM");
+    let r = tokio::time::timeout(T, in_flight)
+        .await
+        .expect("the hung request was never answered during the drain")
+        .unwrap();
+    let took = t0.elapsed();
+    assert_eq!(r.status, 504, "{r:?}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "504 after {took:?}, want about 2 s"
+    );
+    let status = gw.wait_exit(Duration::from_secs(8)).await;
+    assert_eq!(exit_code(status, "after SIGTERM"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_gives_up_on_in_flight_requests_after_shutdown_grace() {
     let up = echo_upstream("a").await;

@@ -15,10 +15,18 @@ use http::header::{self, HeaderMap, HeaderValue};
 /// that is no cookie pair at all (no `=`, or no name) is not kept.
 pub(crate) fn take(headers: &mut HeaderMap, name: &str) -> Vec<String> {
     let mut ours = Vec::new();
+    take_each(headers, name, |value| ours.push(value.to_owned()));
+    ours
+}
+
+/// [`take`], handing each value to `each` as it is found (nothing is
+/// copied or allocated for them); returns how many there were.
+pub(crate) fn take_each(headers: &mut HeaderMap, name: &str, mut each: impl FnMut(&str)) -> usize {
+    let mut ours = 0;
     let mut rest = Vec::new();
     for field in headers.get_all(header::COOKIE) {
         let start = rest.len();
-        let taken = ours.len();
+        let taken = ours;
         if !rest.is_empty() {
             rest.extend_from_slice(b"; ");
         }
@@ -26,7 +34,8 @@ pub(crate) fn take(headers: &mut HeaderMap, name: &str) -> Vec<String> {
         if let Ok(text) = field.to_str() {
             for cookie in Cookie::split_parse(text).flatten() {
                 if cookie.name() == name {
-                    ours.push(cookie.value().to_owned());
+                    each(cookie.value());
+                    ours += 1;
                 } else {
                     if rest.len() > separated {
                         rest.extend_from_slice(b"; ");
@@ -37,7 +46,7 @@ pub(crate) fn take(headers: &mut HeaderMap, name: &str) -> Vec<String> {
                 }
             }
         }
-        if ours.len() == taken {
+        if ours == taken {
             // None of ours in this field (or it is not visible ASCII, so it
             // cannot hold ours): passed on exactly as it came.
             rest.truncate(separated);
@@ -47,8 +56,8 @@ pub(crate) fn take(headers: &mut HeaderMap, name: &str) -> Vec<String> {
             rest.truncate(start);
         }
     }
-    if ours.is_empty() {
-        return ours;
+    if ours == 0 {
+        return 0;
     }
     headers.remove(header::COOKIE);
     if let Ok(value) = HeaderValue::from_bytes(&rest) {

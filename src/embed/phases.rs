@@ -93,9 +93,16 @@ impl Embed<'_> {
     async fn session_check(&self, req: &mut Request<RequestBody>) -> Result<Option<Session>, GatewayError> {
         let state = self.state;
         let now = self.now_ms;
-        let presented = cookies::take(req.headers_mut(), &state.config.session.cookie_name);
-        for value in presented.iter().take(MAX_SESSION_COOKIES) {
-            let hash = self.downstream.cookie_hash.hash(value);
+        // Hashed as they are found: no cookie value is copied.
+        let mut hashes = [TokenHash::default(); MAX_SESSION_COOKIES];
+        let mut found = 0;
+        let presented = cookies::take_each(req.headers_mut(), &state.config.session.cookie_name, |value| {
+            if let Some(slot) = hashes.get_mut(found) {
+                *slot = self.downstream.cookie_hash.hash(value);
+            }
+            found += 1;
+        });
+        for &hash in hashes.iter().take(presented) {
             let Some(record) = state.store.use_session(&hash, &self.app.id, now).await? else {
                 continue;
             };
@@ -103,7 +110,7 @@ impl Embed<'_> {
                 return Ok(Some(Session { hash, record }));
             }
         }
-        if !presented.is_empty() {
+        if presented > 0 {
             let client = self
                 .downstream
                 .peer(&state.config.server.trusted_proxies)

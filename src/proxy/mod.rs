@@ -4,6 +4,7 @@
 //! through [`Forward::vouched`].
 
 pub(crate) mod client;
+mod head_watch;
 pub(crate) mod headers;
 pub(crate) mod upgrade;
 
@@ -27,6 +28,7 @@ use crate::error::GatewayError;
 
 use crate::token::HashMemo;
 pub(crate) use client::UpstreamClient;
+pub(crate) use head_watch::{HeadClock, HeadWatch};
 use headers::forwarded::{self, Peer, Scheme};
 use headers::{hop, identity};
 use ipnet::IpNet;
@@ -49,6 +51,9 @@ pub(crate) struct Downstream {
     /// The hash of the last session cookie this connection sent, for the
     /// embed route (the proxy itself never reads it).
     pub(crate) cookie_hash: HashMemo,
+    /// Where an HTTP/1.1 connection's driver keeps the upstream timeout of
+    /// its request in flight; `None` (HTTP/2): a timer per request.
+    pub(crate) head_watch: Option<Arc<HeadWatch>>,
 }
 
 /// Counts a connection's open tunnels.
@@ -90,8 +95,15 @@ impl Downstream {
     }
 
     /// The connection from `addr`, over `scheme`, its tunnels counted in
-    /// `tunnels`.
-    pub(crate) fn new(addr: SocketAddr, scheme: Scheme, watch: Watch, tunnels: Tunnels) -> Self {
+    /// `tunnels`, its upstream waits watched by `head_watch` if its driver
+    /// keeps them.
+    pub(crate) fn new(
+        addr: SocketAddr,
+        scheme: Scheme,
+        watch: Watch,
+        tunnels: Tunnels,
+        head_watch: Option<Arc<HeadWatch>>,
+    ) -> Self {
         Downstream {
             addr,
             addr_value: forwarded::ip_value(addr.ip()),
@@ -99,6 +111,7 @@ impl Downstream {
             watch,
             tunnels,
             cookie_hash: HashMemo::default(),
+            head_watch,
         }
     }
 }
@@ -124,6 +137,9 @@ pub(crate) struct Forward<'a> {
     pub(crate) watch: &'a Watch,
     /// Where a tunnel is counted while it is open.
     pub(crate) tunnels: &'a Tunnels,
+    /// Keeps the wait for the response head, when the connection's driver
+    /// does ([`Downstream::head_watch`]).
+    pub(crate) head_watch: Option<&'a HeadWatch>,
     /// Ends the tunnel early when it resolves (a revoked session).
     pub(crate) tunnel_cancel: Option<Cancel>,
 }
@@ -146,6 +162,7 @@ impl<'a> Forward<'a> {
             vouched: Vouched::new(),
             watch: &downstream.watch,
             tunnels: &downstream.tunnels,
+            head_watch: downstream.head_watch.as_deref(),
             tunnel_cancel: None,
         }
     }
@@ -214,10 +231,20 @@ pub(crate) async fn forward(
     *req.version_mut() = Version::HTTP_11;
 
     let sent = std::time::Instant::now();
-    // One clock read for the deadline, the pool and the metrics.
-    let deadline = tokio::time::Instant::from_std(sent + fwd.timeout);
-    let answer = match tokio::time::timeout_at(deadline, client.request(req, &fwd.upstream.uri, sent)).await {
-        Err(_) => return Err(GatewayError::GatewayTimeout),
+    let upstream = &fwd.upstream.uri;
+    let answer = match fwd.head_watch {
+        // The connection's driver keeps the timeout.
+        Some(watch) => watch.wait(client.request(req, upstream, sent)).await.map_err(|_| ()),
+        // One clock read for the deadline, the pool and the metrics.
+        None => {
+            let deadline = tokio::time::Instant::from_std(sent + fwd.timeout);
+            tokio::time::timeout_at(deadline, client.request(req, upstream, sent))
+                .await
+                .map_err(|_| ())
+        }
+    };
+    let answer = match answer {
+        Err(()) => return Err(GatewayError::GatewayTimeout),
         // The client's fault, not the upstream's: 400. The upstream saw
         // the body end early (hyper never sends a chunked body's last
         // chunk after an error, and closes that connection), never a

@@ -32,7 +32,7 @@ use crate::drain::Watch;
 use crate::embed;
 use crate::metrics;
 use crate::proxy::headers::forwarded::Scheme;
-use crate::proxy::{Downstream, Tunnels};
+use crate::proxy::{Downstream, HeadClock, HeadWatch, Tunnels};
 use crate::state::State;
 
 /// HTTP/2 keep-alive pings find dead peers on long-idle connections.
@@ -187,12 +187,19 @@ impl Connection {
         scheme: Scheme,
         activity: Arc<Activity>,
         tunnels: Tunnels,
+        head_watch: Option<Arc<HeadWatch>>,
     ) -> impl Service<Request<Incoming>, Response = Response<Tracked<Tallied<Body>>>, Error = Infallible, Future: Send>
            + Clone
            + Send
            + Unpin
            + 'static {
-        let downstream = Arc::new(Downstream::new(self.peer, scheme, self.watch.clone(), tunnels));
+        let downstream = Arc::new(Downstream::new(
+            self.peer,
+            scheme,
+            self.watch.clone(),
+            tunnels,
+            head_watch,
+        ));
         let shared = self.shared.clone();
         service_fn(move |req: Request<Incoming>| {
             let busy = activity.begin();
@@ -218,7 +225,7 @@ impl Connection {
         let server = &state.config.server;
         let activity = Arc::new(Activity::default());
         let tunnels = Tunnels::default();
-        let service = self.service(scheme, activity.clone(), tunnels.clone());
+        let service = self.service(scheme, activity.clone(), tunnels.clone(), None);
 
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
@@ -311,7 +318,11 @@ impl Connection {
         let server = &state.config.server;
         let activity = Arc::new(Activity::default());
         // An upgrade ends hyper's connection here, so its tunnel needs no count.
-        let mut service = self.service(scheme, activity.clone(), Tunnels::default());
+        // The upstream timeout of the request in flight is kept on the
+        // connection's once-a-second check too.
+        let head_watch = Arc::new(HeadWatch::default());
+        let mut head_clock = HeadClock::default();
+        let mut service = self.service(scheme, activity.clone(), Tunnels::default(), Some(head_watch.clone()));
         let mut io = Rewound::new(io, activity.clone());
         let mut watch = self.watch.clone();
         // Cleared when hyper let go with part of a request unread (the
@@ -358,6 +369,9 @@ impl Connection {
                                 debug!("a response gave nothing for upstream_timeout; closing");
                                 return;
                             }
+                            // An expired wait is answered (504) when the
+                            // select polls the connection next, at once.
+                            head_clock.check(&head_watch, IDLE_CHECK, server.upstream_timeout);
                             let now_started = activity.started();
                             if now_started == started && now_started > 0 && may_park && activity.between_requests() {
                                 // hyper closes an idle connection at once (and
@@ -384,10 +398,22 @@ impl Connection {
                                 () = tokio::time::sleep(DRAIN_LINGER) => {}
                             }
                             Pin::new(&mut *conn).graceful_shutdown();
-                            if let Err(error) = Pin::new(&mut *conn).await {
-                                debug!(error = %error, "connection ended with an error while draining");
+                            // What is in flight still gets its upstream timeout.
+                            loop {
+                                idle_check.as_mut().reset(tokio::time::Instant::now() + IDLE_CHECK);
+                                tokio::select! {
+                                    biased;
+                                    result = Pin::new(&mut *conn) => {
+                                        if let Err(error) = result {
+                                            debug!(error = %error, "connection ended with an error while draining");
+                                        }
+                                        return;
+                                    }
+                                    () = idle_check.as_mut() => {
+                                        head_clock.check(&head_watch, IDLE_CHECK, server.upstream_timeout);
+                                    }
+                                }
                             }
-                            return;
                         }
                     }
                 }
