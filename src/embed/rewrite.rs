@@ -30,17 +30,12 @@ pub(crate) fn apply(headers: &mut HeaderMap, mount: &Mount<'_>) {
     if present.frame_options {
         headers.remove(header::X_FRAME_OPTIONS);
     }
-    if present.csp {
-        merge_frame_ancestors(headers, mount.frame_ancestors);
-    } else {
-        headers.insert(header::CONTENT_SECURITY_POLICY, mount.frame_ancestors.clone());
-    }
-    if !present.set_cookie && (!present.location || mount.prefix.is_none()) {
-        return;
-    }
+    put_frame_ancestors(headers, mount.frame_ancestors, present.csp);
     let Some(prefix) = mount.prefix else {
         // The session cookie is the gateway's, whatever the host.
-        drop_session_cookie(headers, mount.cookie_name);
+        if present.set_cookie {
+            drop_session_cookie(headers, mount.cookie_name);
+        }
         return;
     };
     if present.location {
@@ -128,16 +123,17 @@ fn cookie_name_of(value: &[u8]) -> &[u8] {
 /// app's list (`'none'` when empty), keeping the rest of the policy; adds a
 /// CSP field when the upstream sent none.
 pub(crate) fn set_frame_ancestors(headers: &mut HeaderMap, directive: &HeaderValue) {
+    let has_csp = headers.contains_key(header::CONTENT_SECURITY_POLICY);
+    put_frame_ancestors(headers, directive, has_csp);
+}
+
+/// [`set_frame_ancestors`], told whether the response has a CSP field.
+fn put_frame_ancestors(headers: &mut HeaderMap, directive: &HeaderValue, has_csp: bool) {
     // Most upstreams send no CSP: the directive alone, as built.
-    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+    if !has_csp {
         headers.insert(header::CONTENT_SECURITY_POLICY, directive.clone());
         return;
     }
-    merge_frame_ancestors(headers, directive);
-}
-
-/// [`set_frame_ancestors`] for a response that has a CSP field.
-fn merge_frame_ancestors(headers: &mut HeaderMap, directive: &HeaderValue) {
     let directive = String::from_utf8_lossy(directive.as_bytes());
     let policies: Vec<String> = headers
         .get_all(header::CONTENT_SECURITY_POLICY)
