@@ -180,7 +180,7 @@ impl Rewrite {
 
     /// An upstream's `Set-Cookie` moved under the mount (`None`: dropped).
     pub fn set_cookie(&self, set_cookie: &str) -> Option<String> {
-        rewrite::rewrite_set_cookie(set_cookie, &self.prefix, &self.mount())
+        rewrite::rewrite_set_cookie(set_cookie, &self.mount())
     }
 
     /// The app's `frame-ancestors` put into the response's CSP.

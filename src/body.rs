@@ -26,8 +26,9 @@ pub(crate) enum Body {
     /// error: the client's connection (or HTTP/2 stream) is aborted.
     /// `UpstreamSeen` is what the access line says of the upstream: it
     /// travels with the body, not in the response's extensions (a map
-    /// allocated for every response).
-    Upstream(Incoming, Option<OnEnd>, Stall, UpstreamSeen),
+    /// allocated for every response). `UpstreamHold` is what the response
+    /// holds of the upstream until it is done.
+    Upstream(Incoming, Option<OnEnd>, Stall, UpstreamSeen, UpstreamHold),
     /// Written by the gateway; `None` once sent.
     Full(Option<Bytes>),
 }
@@ -39,6 +40,39 @@ pub(crate) struct UpstreamSeen {
     /// The address the pooled connection is connected to.
     pub(crate) addr: Option<SocketAddr>,
     pub(crate) status: u16,
+}
+
+/// What a streamed response holds of its upstream until its body is done
+/// (or dropped): a way to close the upstream connection from outside, and
+/// its client connection's slot for upstream requests
+/// (`server.max_upstream_per_connection`). A client connection's driver
+/// takes it ([`Body::take_hold`]) to end it early, when its client takes
+/// nothing of the response for `server.send_timeout_seconds`.
+#[derive(Debug, Default)]
+pub(crate) struct UpstreamHold {
+    /// The upstream connection's task.
+    connection: Option<tokio::task::AbortHandle>,
+    /// The client connection's slot, given back when this is dropped.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl UpstreamHold {
+    /// Holds the upstream connection whose task is `connection`, and the
+    /// client connection's `slot`, if it has slots.
+    pub(crate) fn new(connection: tokio::task::AbortHandle, slot: Option<tokio::sync::OwnedSemaphorePermit>) -> Self {
+        UpstreamHold {
+            connection: Some(connection),
+            _slot: slot,
+        }
+    }
+
+    /// Closes the upstream connection now (its response body then fails
+    /// if read) and gives the slot back.
+    pub(crate) fn release(self) {
+        if let Some(connection) = self.connection {
+            connection.abort();
+        }
+    }
 }
 
 /// The error a response body ends with.
@@ -126,14 +160,15 @@ impl Body {
         on_end: Option<OnEnd>,
         stall: Option<std::time::Duration>,
         seen: UpstreamSeen,
+        hold: UpstreamHold,
     ) -> Self {
         let stall = Stall::new(stall);
         match on_end {
             Some(on_end) if http_body::Body::is_end_stream(&body) => {
                 (on_end.0)();
-                Body::Upstream(body, None, stall, seen)
+                Body::Upstream(body, None, stall, seen, hold)
             }
-            on_end => Body::Upstream(body, on_end, stall, seen),
+            on_end => Body::Upstream(body, on_end, stall, seen, hold),
         }
     }
 
@@ -141,8 +176,18 @@ impl Body {
     /// `None` for a body the gateway wrote.
     pub(crate) fn upstream_seen(&self) -> Option<UpstreamSeen> {
         match self {
-            Body::Upstream(_, _, _, seen) => Some(*seen),
+            Body::Upstream(_, _, _, seen, _) => Some(*seen),
             Body::Full(_) => None,
+        }
+    }
+
+    /// What a streamed response holds of its upstream, taken out to be
+    /// kept beside the body (dropped with it, or released early); empty
+    /// for a body the gateway wrote.
+    pub(crate) fn take_hold(&mut self) -> UpstreamHold {
+        match self {
+            Body::Upstream(_, _, _, _, hold) => std::mem::take(hold),
+            Body::Full(_) => UpstreamHold::default(),
         }
     }
 }
@@ -153,7 +198,7 @@ impl http_body::Body for Body {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            Body::Upstream(body, on_end, stall, _) => {
+            Body::Upstream(body, on_end, stall, _, _) => {
                 let frame = Pin::new(&mut *body).poll_frame(cx);
                 let ended = match &frame {
                     Poll::Ready(None) => true,
@@ -177,14 +222,14 @@ impl http_body::Body for Body {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Upstream(body, _, _, _) => body.is_end_stream(),
+            Body::Upstream(body, _, _, _, _) => body.is_end_stream(),
             Body::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Upstream(body, _, _, _) => body.size_hint(),
+            Body::Upstream(body, _, _, _, _) => body.size_hint(),
             Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
@@ -223,6 +268,11 @@ impl<B> Tallied<B> {
             inner,
             tally: tally.map(|t| (t, direction)),
         }
+    }
+
+    /// The body inside.
+    pub(crate) fn inner_mut(&mut self) -> &mut B {
+        &mut self.inner
     }
 }
 

@@ -65,13 +65,15 @@ pub fn cookie_fields(data: &[u8]) {
         }
     }
     let taken = cookies::take(&mut headers, COOKIE_NAME);
+    // Read as the pairs a server would read, bytes and all (a field that
+    // is no UTF-8 text still carries cookies).
     for value in headers.get_all(header::COOKIE) {
-        let text = value.to_str().unwrap_or("");
-        for cookie in cookie::Cookie::split_parse(text).flatten() {
-            assert_ne!(
-                cookie.name(),
-                COOKIE_NAME,
-                "a session cookie was left for the upstream: {text:?}"
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+            let name = name.trim_ascii_start().trim_ascii_end();
+            assert!(
+                name != COOKIE_NAME.as_bytes() || !pair.contains(&b'='),
+                "a session cookie was left for the upstream: {value:?}"
             );
         }
     }
@@ -109,30 +111,39 @@ pub fn request_target(data: &[u8]) {
     let Ok(req) = builder.body(()) else {
         return;
     };
-    if router::check(&req, 65_536).is_err() {
-        return;
-    }
-    let path = req.uri().path();
-    let rest = match router::route(path, true) {
-        Route::Api(rest) | Route::Embed(rest) | Route::WellKnown(rest) => rest,
-        _ => return,
-    };
-    let decoded = decode_fully(rest);
-    for segment in decoded.split(|&b| b == b'/') {
-        assert!(
-            segment != b"." && segment != b"..",
-            "a dot segment was admitted: {path:?}"
-        );
-        assert!(!segment.contains(&b'\\') && !segment.contains(&0), "admitted: {path:?}");
-    }
-    assert!(!rest.contains("//"), "an empty segment was admitted: {path:?}");
-    for encoded in ["%2f", "%5c"] {
-        assert!(
-            !String::from_utf8_lossy(&decode_once(rest.as_bytes()))
-                .to_ascii_lowercase()
-                .contains(encoded),
-            "admitted: {path:?}"
-        );
+    // Once as the gateway's host, once as an app's own host, whose every
+    // path gets the rules of the gateway's trees.
+    for app_host in [false, true] {
+        if router::check(&req, 65_536, app_host).is_err() {
+            continue;
+        }
+        let path = req.uri().path();
+        // No dot segment reaches any upstream, in any tree.
+        for segment in decode_fully(path).split(|&b| b == b'/' || b == b'\\') {
+            let name = segment
+                .split(|&b| b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii_end();
+            assert!(name != b"." && name != b"..", "a dot segment was admitted: {path:?}");
+        }
+        let rest = match router::route(path, true) {
+            _ if app_host => path,
+            Route::Api(rest) | Route::Embed(rest) | Route::WellKnown(rest) => rest,
+            _ => continue,
+        };
+        for segment in decode_fully(rest).split(|&b| b == b'/') {
+            assert!(!segment.contains(&b'\\') && !segment.contains(&0), "admitted: {path:?}");
+        }
+        assert!(!rest.contains("//"), "an empty segment was admitted: {path:?}");
+        for encoded in ["%2f", "%5c"] {
+            assert!(
+                !String::from_utf8_lossy(&decode_once(rest.as_bytes()))
+                    .to_ascii_lowercase()
+                    .contains(encoded),
+                "admitted: {path:?}"
+            );
+        }
     }
 }
 

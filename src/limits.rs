@@ -21,6 +21,20 @@ fn retry_after(wait: Duration) -> RetryAfter {
     RetryAfter(secs.max(1))
 }
 
+/// The key a client address is counted under: an IPv4 address alone, an
+/// IPv6 one by its /64. One subscriber, host or LAN is handed a whole /64
+/// (RFC 6177, and SLAAC's privacy addresses are drawn from it), so counting
+/// IPv6 addresses one by one would give one client 2^64 budgets.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+        v4 => v4,
+    }
+}
+
 /// The gateway's limiters.
 pub(crate) struct Limits {
     /// Keyed by the token's name (`[[api.tokens]] name`, or
@@ -56,8 +70,9 @@ impl Limits {
     /// Counts one failed try of a token from this client address: a PAT
     /// exchange refused, or a request whose session cookies name no live
     /// session of its app (`rate_limit.bad_pat_per_minute` bounds both).
+    /// IPv6 clients are counted by their /64 ([`client_key`]).
     pub(crate) fn failed_token(&self, client: IpAddr) -> Result<(), RetryAfter> {
-        self.check(&self.bad_pat_per_ip, &client, Limiter::BadPat)
+        self.check(&self.bad_pat_per_ip, &client_key(client), Limiter::BadPat)
     }
 
     /// Forgets keys whose limits have fully replenished.
@@ -124,6 +139,21 @@ mod tests {
             assert!(l.failed_token(ip).is_ok());
         }
         assert!(l.failed_token(ip).is_err());
+    }
+
+    #[test]
+    fn ipv6_clients_share_one_budget_per_64() {
+        let l = limits(2);
+        let ip = |s: &str| s.parse::<IpAddr>().expect("an address");
+        assert!(l.failed_token(ip("2001:db8:1:2::1")).is_ok());
+        assert!(l.failed_token(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")).is_ok());
+        assert!(l.failed_token(ip("2001:db8:1:2::99")).is_err(), "the same /64");
+        assert!(l.failed_token(ip("2001:db8:1:3::1")).is_ok(), "another /64");
+        // IPv4, also when a dual-stack socket reports it mapped.
+        assert!(l.failed_token(ip("192.0.2.1")).is_ok());
+        assert!(l.failed_token(ip("::ffff:192.0.2.1")).is_ok());
+        assert!(l.failed_token(ip("192.0.2.1")).is_err());
+        assert!(l.failed_token(ip("192.0.2.2")).is_ok(), "IPv4 addresses count alone");
     }
 
     #[test]

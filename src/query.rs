@@ -35,6 +35,18 @@ pub(crate) fn pairs(query: &str) -> impl Iterator<Item = Pair<'_>> {
     })
 }
 
+/// `query` without its PAT parameters (in any spelling [`Pair::is_pat`]
+/// knows), the other pairs as they came; `None` when it has none, so that
+/// most queries are not copied. An upstream never gets a PAT: it would log
+/// a working credential.
+pub(crate) fn without_pat(query: &str) -> Option<String> {
+    if !pairs(query).any(|p| p.is_pat()) {
+        return None;
+    }
+    let kept: Vec<&str> = pairs(query).filter(|p| !p.is_pat()).map(|p| p.raw).collect();
+    Some(kept.join("&"))
+}
+
 /// Percent-decodes `s` (`+` is a space); invalid escapes stay as they are,
 /// invalid UTF-8 is replaced.
 pub(crate) fn decode(s: &str) -> Cow<'_, str> {
@@ -83,6 +95,19 @@ mod tests {
         assert_eq!(p[2].value, "hello world");
         assert_eq!(p[3].name, "c");
         assert_eq!(p[3].value, "");
+    }
+
+    #[test]
+    fn pat_parameters_are_taken_out_in_every_spelling() {
+        assert_eq!(without_pat("a=1&b=2"), None);
+        assert_eq!(without_pat(""), None);
+        assert_eq!(without_pat("personal-access-token=pat_x&x=1").as_deref(), Some("x=1"));
+        assert_eq!(
+            without_pat("x=1&Personal-Access-Token=pat_x&y=%20&personal%2Daccess%2Dtoken=pat_y").as_deref(),
+            Some("x=1&y=%20")
+        );
+        assert_eq!(without_pat("personal-access-token").as_deref(), Some(""));
+        assert_eq!(without_pat("%70ersonal-access-token=pat_x&&z").as_deref(), Some("z"));
     }
 
     #[test]

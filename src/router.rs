@@ -21,17 +21,22 @@
 //!   authority being the host). Authority-form is `CONNECT`'s, which is
 //!   served only as HTTP/2's extended CONNECT for WebSockets (RFC 8441):
 //!   405 otherwise. Asterisk-form (`OPTIONS *`) and anything else: 400.
-//! - **Path, everywhere**: no `.` or `..` segment, whether plain or
-//!   percent-encoded once or twice (`%2e%2E`, `%252e`), since an upstream
-//!   that resolves it would serve another path than the one routed (and
-//!   could leave its base path); no encoded NUL (`%00`). Browsers resolve
-//!   dot segments before sending, so no real client is refused.
+//! - **Path, everywhere**: no `.` or `..` segment in any spelling an
+//!   upstream may read as one: plain or percent-encoded once or twice
+//!   (`%2e%2E`, `%252e`), with a path parameter (`..;x`, Tomcat and
+//!   Spring), with trailing whitespace, as overlong UTF-8 (`%c0%ae`), as
+//!   IIS's `%u002e`, or as a compatibility character that NFKC folds to
+//!   dots (fullwidth `．`, `‥`) — since an upstream that resolves it would
+//!   serve another path than the one routed (and could leave its base
+//!   path); no NUL (`%00`) in any of those spellings. Browsers resolve dot
+//!   segments before sending, so no real client is refused.
 //! - **Path, in the gateway's own trees** (the API, `/embed-apps/…` and
-//!   the JWKS tree): also no empty segment (`//`) before the last, no
-//!   backslash and no encoded `/` or `\` (once or twice): what an
-//!   upstream or a framework could read as a segment boundary the gateway
-//!   did not see. Passthrough paths keep them (`%2F` is common in REST
-//!   paths) and go to the passthrough upstream untouched.
+//!   the JWKS tree) **and on an app's own host**: also no empty segment
+//!   (`//`) before the last, no backslash and no `/` or `\` in any of the
+//!   spellings above: what an upstream or a framework could read as a
+//!   segment boundary the gateway did not see (Node's URL parser reads
+//!   `/..\admin` as `/admin`). Passthrough paths keep them (`%2F` is common
+//!   in REST paths) and go to the passthrough upstream untouched.
 //! - **Matching**: paths are routed as sent, never decoded or case-folded
 //!   (RFC 3986 §6.2.2.1: `/API/ext` is not the API, and goes to the
 //!   passthrough); an app id segment is matched ignoring ASCII case, never
@@ -99,8 +104,9 @@ fn under<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// Checks `req` against the request rules above; the error says which
-/// one it broke.
-pub(crate) fn check<B>(req: &Request<B>, max_head: usize) -> Result<(), GatewayError> {
+/// one it broke. `app_host`: the request is for an app on its own host,
+/// whose every path gets the rules of the gateway's own trees.
+pub(crate) fn check<B>(req: &Request<B>, max_head: usize, app_host: bool) -> Result<(), GatewayError> {
     if head_size(req) > max_head {
         return Err(GatewayError::HeadTooLarge);
     }
@@ -109,13 +115,17 @@ pub(crate) fn check<B>(req: &Request<B>, max_head: usize) -> Result<(), GatewayE
     let uri = req.uri();
     if req.method() == Method::CONNECT {
         // HTTP/2's extended CONNECT (RFC 8441) carries `:protocol`, which
-        // hyper keeps as an extension; plain CONNECT asks for a tunnel.
-        if req.version() == Version::HTTP_2 && req.extensions().get::<hyper::ext::Protocol>().is_some() {
-            return Ok(());
+        // hyper keeps as an extension: WebSockets are served, no other
+        // protocol; plain CONNECT asks for a tunnel.
+        let websocket = req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+        if req.version() != Version::HTTP_2 || !websocket {
+            return Err(GatewayError::MethodNotAllowed(
+                "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+            ));
         }
-        return Err(GatewayError::MethodNotAllowed(
-            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
-        ));
     }
     // An absolute-form target's or HTTP/2's authority, checked as `Host` is.
     if let Some(authority) = uri.authority() {
@@ -132,7 +142,7 @@ pub(crate) fn check<B>(req: &Request<B>, max_head: usize) -> Result<(), GatewayE
             return Err(GatewayError::BadRequest("request target must be an http or https URL"));
         }
     }
-    check_path(path)
+    check_path(path, app_host || owned_by_gateway(path))
 }
 
 /// About the size of the request's head as sent: its target and fields,
@@ -216,17 +226,18 @@ fn owned_by_gateway(path: &str) -> bool {
     matches!(route(path, true), Route::Api(_) | Route::Embed(_) | Route::WellKnown(_))
 }
 
-/// The path rules (`path` starts with `/`); stricter in the gateway's own
-/// trees. Most paths have nothing to look at twice.
-fn check_path(path: &str) -> Result<(), GatewayError> {
+/// The path rules (`path` starts with `/`); stricter (`strict`) in the
+/// gateway's own trees and on an app's own host. Most paths have nothing
+/// to look at twice.
+fn check_path(path: &str, strict: bool) -> Result<(), GatewayError> {
     // Word at a time (memchr): this runs on every request.
     let bytes = path.as_bytes();
     let suspect = memchr::memchr3(b'.', b'%', b'\\', bytes).is_some()
-        || memchr::memchr_iter(b'/', bytes).any(|at| bytes.get(at + 1) == Some(&b'/'));
+        || memchr::memchr_iter(b'/', bytes).any(|at| bytes.get(at + 1) == Some(&b'/'))
+        || !bytes.is_ascii();
     if !suspect {
         return Ok(());
     }
-    let strict = owned_by_gateway(path);
     let segments = path[1..].split('/');
     let last = path[1..].matches('/').count();
     for (i, segment) in segments.enumerate() {
@@ -238,14 +249,18 @@ fn check_path(path: &str) -> Result<(), GatewayError> {
         if strict && segment.contains('\\') {
             return Err(GatewayError::BadRequest("backslashes are not allowed in this path"));
         }
-        if !segment.contains(['.', '%']) {
+        if segment.bytes().all(|b| b.is_ascii() && b != b'.' && b != b'%') {
             continue;
         }
-        // As an upstream may read it: decoded once, and once more.
+        // As an upstream may read it: decoded once, and once more; each
+        // with overlong and compatibility spellings folded to ASCII.
         let once = percent_decoded(segment.as_bytes());
         let twice = percent_decoded(&once);
         for form in [segment.as_bytes(), &once, &twice] {
-            if form == b"." || form == b".." {
+            let form = folded(form);
+            // An encoded slash or a backslash that an upstream reads as a
+            // boundary may hide a dot segment inside this one (`%2e%2f`).
+            if form.split(|&b| b == b'/' || b == b'\\').any(is_dot_segment) {
                 return Err(GatewayError::BadRequest("dot segments are not allowed in paths"));
             }
             if form.contains(&0) {
@@ -259,24 +274,99 @@ fn check_path(path: &str) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// `bytes` with each valid `%XX` decoded; anything else kept as it is.
+/// Whether a segment (decoded, folded) reads as `.` or `..` to some
+/// server: up to a path parameter (`;`, which Tomcat and Spring cut off
+/// before resolving) and without trailing whitespace (which Windows
+/// servers drop).
+fn is_dot_segment(segment: &[u8]) -> bool {
+    let end = memchr::memchr(b';', segment).unwrap_or(segment.len());
+    let name = segment[..end].trim_ascii_end();
+    name == b"." || name == b".."
+}
+
+/// `bytes` with each valid `%XX` decoded, and IIS's `%uXXXX` too (as
+/// UTF-8); anything else kept as it is.
 fn percent_decoded(bytes: &[u8]) -> Cow<'_, [u8]> {
     if !bytes.contains(&b'%') {
         return Cow::Borrowed(bytes);
     }
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let hex = |b: u8| (b as char).to_digit(16);
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push(h << 4 | l);
+        if bytes[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push((h << 4 | l) as u8);
                 i += 3;
                 continue;
+            }
+            if matches!(bytes.get(i + 1), Some(b'u' | b'U')) {
+                let digits = bytes
+                    .get(i + 2..i + 6)
+                    .map(|d| d.iter().map(|&b| hex(b)).collect::<Option<Vec<u32>>>());
+                if let Some(Some(d)) = digits {
+                    let code = d.iter().fold(0, |n, d| n << 4 | d);
+                    let c = char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER);
+                    out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                    i += 6;
+                    continue;
+                }
             }
         }
         out.push(bytes[i]);
         i += 1;
+    }
+    Cow::Owned(out)
+}
+
+/// `bytes` with what lenient decoders read as ASCII put as that ASCII:
+/// overlong UTF-8 (`C0 AE` is `.` to a decoder that does not check), and
+/// the compatibility characters that NFKC folds to dots, slashes and
+/// backslashes (a framework that normalises paths would see them so).
+/// Everything else is kept as it is.
+fn folded(bytes: &[u8]) -> Cow<'_, [u8]> {
+    if bytes.is_ascii() {
+        return Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let lead = bytes[i];
+        let len = match lead {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        let continued = bytes
+            .get(i + 1..i + len)
+            .is_some_and(|rest| rest.iter().all(|&b| b & 0xC0 == 0x80));
+        if len == 1 || !continued {
+            out.push(lead);
+            i += 1;
+            continue;
+        }
+        let payload = bytes[i + 1..i + len]
+            .iter()
+            .fold(u32::from(lead) & (0x7F >> len), |code, &b| {
+                code << 6 | u32::from(b & 0x3F)
+            });
+        match payload {
+            0..=0x7F => out.push(payload as u8),
+            // FULLWIDTH FULL STOP, SMALL FULL STOP, ONE DOT LEADER.
+            0xFF0E | 0xFE52 | 0x2024 => out.push(b'.'),
+            // TWO DOT LEADER.
+            0x2025 => out.extend_from_slice(b".."),
+            // FULLWIDTH SOLIDUS.
+            0xFF0F => out.push(b'/'),
+            // FULLWIDTH and SMALL REVERSE SOLIDUS.
+            0xFF3C | 0xFE68 => out.push(b'\\'),
+            _ => out.extend_from_slice(&bytes[i..i + len]),
+        }
+        i += len;
     }
     Cow::Owned(out)
 }
@@ -294,11 +384,16 @@ mod tests {
     }
 
     fn check(req: &Request<()>) -> Result<(), GatewayError> {
-        super::check(req, 65_536)
+        super::check(req, 65_536, false)
     }
 
     fn refused(target: &str) -> bool {
         check(&get(target, Some("gw"))).is_err()
+    }
+
+    /// Refused on an app's own host.
+    fn refused_on_app_host(target: &str) -> bool {
+        super::check(&get(target, Some("shop.example")), 65_536, true).is_err()
     }
 
     #[test]
@@ -319,6 +414,74 @@ mod tests {
         for target in ["/a/..b/c.d", "/a/...", "/.well-known/x", "/a.b/.c"] {
             assert!(!refused(target), "{target}");
         }
+    }
+
+    #[test]
+    fn dot_segments_are_refused_in_every_spelling_a_server_reads() {
+        for target in [
+            "/..;/admin",
+            "/.;/admin",
+            "/..;jsessionid=x/admin",
+            "/a/..%3B/admin",
+            "/a/..%253b/admin",
+            "/%c0%ae%c0%ae/admin",
+            "/%C0%AE/admin",
+            "/%e0%80%ae%e0%80%ae/admin",
+            "/%f0%80%80%ae%f0%80%80%ae/admin",
+            "/%25c0%25ae%25c0%25ae/admin",
+            "/%ef%bc%8e%ef%bc%8e/admin",
+            "/%e2%80%a5/admin",
+            "/%u002e%u002e/admin",
+            "/%U002E/admin",
+            "/..%20/admin",
+            "/.%09/admin",
+        ] {
+            assert!(refused(target), "{target}");
+            assert!(refused_on_app_host(target), "{target}");
+        }
+        for target in [
+            "/a/b.c",
+            "/...",
+            "/a..b",
+            "/..a/b",
+            "/a;b/c",
+            "/%e2%82%ac",
+            "/caf%c3%a9",
+            "/%u00e9t%u00e9",
+        ] {
+            assert!(!refused(target), "{target}");
+            assert!(!refused_on_app_host(target), "{target}");
+        }
+    }
+
+    #[test]
+    fn an_apps_own_host_gets_the_gateway_trees_rules() {
+        for target in [
+            "/..\\admin",
+            "/a\\b",
+            "/%2e%2e%5cadmin",
+            "/..%5cadmin",
+            "/a%2fb",
+            "/a%252fb",
+            "/a%5Cb",
+            "/x//y",
+            "/%c0%af",
+            "/%c1%9c",
+            "/%ef%bc%8fadmin",
+            "/%ef%bc%bcadmin",
+            "/%00",
+            "/%2500",
+        ] {
+            assert!(refused_on_app_host(target), "{target}");
+        }
+        // The passthrough keeps its slashes and backslashes.
+        for target in ["/a%2fb", "/x//y", "/a\\b", "/%ef%bc%8fadmin"] {
+            assert!(!refused(target), "{target}");
+        }
+        assert!(
+            !refused_on_app_host("/x/y/"),
+            "a trailing slash is no empty segment before the last"
+        );
     }
 
     #[test]
@@ -402,6 +565,18 @@ mod tests {
         let mut connect = get("gw:443", Some("gw:443"));
         *connect.method_mut() = Method::CONNECT;
         assert!(matches!(check(&connect), Err(GatewayError::MethodNotAllowed(_))));
+        // HTTP/2's extended CONNECT: WebSockets only.
+        let mut extended = get("https://gw/embed-apps/a/ws", None);
+        *extended.method_mut() = Method::CONNECT;
+        *extended.version_mut() = Version::HTTP_2;
+        extended
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        assert!(check(&extended).is_ok());
+        extended
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("connect-udp"));
+        assert!(matches!(check(&extended), Err(GatewayError::MethodNotAllowed(_))));
         assert!(refused("*"));
     }
 

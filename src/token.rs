@@ -49,18 +49,19 @@ pub(crate) fn hash(token: &str) -> TokenHash {
 /// that connection's own requests read it. Never printed, never cloned
 /// (a clone starts empty).
 #[derive(Default)]
-pub(crate) struct HashMemo(Mutex<Option<(Box<str>, TokenHash)>>);
+pub(crate) struct HashMemo(Mutex<Option<(Box<[u8]>, TokenHash)>>);
 
 impl HashMemo {
-    /// [`hash`] of `token`, from the memo when it is the last one.
-    pub(crate) fn hash(&self, token: &str) -> TokenHash {
+    /// [`hash`] of `token` (as it came, in bytes), from the memo when it
+    /// is the last one.
+    pub(crate) fn hash(&self, token: &[u8]) -> TokenHash {
         let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((seen, hash)) = &*last {
             if **seen == *token {
                 return *hash;
             }
         }
-        let hashed = hash(token);
+        let hashed: TokenHash = Sha256::digest(token).into();
         *last = Some((token.into(), hashed));
         hashed
     }
@@ -93,7 +94,7 @@ mod tests {
     fn the_memo_hashes_as_hash_does_whichever_token_comes() {
         let memo = HashMemo::default();
         for token in ["a", "a", "b", "a", "", "b", "b"] {
-            assert_eq!(memo.hash(token), hash(token), "{token:?}");
+            assert_eq!(memo.hash(token.as_bytes()), hash(token), "{token:?}");
         }
         assert_eq!(format!("{:?}", memo), "HashMemo");
         assert_eq!(memo.clone().0.lock().map(|m| m.is_none()).ok(), Some(true));

@@ -141,6 +141,19 @@ pub(crate) struct Server {
     /// Addition to SPEC §2: `upstream_ca`, a PEM file of CA certificates
     /// trusted for `https://` upstreams besides the Web PKI roots.
     pub(crate) upstream_ca: Option<PathBuf>,
+    /// Addition to SPEC §2: `underscores_in_headers`, default false: a
+    /// client's header names holding `_` are dropped (nginx's default);
+    /// true keeps them, but never those that read as a name the gateway
+    /// sets or trusts with `_` read as `-`.
+    pub(crate) underscores_in_headers: bool,
+    /// Addition to SPEC §2: `send_timeout_seconds`, default 60 (nginx's
+    /// `send_timeout`): a response whose client takes none of its data for
+    /// this long is reset, and its upstream connection closed.
+    pub(crate) send_timeout: Duration,
+    /// Addition to SPEC §2: `max_upstream_per_connection`, default 32
+    /// (1..=256): how many requests of one client connection may wait on
+    /// upstreams at once; more wait their turn.
+    pub(crate) max_upstream_per_connection: usize,
 }
 
 /// `[tls]`: resolved absolute paths.

@@ -54,6 +54,9 @@ pub(crate) fn server(mut s: Section<'_>, cx: &mut Cx<'_>) -> Server {
     let max_connections = s.uint(cx, "max_connections", 10_000, 1, 10_000_000) as usize;
     let max_header_bytes = s.uint(cx, "max_header_bytes", 65_536, 8192, 1 << 20) as usize;
     let upstream_ca = s.str(cx, "upstream_ca").and_then(|f| cx.resolve(&f));
+    let underscores_in_headers = s.bool(cx, "underscores_in_headers").unwrap_or(false);
+    let send_timeout = s.seconds(cx, "send_timeout_seconds", 60, 1);
+    let max_upstream_per_connection = s.uint(cx, "max_upstream_per_connection", 32, 1, 256) as usize;
     s.finish(cx);
     Server {
         listen,
@@ -69,6 +72,9 @@ pub(crate) fn server(mut s: Section<'_>, cx: &mut Cx<'_>) -> Server {
         max_connections,
         max_header_bytes,
         upstream_ca,
+        underscores_in_headers,
+        send_timeout,
+        max_upstream_per_connection,
     }
 }
 

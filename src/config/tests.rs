@@ -55,6 +55,9 @@ fn minimal_config_parses_with_all_defaults() {
     assert_eq!(c.server.tls_handshake_timeout, Duration::from_secs(10));
     assert_eq!(c.server.max_connections, 10_000);
     assert_eq!(c.server.max_header_bytes, 65_536);
+    assert!(!c.server.underscores_in_headers);
+    assert_eq!(c.server.send_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.max_upstream_per_connection, 32);
     assert!(c.tls.is_none());
     assert!(c.assertion.is_none());
     assert!(c.api.token_hashes.is_empty());
@@ -368,6 +371,32 @@ fn integer_ranges_are_enforced() {
         "server.max_connections",
         Some(3),
     );
+    one_err(
+        &format!("{MINIMAL}send_timeout_seconds = 0\n"),
+        "server.send_timeout_seconds",
+        Some(3),
+    );
+    one_err(
+        &format!("{MINIMAL}max_upstream_per_connection = 0\n"),
+        "server.max_upstream_per_connection",
+        Some(3),
+    );
+    one_err(
+        &format!("{MINIMAL}max_upstream_per_connection = 257\n"),
+        "server.max_upstream_per_connection",
+        Some(3),
+    );
+    one_err(
+        &format!("{MINIMAL}underscores_in_headers = \"yes\"\n"),
+        "server.underscores_in_headers",
+        Some(3),
+    );
+    let c = ok(&format!(
+        "{MINIMAL}underscores_in_headers = true\nsend_timeout_seconds = 5\nmax_upstream_per_connection = 4\n"
+    ));
+    assert!(c.server.underscores_in_headers);
+    assert_eq!(c.server.send_timeout, Duration::from_secs(5));
+    assert_eq!(c.server.max_upstream_per_connection, 4);
     one_err(
         &format!("{MINIMAL}[api]\nmax_body_bytes = 0\n"),
         "api.max_body_bytes",

@@ -6,6 +6,7 @@ use cookie::{Cookie, SameSite};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
+use super::rewrite;
 use super::Mounted;
 use crate::body::{Body, RequestBody};
 use crate::config::App;
@@ -235,6 +236,8 @@ pub(super) fn see_other(
     if let Some(cookie) = cookie.and_then(|c| HeaderValue::from_str(&c.to_string()).ok()) {
         headers.insert(header::SET_COOKIE, cookie);
     }
+    // Framed only where the app is (every answer on its tree is).
+    rewrite::set_frame_ancestors(headers, &app.frame_ancestors_directive);
     response
 }
 

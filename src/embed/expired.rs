@@ -19,7 +19,9 @@ const PAGE: &str = include_str!("expired.html");
 /// 401 for a request to `app` without a valid session.
 pub(super) fn respond(request_headers: &HeaderMap, app: &App) -> Response<Body> {
     if !accepts_html(request_headers) {
-        return GatewayError::NoSession.into_response();
+        let mut response = GatewayError::NoSession.into_response();
+        rewrite::set_frame_ancestors(response.headers_mut(), &app.frame_ancestors_directive);
+        return response;
     }
     // The app id is a validated UUID and the message a constant: nothing
     // here needs HTML escaping, and the messages are JSON-encoded for the

@@ -18,7 +18,7 @@ mod phases;
 pub(crate) mod rewrite;
 
 use http::uri::PathAndQuery;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 
 use crate::body::{Body, RequestBody};
 use crate::config::App;
@@ -119,6 +119,31 @@ pub(crate) async fn handle(
         )),
     }
 }
+
+/// The framing policy of a gateway-made answer (an error) in the tree of
+/// the app the request was for (`app`, as its [`Tag`] says): that app's
+/// `frame-ancestors`, or `'none'` for a request under `/embed-apps/` that
+/// named no app served there. `None`: not an app's tree.
+pub(crate) fn framing(route: RouteKind, app: Option<usize>, state: &State) -> Option<&HeaderValue> {
+    match app.and_then(|i| state.config.apps.get(i)) {
+        Some(app) => Some(&app.frame_ancestors_directive),
+        None if matches!(route, RouteKind::Embed | RouteKind::Exchange) => Some(&NO_FRAMING),
+        None => None,
+    }
+}
+
+/// [`framing`] for a path `/embed-apps/<rest>` that was refused before it
+/// was routed: its app's policy, or `'none'`.
+pub(crate) fn framing_at<'s>(rest: &str, state: &'s State) -> &'s HeaderValue {
+    let segment = rest.split('/').next().unwrap_or_default();
+    match state.app(&segment.to_ascii_lowercase()) {
+        Some(app) if app.host.is_none() => &app.frame_ancestors_directive,
+        _ => &NO_FRAMING,
+    }
+}
+
+/// `frame-ancestors 'none'`: no page may frame this answer.
+static NO_FRAMING: HeaderValue = HeaderValue::from_static("frame-ancestors 'none'");
 
 /// `/<below>?<query>`: what the upstream is asked for under the prefix.
 fn below_target(below: &str, query: Option<&str>) -> Result<PathAndQuery, GatewayError> {

@@ -21,8 +21,10 @@ use crate::config::App;
 use crate::error::GatewayError;
 use crate::proxy::headers::forwarded::X_FORWARDED_PREFIX;
 use crate::proxy::{self, upgrade, Downstream, Forward, Vouched};
+use crate::request_id::X_REQUEST_ID;
 use crate::session::{self, SessionRecord};
 use crate::state::State;
+use crate::telemetry::audit;
 use crate::token::TokenHash;
 
 /// The most session cookies one request has looked up.
@@ -77,40 +79,57 @@ pub(super) async fn proxy(
 }
 
 impl Embed<'_> {
-    /// Request filter. Finds the first session cookie that is a live
-    /// session of this very app (SPEC §4.4: checked on every request, never
-    /// left to the cookie's path) whose user is still known and still
-    /// admitted (a reload may have removed either); using it slides its
-    /// idle expiry.
+    /// Request filter. Finds the session cookie that is a live session of
+    /// this very app (SPEC §4.4: checked on every request, never left to
+    /// the cookie's path) whose user is still known and still admitted (a
+    /// reload may have removed either); using it slides its idle expiry.
     ///
     /// May change: the request's `Cookie` fields, from which the gateway's
     /// own cookie is taken out (the upstream never sees it). Nothing else.
     ///
-    /// At most [`MAX_SESSION_COOKIES`] are looked up (a browser sends one,
-    /// or a few across paths); cookies that name no live session of this
-    /// app count against the client address's `bad_pat_per_minute`, so
-    /// session ids cannot be guessed at speed (429 past it).
+    /// A request may carry several (a browser sends one per matching path):
+    /// it is admitted only when exactly one live session of this app is
+    /// among them. Two different ones are refused (audited as
+    /// `ambiguous_session`): a cookie that script of another app on the
+    /// same origin tossed in with a longer path is sent first, and taking
+    /// the first would let it fix the session. At most
+    /// [`MAX_SESSION_COOKIES`] different values are looked up; cookies that
+    /// name no live session of this app count against the client
+    /// address's `bad_pat_per_minute` when none does, so session ids
+    /// cannot be guessed at speed (429 past it).
     async fn session_check(&self, req: &mut Request<RequestBody>) -> Result<Option<Session>, GatewayError> {
         let state = self.state;
         let now = self.now_ms;
-        // Hashed as they are found: no cookie value is copied.
+        // Hashed as they are found: no cookie value is copied. The same
+        // value twice is looked up once.
         let mut hashes = [TokenHash::default(); MAX_SESSION_COOKIES];
         let mut found = 0;
         let presented = cookies::take_each(req.headers_mut(), &state.config.session.cookie_name, |value| {
-            if let Some(slot) = hashes.get_mut(found) {
-                *slot = self.downstream.cookie_hash.hash(value);
+            let hash = self.downstream.cookie_hash.hash(value);
+            if found < MAX_SESSION_COOKIES && !hashes[..found].contains(&hash) {
+                hashes[found] = hash;
+                found += 1;
             }
-            found += 1;
         });
-        for &hash in hashes.iter().take(presented) {
+        let mut admitted: Option<Session> = None;
+        for &hash in &hashes[..found] {
             let Some(record) = state.store.use_session(&hash, &self.app.id, now).await? else {
                 continue;
             };
-            if state.admits(self.app, &record.subject.email, &record.subject.groups) {
-                return Ok(Some(Session { hash, record }));
+            if !state.admits(self.app, &record.subject.email, &record.subject.groups) {
+                continue;
             }
+            if let Some(first) = &admitted {
+                let sessions = [
+                    (first.record.subject.email.as_str(), &first.hash),
+                    (record.subject.email.as_str(), &hash),
+                ];
+                audit::session_refused(self.caller(req), &self.app.id, &sessions, "ambiguous_session");
+                return Ok(None);
+            }
+            admitted = Some(Session { hash, record });
         }
-        if presented > 0 {
+        if admitted.is_none() && presented > 0 {
             let client = self
                 .downstream
                 .peer(&state.config.server.trusted_proxies)
@@ -120,7 +139,22 @@ impl Embed<'_> {
                 .failed_token(client)
                 .map_err(GatewayError::TooManyRequests)?;
         }
-        Ok(None)
+        Ok(admitted)
+    }
+
+    /// Who sent `req`, for its audit events.
+    fn caller<'r>(&self, req: &'r Request<RequestBody>) -> audit::Caller<'r> {
+        audit::Caller {
+            request_id: req
+                .headers()
+                .get(&X_REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+            client: self
+                .downstream
+                .peer(&self.state.config.server.trusted_proxies)
+                .client_ip(req.headers()),
+        }
     }
 
     /// No valid session: the 401 of SPEC §5, after reading what is left of
@@ -172,7 +206,7 @@ impl Embed<'_> {
         let server = &self.state.config.server;
         let mut forward = Forward::new(&self.app.upstream, target, self.downstream, server);
         forward.vouched = vouched;
-        if upgrade::is_upgrade(&req) {
+        if upgrade::asks_websocket(&req) {
             forward.tunnel_cancel = Some(self.local.watch_tunnel(session.hash));
         }
         proxy::forward(&self.state.client, req, forward).await

@@ -31,18 +31,13 @@ pub(crate) fn apply(headers: &mut HeaderMap, mount: &Mount<'_>) {
         headers.remove(header::X_FRAME_OPTIONS);
     }
     put_frame_ancestors(headers, mount.frame_ancestors, present.csp);
-    let Some(prefix) = mount.prefix else {
-        // The session cookie is the gateway's, whatever the host.
-        if present.set_cookie {
-            drop_session_cookie(headers, mount.cookie_name);
-        }
-        return;
-    };
     if present.location {
-        if let Some(location) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
-            if let Some(rewritten) = rewrite_location(location, prefix, mount) {
-                if let Ok(value) = HeaderValue::from_str(&rewritten) {
-                    headers.insert(header::LOCATION, value);
+        if let Some(prefix) = mount.prefix {
+            if let Some(location) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+                if let Some(rewritten) = rewrite_location(location, prefix, mount) {
+                    if let Ok(value) = HeaderValue::from_str(&rewritten) {
+                        headers.insert(header::LOCATION, value);
+                    }
                 }
             }
         }
@@ -51,7 +46,7 @@ pub(crate) fn apply(headers: &mut HeaderMap, mount: &Mount<'_>) {
         let cookies: Vec<HeaderValue> = headers
             .get_all(header::SET_COOKIE)
             .iter()
-            .filter_map(|v| rewrite_set_cookie(v.to_str().ok()?, prefix, mount))
+            .filter_map(|v| rewrite_set_cookie(v.to_str().ok()?, mount))
             .filter_map(|v| HeaderValue::from_str(&v).ok())
             .collect();
         headers.remove(header::SET_COOKIE);
@@ -91,37 +86,38 @@ impl Present {
     }
 }
 
-/// Drops an upstream `Set-Cookie` named like the gateway's session cookie,
-/// passing every other one as written.
-fn drop_session_cookie(headers: &mut HeaderMap, cookie_name: &str) {
-    let named_ours = |v: &HeaderValue| cookie_name_of(v.as_bytes()) == cookie_name.as_bytes();
-    if !headers.get_all(header::SET_COOKIE).iter().any(named_ours) {
-        return;
+/// Whether a cookie name (as a browser reads it from `Set-Cookie`: up to
+/// the first `=`, trimmed) would pass for the gateway's session cookie: no
+/// name at all (a browser sends a nameless cookie as its value alone, so
+/// `=embedgate_session=x` comes back as `embedgate_session=x`), or the
+/// gateway's name in any case, bare or behind a `__Host-` or `__Secure-`
+/// prefix (browsers match those prefixes ignoring case).
+fn impersonates(name: &str, cookie_name: &str) -> bool {
+    let name = name.trim_ascii();
+    if name.is_empty() {
+        return true;
     }
-    let kept: Vec<HeaderValue> = headers
-        .get_all(header::SET_COOKIE)
+    let bare = ["__host-", "__secure-"]
         .iter()
-        .filter(|v| !named_ours(v))
-        .cloned()
-        .collect();
-    headers.remove(header::SET_COOKIE);
-    for cookie in kept {
-        headers.append(header::SET_COOKIE, cookie);
-    }
+        .find_map(|prefix| {
+            let head = name.get(..prefix.len())?;
+            head.eq_ignore_ascii_case(prefix).then(|| &name[prefix.len()..])
+        })
+        .unwrap_or(name);
+    bare.eq_ignore_ascii_case(cookie_name)
 }
 
-/// The name of a `Set-Cookie` value, trimmed.
-fn cookie_name_of(value: &[u8]) -> &[u8] {
-    let end = value
-        .iter()
-        .position(|&b| b == b'=' || b == b';')
-        .unwrap_or(value.len());
-    value[..end].trim_ascii()
-}
-
-/// Replaces any `frame-ancestors` directive of every CSP field with the
-/// app's list (`'none'` when empty), keeping the rest of the policy; adds a
-/// CSP field when the upstream sent none.
+/// Takes `frame-ancestors` out of every policy of every CSP field and adds
+/// the app's own list (`'none'` when empty) as a policy of its own, a field
+/// of its own; the rest of the upstream's policies pass as they are.
+///
+/// A browser splits a CSP field at `,` into separate policies (CSP3
+/// §2.2.1), as it does two fields, and obeys each: an upstream's
+/// `default-src 'self', frame-ancestors *` carries a policy that allows
+/// every framer beside any other. So a directive is looked for in every
+/// policy, never only in the last, and the app's list is never appended
+/// to a policy of the upstream's (whose `frame-ancestors` it would
+/// otherwise follow, and a browser obeys the first).
 pub(crate) fn set_frame_ancestors(headers: &mut HeaderMap, directive: &HeaderValue) {
     let has_csp = headers.contains_key(header::CONTENT_SECURITY_POLICY);
     put_frame_ancestors(headers, directive, has_csp);
@@ -134,38 +130,61 @@ fn put_frame_ancestors(headers: &mut HeaderMap, directive: &HeaderValue, has_csp
         headers.insert(header::CONTENT_SECURITY_POLICY, directive.clone());
         return;
     }
-    let directive = String::from_utf8_lossy(directive.as_bytes());
-    let policies: Vec<String> = headers
+    let kept: Vec<HeaderValue> = headers
         .get_all(header::CONTENT_SECURITY_POLICY)
         .iter()
-        .map(|v| {
-            let text = String::from_utf8_lossy(v.as_bytes());
-            let kept: Vec<&str> = text
-                .split(';')
-                .map(str::trim)
-                .filter(|d| !d.is_empty() && !is_frame_ancestors(d))
-                .collect();
-            kept.join("; ")
-        })
+        .filter_map(without_frame_ancestors)
         .collect();
     headers.remove(header::CONTENT_SECURITY_POLICY);
-    for policy in policies {
-        let value = if policy.is_empty() {
-            directive.to_string()
-        } else {
-            format!("{policy}; {directive}")
-        };
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.append(header::CONTENT_SECURITY_POLICY, value);
-        }
+    for policy in kept {
+        headers.append(header::CONTENT_SECURITY_POLICY, policy);
     }
+    headers.append(header::CONTENT_SECURITY_POLICY, directive.clone());
 }
 
-fn is_frame_ancestors(directive: &str) -> bool {
-    directive
-        .split_ascii_whitespace()
-        .next()
-        .is_some_and(|name| name.eq_ignore_ascii_case("frame-ancestors"))
+/// A CSP field without any `frame-ancestors` directive in any of its
+/// policies; `None` when no directive is left.
+fn without_frame_ancestors(field: &HeaderValue) -> Option<HeaderValue> {
+    const NAME: &[u8] = b"frame-ancestors";
+    let bytes = field.as_bytes();
+    // Not named at all, in any case: passed as it came.
+    if !bytes.windows(NAME.len()).any(|w| w.eq_ignore_ascii_case(NAME)) {
+        return Some(field.clone());
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    for policy in bytes.split(|&b| b == b',') {
+        let mut directives = policy
+            .split(|&b| b == b';')
+            .map(<[u8]>::trim_ascii)
+            .filter(|d| !d.is_empty() && !is_frame_ancestors(d))
+            .peekable();
+        if directives.peek().is_none() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.extend_from_slice(b", ");
+        }
+        for (i, d) in directives.enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b"; ");
+            }
+            out.extend_from_slice(d);
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    HeaderValue::from_bytes(&out).ok()
+}
+
+/// Whether a directive (trimmed) is `frame-ancestors`: its name is what
+/// comes before the first ASCII whitespace, matched ignoring case.
+fn is_frame_ancestors(directive: &[u8]) -> bool {
+    let name_end = directive
+        .iter()
+        .position(u8::is_ascii_whitespace)
+        .unwrap_or(directive.len());
+    directive[..name_end].eq_ignore_ascii_case(b"frame-ancestors")
 }
 
 /// The path below the upstream's base path, or `None` if it is outside it.
@@ -207,20 +226,24 @@ fn slash(rest: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// A `Set-Cookie` under the mount: `Path` moved below the prefix, `Domain`
-/// dropped (the cookie belongs to the gateway's host alone). A cookie
-/// named like the gateway's session cookie is dropped entirely.
+/// An upstream's `Set-Cookie`, kept to the app: `Domain` dropped (under a
+/// prefix the cookie belongs to the gateway's host alone; on an app's own
+/// host to that host, never its siblings), and under a prefix `Path` moved
+/// below it. A cookie that would pass for the gateway's session cookie
+/// ([`impersonates`]) is dropped entirely.
 ///
 /// Rewritten by hand, the one place the gateway splits a cookie itself:
 /// the `cookie` crate parses only the attributes it knows and writes them
 /// back in its own order, so it would silently drop an upstream's
 /// `Priority=High` or any attribute newer than the crate. Here every
 /// attribute but `Path` and `Domain` passes through as the upstream wrote it.
-pub(crate) fn rewrite_set_cookie(value: &str, prefix: &str, mount: &Mount<'_>) -> Option<String> {
+pub(crate) fn rewrite_set_cookie(value: &str, mount: &Mount<'_>) -> Option<String> {
     let mut parts = value.split(';');
     let pair = parts.next()?.trim();
-    let name = pair.split('=').next().unwrap_or("").trim();
-    if name == mount.cookie_name {
+    // No `=`: a browser reads the whole pair as the value of a nameless
+    // cookie.
+    let name = pair.split_once('=').map_or("", |(name, _)| name);
+    if impersonates(name, mount.cookie_name) {
         return None;
     }
     let mut out = vec![pair.to_string()];
@@ -229,7 +252,7 @@ pub(crate) fn rewrite_set_cookie(value: &str, prefix: &str, mount: &Mount<'_>) -
         if key.eq_ignore_ascii_case("domain") {
             continue;
         }
-        if key.eq_ignore_ascii_case("path") {
+        if let (Some(prefix), true) = (mount.prefix, key.eq_ignore_ascii_case("path")) {
             let path = attribute.split_once('=').map_or("", |(_, p)| p.trim());
             let rest = below_base(path, mount.upstream_base).unwrap_or("/");
             out.push(format!("Path={prefix}{}", slash(rest)));
@@ -274,10 +297,61 @@ mod tests {
         let a = ancestors();
         apply(&mut h, &mount(&a, ""));
         assert!(!h.contains_key(header::X_FRAME_OPTIONS));
+        let policies: Vec<_> = h.get_all(header::CONTENT_SECURITY_POLICY).iter().collect();
         assert_eq!(
-            h[header::CONTENT_SECURITY_POLICY],
-            "default-src 'self'; img-src data:; frame-ancestors https://portal.example.com"
+            policies,
+            [
+                "default-src 'self'; img-src data:",
+                "frame-ancestors https://portal.example.com"
+            ]
         );
+    }
+
+    /// The upstream's policies as a browser reads them: every field split
+    /// at commas.
+    fn policies(h: &HeaderMap) -> Vec<String> {
+        h.get_all(header::CONTENT_SECURITY_POLICY)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+            .map(|p| p.trim().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn frame_ancestors_leave_every_policy_of_every_field() {
+        let a = ancestors();
+        let ours = "frame-ancestors https://portal.example.com";
+        for (upstream, kept) in [
+            (
+                &["default-src 'self', frame-ancestors *"][..],
+                &["default-src 'self'"][..],
+            ),
+            (&["frame-ancestors *, default-src 'self'"], &["default-src 'self'"]),
+            (&["default-src 'self'", "frame-ancestors *"], &["default-src 'self'"]),
+            (&["FRAME-ANCESTORS *; img-src x"], &["img-src x"]),
+            (&["frame-ancestors\t*;script-src 'self'"], &["script-src 'self'"]),
+            (
+                &["frame-ancestors 'self'; frame-ancestors *; a b, c d; frame-ancestors x"],
+                &["a b", "c d"],
+            ),
+            (&[" , frame-ancestors *,,"], &[]),
+            (
+                &["default-src x, frame-ancestorsx y"],
+                &["default-src x", "frame-ancestorsx y"],
+            ),
+            (&["upgrade-insecure-requests"], &["upgrade-insecure-requests"]),
+        ] {
+            let mut h = HeaderMap::new();
+            for field in upstream {
+                h.append(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(field));
+            }
+            apply(&mut h, &mount(&a, ""));
+            let mut want: Vec<String> = kept.iter().map(|p| p.to_string()).collect();
+            want.push(ours.to_string());
+            assert_eq!(policies(&h), want, "{upstream:?}");
+            let last = h.get_all(header::CONTENT_SECURITY_POLICY).iter().next_back().cloned();
+            assert_eq!(last, Some(HeaderValue::from_static(ours)), "a field of its own");
+        }
     }
 
     #[test]
@@ -318,15 +392,53 @@ mod tests {
         let m = mount(&a, "");
         let p = P;
         assert_eq!(
-            rewrite_set_cookie("sid=1; Path=/; Domain=app.internal; HttpOnly", P, &m),
+            rewrite_set_cookie("sid=1; Path=/; Domain=app.internal; HttpOnly", &m),
             Some(format!("sid=1; Path={p}/; HttpOnly"))
         );
         assert_eq!(
-            rewrite_set_cookie("a=b; path=/api", P, &m),
+            rewrite_set_cookie("a=b; path=/api", &m),
             Some(format!("a=b; Path={p}/api"))
         );
-        assert_eq!(rewrite_set_cookie("a=b", P, &m), Some("a=b".to_string()));
-        assert_eq!(rewrite_set_cookie("embedgate_session=forged; Path=/", P, &m), None);
+        assert_eq!(rewrite_set_cookie("a=b", &m), Some("a=b".to_string()));
+        assert_eq!(rewrite_set_cookie("embedgate_session=forged; Path=/", &m), None);
+    }
+
+    #[test]
+    fn cookies_that_would_pass_for_the_gateways_are_dropped_on_every_mount() {
+        let a = ancestors();
+        for m in [
+            mount(&a, ""),
+            Mount {
+                prefix: None,
+                ..mount(&a, "")
+            },
+        ] {
+            for forged in [
+                "=embedgate_session=evil",
+                "=evil; Path=/",
+                " =x",
+                "embedgate_session",
+                "embedgate_session; Path=/",
+                "EMBEDGATE_SESSION=x",
+                "Embedgate_Session=x",
+                " embedgate_session =x",
+                "__Host-embedgate_session=x; Secure; Path=/",
+                "__Secure-embedgate_session=x",
+                "__HOST-Embedgate_Session=x",
+                "__secure-EMBEDGATE_SESSION=x",
+                "",
+            ] {
+                assert_eq!(rewrite_set_cookie(forged, &m), None, "{forged:?}");
+            }
+            for kept in [
+                "embedgate_sessionx=1",
+                "x_embedgate_session=1",
+                "__Host-other=1",
+                "a=embedgate_session=x",
+            ] {
+                assert!(rewrite_set_cookie(kept, &m).is_some(), "{kept:?}");
+            }
+        }
     }
 
     #[test]
@@ -373,7 +485,11 @@ mod tests {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        assert_eq!(cookies, ["a=1; Path=/x; Domain=shop.example", "b=2"]);
+        assert_eq!(
+            cookies,
+            ["a=1; Path=/x", "b=2"],
+            "Domain goes: the cookie stays on the app's host"
+        );
         assert_eq!(h[header::LOCATION], "/next");
         assert!(!h.contains_key(header::X_FRAME_OPTIONS));
         assert_eq!(

@@ -26,6 +26,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::{Connection, HttpConnector, HttpInfo};
 use rustls_pki_types::CertificateDer;
+use tokio::task::AbortHandle;
 use tower_service::Service;
 
 use crate::body::{OnEnd, RequestBody};
@@ -75,6 +76,9 @@ pub(crate) struct Answer {
     /// body has been read to its end; drop it (closing the connection)
     /// otherwise. `None` after an upgrade.
     pub(crate) on_end: Option<OnEnd>,
+    /// Ends the connection's task, closing it: for a response whose client
+    /// stopped taking it, so that it holds the upstream no longer.
+    pub(crate) connection: AbortHandle,
 }
 
 /// Which pool a request goes to: the upstream's scheme and authority
@@ -119,6 +123,8 @@ struct Idle {
     sender: Sender,
     addr: Option<SocketAddr>,
     since: Instant,
+    /// Its task.
+    task: AbortHandle,
 }
 
 impl Idle {
@@ -205,13 +211,13 @@ impl UpstreamClient {
     ) -> Result<Answer, UpstreamError> {
         let key = Key::of(upstream).ok_or(UpstreamError::NoAuthority)?;
         loop {
-            let (mut sender, addr, reused) = match self.pool.checkout(&key, now) {
-                Some(idle) => (idle.sender, idle.addr, true),
+            let (mut sender, addr, task, reused) = match self.pool.checkout(&key, now) {
+                Some(idle) => (idle.sender, idle.addr, idle.task, true),
                 None => {
                     // Boxed: a TCP and TLS connect's future is kilobytes,
                     // and inline it would be moved with every request's.
-                    let (sender, addr) = Box::pin(self.pool.connect(upstream)).await?;
-                    (sender, addr, false)
+                    let (sender, addr, task) = Box::pin(self.pool.connect(upstream)).await?;
+                    (sender, addr, task, false)
                 }
             };
             // Ready once the connection finished its last exchange; an
@@ -224,12 +230,18 @@ impl UpstreamClient {
             }
             match sender.try_send_request(req).await {
                 Ok(response) => {
+                    let connection = task.clone();
                     let on_end = (response.status() != http::StatusCode::SWITCHING_PROTOCOLS).then(|| {
                         let pool = Arc::downgrade(&self.pool);
                         let key = key.clone();
-                        OnEnd::new(move || Pool::release(pool, key, sender, addr))
+                        OnEnd::new(move || Pool::release(pool, key, sender, addr, task))
                     });
-                    return Ok(Answer { response, addr, on_end });
+                    return Ok(Answer {
+                        response,
+                        addr,
+                        on_end,
+                        connection,
+                    });
                 }
                 Err(mut error) => match error.take_message() {
                     // Never written: safe to send again, once, on a new
@@ -263,10 +275,10 @@ impl Pool {
     /// frame reached us); when the request body is still being sent (the
     /// upstream answered early), a task waits for it, so that no request
     /// taken from the pool ever waits behind another's upload.
-    fn release(pool: std::sync::Weak<Pool>, key: Key, mut sender: Sender, addr: Option<SocketAddr>) {
+    fn release(pool: std::sync::Weak<Pool>, key: Key, mut sender: Sender, addr: Option<SocketAddr>, task: AbortHandle) {
         if sender.is_ready() {
             if let Some(pool) = pool.upgrade() {
-                pool.checkin(key, sender, addr);
+                pool.checkin(key, sender, addr, task);
             }
             return;
         }
@@ -276,7 +288,7 @@ impl Pool {
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
                 if let Some(pool) = pool.upgrade() {
-                    pool.checkin(key, sender, addr);
+                    pool.checkin(key, sender, addr, task);
                 }
             }
         });
@@ -285,7 +297,7 @@ impl Pool {
     /// Back into the pool after a complete exchange, unless the connection
     /// closed or the pool for its upstream is full (of usable connections:
     /// stale ones are dropped then; otherwise the reaper drops them).
-    fn checkin(&self, key: Key, sender: Sender, addr: Option<SocketAddr>) {
+    fn checkin(&self, key: Key, sender: Sender, addr: Option<SocketAddr>, task: AbortHandle) {
         if sender.is_closed() {
             return;
         }
@@ -300,6 +312,7 @@ impl Pool {
                 sender,
                 addr,
                 since: now,
+                task,
             });
         }
     }
@@ -317,7 +330,7 @@ impl Pool {
     }
 
     /// A new connection to `uri`'s upstream, its task spawned.
-    async fn connect(&self, uri: &Uri) -> Result<(Sender, Option<SocketAddr>), UpstreamError> {
+    async fn connect(&self, uri: &Uri) -> Result<(Sender, Option<SocketAddr>, AbortHandle), UpstreamError> {
         let io = self
             .connector
             .clone()
@@ -333,12 +346,12 @@ impl Pool {
             .map_err(UpstreamError::Request)?;
         // Upgrades (WebSockets) take the connection over from hyper.
         let connection = connection.with_upgrades();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "upstream connection ended with an error");
             }
         });
-        Ok((sender, addr))
+        Ok((sender, addr, task.abort_handle()))
     }
 }
 
@@ -364,7 +377,7 @@ mod tests {
             let (sender, connection) = http1::handshake::<_, RequestBody>(TokioIo::new(io))
                 .await
                 .expect("handshake");
-            tokio::spawn(connection);
+            let task = tokio::spawn(connection).abort_handle();
             // The third connection's upstream goes away.
             if i == 2 {
                 drop(peer);
@@ -375,6 +388,7 @@ mod tests {
                 sender,
                 addr: None,
                 since,
+                task,
             });
         }
         *client.pool.idle.lock().unwrap().entry(&key) = idle;

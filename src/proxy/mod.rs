@@ -19,12 +19,14 @@ use http::header::HeaderName;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tracing::debug;
 
-use crate::body::{Body, RequestBody, UpstreamSeen};
+use crate::body::{Body, RequestBody, UpstreamHold, UpstreamSeen};
 use crate::config::{self, Upstream};
 use crate::drain::Watch;
 use crate::error::GatewayError;
+use crate::query;
 
 use crate::token::HashMemo;
 pub(crate) use client::UpstreamClient;
@@ -54,6 +56,10 @@ pub(crate) struct Downstream {
     /// Where an HTTP/1.1 connection's driver keeps the upstream timeout of
     /// its request in flight; `None` (HTTP/2): a timer per request.
     pub(crate) head_watch: Option<Arc<HeadWatch>>,
+    /// An HTTP/2 connection's slots for requests waiting on upstreams
+    /// (`server.max_upstream_per_connection`); an HTTP/1.1 connection has
+    /// one request at a time, and no slots.
+    pub(crate) upstream_slots: Option<Arc<Semaphore>>,
 }
 
 /// Counts a connection's open tunnels.
@@ -96,13 +102,14 @@ impl Downstream {
 
     /// The connection from `addr`, over `scheme`, its tunnels counted in
     /// `tunnels`, its upstream waits watched by `head_watch` if its driver
-    /// keeps them.
+    /// keeps them, with `upstream_slots` if it may have many at once.
     pub(crate) fn new(
         addr: SocketAddr,
         scheme: Scheme,
         watch: Watch,
         tunnels: Tunnels,
         head_watch: Option<Arc<HeadWatch>>,
+        upstream_slots: Option<Arc<Semaphore>>,
     ) -> Self {
         Downstream {
             addr,
@@ -112,6 +119,7 @@ impl Downstream {
             tunnels,
             cookie_hash: HashMemo::default(),
             head_watch,
+            upstream_slots,
         }
     }
 }
@@ -142,6 +150,13 @@ pub(crate) struct Forward<'a> {
     pub(crate) head_watch: Option<&'a HeadWatch>,
     /// Ends the tunnel early when it resolves (a revoked session).
     pub(crate) tunnel_cancel: Option<Cancel>,
+    /// `server.underscores_in_headers`: whether a client's header names
+    /// holding `_` pass (those that read as the gateway's never do).
+    pub(crate) underscores_in_headers: bool,
+    /// The client connection's slots for upstream requests, if it has
+    /// ([`Downstream::upstream_slots`]): one is taken before the request
+    /// goes up, and held by the response until its body is done.
+    pub(crate) upstream_slots: Option<&'a Arc<Semaphore>>,
 }
 
 impl<'a> Forward<'a> {
@@ -164,6 +179,8 @@ impl<'a> Forward<'a> {
             tunnels: &downstream.tunnels,
             head_watch: downstream.head_watch.as_deref(),
             tunnel_cancel: None,
+            underscores_in_headers: server.underscores_in_headers,
+            upstream_slots: downstream.upstream_slots.as_ref(),
         }
     }
 }
@@ -194,23 +211,22 @@ pub(crate) async fn forward(
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
 
-    // HTTP/1.1 upgrades by `Upgrade`; HTTP/2 by an extended CONNECT (RFC
-    // 8441), which the upstream, spoken to in HTTP/1.1, gets as a WebSocket
-    // upgrade (RFC 6455 §4.1).
+    // WebSockets only: HTTP/1.1 asks by `Upgrade` with a key of its own;
+    // HTTP/2 by an extended CONNECT (RFC 8441), which the upstream, spoken
+    // to in HTTP/1.1, gets as an opening handshake with a key the gateway
+    // makes (RFC 6455 §4.1). Any other `Upgrade` goes with the hop-by-hop
+    // fields, and the request goes on as a plain one.
     let extended_connect = upgrade::is_extended_connect(&req);
-    let upgrade = hop::strip(req.headers_mut()).filter(|_| req.version() == Version::HTTP_11);
-    let upgrade = if extended_connect {
-        Some(HeaderValue::from_static("websocket"))
+    let asked = hop::strip(req.headers_mut());
+    let websocket_key = if extended_connect {
+        Some(upgrade::connect_to_get(&mut req)?)
     } else {
-        upgrade
+        asked.and_then(|protocol| upgrade::websocket_key(&req, &protocol))
     };
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    if extended_connect {
-        upgrade::connect_to_get(&mut req)?;
-    }
+    let client_upgrade = websocket_key.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
     let headers = req.headers_mut();
-    identity::strip_client_identity(headers);
+    identity::strip_client_claims(headers, fwd.underscores_in_headers);
     forwarded::apply(headers, &fwd.peer, client_host);
     join_cookies(headers);
     // The gateway answered any `Expect: 100-continue` itself when it began
@@ -222,8 +238,8 @@ pub(crate) async fn forward(
     for (name, value) in fwd.vouched {
         headers.insert(name, value);
     }
-    if let Some(protocol) = &upgrade {
-        hop::set_upgrade(headers, protocol.clone());
+    if websocket_key.is_some() {
+        hop::set_upgrade(headers, HeaderValue::from_static("websocket"));
     }
 
     *req.uri_mut() = origin_form(fwd.upstream, fwd.path_and_query)?;
@@ -232,15 +248,21 @@ pub(crate) async fn forward(
 
     let sent = std::time::Instant::now();
     let upstream = &fwd.upstream.uri;
+    let mut slot = None;
     let answer = match fwd.head_watch {
         // The connection's driver keeps the timeout.
         Some(watch) => watch.wait(client.request(req, upstream, sent)).await.map_err(|_| ()),
-        // One clock read for the deadline, the pool and the metrics.
+        // One clock read for the deadline, the pool and the metrics. The
+        // wait for a slot counts against the same deadline.
         None => {
             let deadline = tokio::time::Instant::from_std(sent + fwd.timeout);
-            tokio::time::timeout_at(deadline, client.request(req, upstream, sent))
-                .await
-                .map_err(|_| ())
+            let asked = async {
+                if let Some(slots) = fwd.upstream_slots {
+                    slot = take_slot(slots).await;
+                }
+                client.request(req, upstream, sent).await
+            };
+            tokio::time::timeout_at(deadline, asked).await.map_err(|_| ())
         }
     };
     let answer = match answer {
@@ -284,17 +306,24 @@ pub(crate) async fn forward(
     // watches its one response (no timer per request). A tunnel's (101)
     // body is empty and ends at once.
     let stall = (client_version == Version::HTTP_2).then_some(fwd.timeout);
-    let body = Body::upstream(body, answer.on_end, stall, seen);
+    let hold = UpstreamHold::new(answer.connection, slot);
+    let body = Body::upstream(body, answer.on_end, stall, seen, hold);
     let mut response = Response::from_parts(parts, body);
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let (Some(client_upgrade), Some(protocol)) = (client_upgrade, upstream_protocol) else {
+        // Dropping the response drops the upstream's connection with it.
+        let (Some(client_upgrade), Some(key)) = (client_upgrade, &websocket_key) else {
             return Err(GatewayError::BadGateway("upstream switched protocols unasked".into()));
         };
+        if !upgrade::is_handshake(response.headers(), upstream_protocol.as_ref(), key) {
+            return Err(GatewayError::BadGateway(
+                "the upstream's 101 does not complete the WebSocket handshake".into(),
+            ));
+        }
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         if extended_connect {
             upgrade::get_to_connect_response(&mut response);
         } else {
-            hop::set_upgrade(response.headers_mut(), protocol);
+            hop::set_upgrade(response.headers_mut(), HeaderValue::from_static("websocket"));
         }
         let cancel = fwd.tunnel_cancel.unwrap_or_else(|| Box::pin(std::future::pending()));
         upgrade::spawn_tunnel(
@@ -307,13 +336,38 @@ pub(crate) async fn forward(
     Ok(response)
 }
 
+/// One of a client connection's slots for upstream requests, waited for
+/// when all are taken; `None` only if the slots were closed (they never
+/// are).
+async fn take_slot(slots: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    match slots.clone().try_acquire_owned() {
+        Ok(slot) => Some(slot),
+        Err(TryAcquireError::NoPermits) => slots.clone().acquire_owned().await.ok(),
+        Err(TryAcquireError::Closed) => None,
+    }
+}
+
 /// The request target for `path_and_query` in origin form (RFC 9112
 /// §3.2.1), joined under the upstream's own base path (as nginx's
-/// `proxy_pass` with a URI part does); the parsed path is used as is when
-/// the upstream has none. The upstream's scheme and authority are not
-/// copied in: the pool takes them from the upstream itself.
+/// `proxy_pass` with a URI part does), without any PAT parameter (only
+/// the exchange reads one, and it is never forwarded); the parsed path is
+/// used as is when the upstream has none and there is no PAT. The
+/// upstream's scheme and authority are not copied in: the pool takes them
+/// from the upstream itself.
 fn origin_form(upstream: &Upstream, path_and_query: PathAndQuery) -> Result<Uri, GatewayError> {
     let invalid = || GatewayError::BadRequest("invalid request target");
+    let path_and_query = match path_and_query.query().and_then(query::without_pat) {
+        None => path_and_query,
+        Some(query) => {
+            let path = path_and_query.path();
+            let target = if query.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}?{query}")
+            };
+            PathAndQuery::try_from(target).map_err(|_| invalid())?
+        }
+    };
     let base = upstream.base_path();
     let path_and_query = if base.is_empty() {
         path_and_query
@@ -366,6 +420,22 @@ mod tests {
             .map(|u| u.to_string())
             .ok();
         assert_eq!(joined.as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn origin_form_never_carries_a_pat() {
+        let u = upstream("http://127.0.0.1:3000/base");
+        for (target, want) in [
+            ("/x?personal-access-token=pat_1&a=1", "/base/x?a=1"),
+            ("/x?a=1&Personal%2DAccess%2DToken=pat_1", "/base/x?a=1"),
+            ("/?personal-access-token=pat_1", "/base/"),
+            ("/x?a=1", "/base/x?a=1"),
+        ] {
+            let got = origin_form(&u, PathAndQuery::from_static(target))
+                .map(|u| u.to_string())
+                .ok();
+            assert_eq!(got.as_deref(), Some(want), "{target}");
+        }
     }
 
     #[test]

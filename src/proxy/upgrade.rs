@@ -1,6 +1,17 @@
-//! Upgraded connections (WebSocket and any other HTTP/1.1 `Upgrade`, RFC 9110
-//! §7.8): once the upstream answers 101, both sides' connections are taken
-//! out of hyper and bytes are copied both ways until either side closes.
+//! WebSocket tunnels (RFC 6455 over HTTP/1.1's `Upgrade`, RFC 8441 over
+//! HTTP/2's extended CONNECT): once the upstream has completed the opening
+//! handshake, both sides' connections are taken out of hyper and bytes are
+//! copied both ways until either side closes.
+//!
+//! Only WebSockets are tunnelled, and only after a real handshake: a
+//! request is one when it is a `GET` with `Upgrade: websocket`, `Connection:
+//! upgrade` and a well-formed `Sec-WebSocket-Key` ([`websocket_key`]); any
+//! other `Upgrade` (`h2c`, made-up tokens) is dropped as hop-by-hop and the
+//! request goes on as a plain one. A `101` opens the tunnel only when it
+//! answers such a request with `Upgrade: websocket` and the
+//! `Sec-WebSocket-Accept` its key calls for ([`is_handshake`]): an upstream
+//! that switches protocols otherwise would hand the client a raw byte pipe
+//! behind the gateway's header rules.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -18,10 +29,64 @@ use crate::error::GatewayError;
 static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
 static SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
 
-/// Whether `req` asks for a tunnel: an HTTP/1.1 `Upgrade`, or an HTTP/2
-/// extended CONNECT (RFC 8441).
-pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
-    is_extended_connect(req) || (req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE))
+/// The GUID every `Sec-WebSocket-Accept` is computed with (RFC 6455 §1.3).
+const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Whether `req` may ask for a WebSocket tunnel (an HTTP/1.1 `Upgrade`
+/// naming `websocket`, or an HTTP/2 extended CONNECT): a cheap look before
+/// the proxy decides ([`websocket_key`]).
+pub(crate) fn asks_websocket<B>(req: &Request<B>) -> bool {
+    is_extended_connect(req)
+        || (req.version() == Version::HTTP_11
+            && req
+                .headers()
+                .get_all(header::UPGRADE)
+                .iter()
+                .any(|v| names_websocket(v.as_bytes())))
+}
+
+/// Whether an `Upgrade` value lists the `websocket` protocol.
+fn names_websocket(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// The client's `Sec-WebSocket-Key` when an HTTP/1.1 request is a WebSocket
+/// opening handshake (RFC 6455 §4.1): a `GET` whose `Upgrade` (`protocol`,
+/// as `Connection: upgrade` vouched for it) names `websocket`, with exactly
+/// one key that is 16 bytes in base64. `None`: a plain request.
+pub(crate) fn websocket_key<B>(req: &Request<B>, protocol: &HeaderValue) -> Option<HeaderValue> {
+    if req.method() != Method::GET || req.version() != Version::HTTP_11 || !names_websocket(protocol.as_bytes()) {
+        return None;
+    }
+    let mut keys = req.headers().get_all(&SEC_WEBSOCKET_KEY).iter();
+    let (Some(key), None) = (keys.next(), keys.next()) else {
+        return None;
+    };
+    let decoded = STANDARD.decode(key.as_bytes().trim_ascii()).ok()?;
+    (decoded.len() == 16).then(|| key.clone())
+}
+
+/// The `Sec-WebSocket-Accept` that answers `key` (RFC 6455 §4.2.2).
+fn accept_for(key: &[u8]) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    context.update(key.trim_ascii());
+    context.update(WEBSOCKET_GUID);
+    STANDARD.encode(context.finish())
+}
+
+/// Whether an upstream's `101` completes the WebSocket handshake begun with
+/// `key`: `Upgrade: websocket` (`protocol`, as its `Connection: upgrade`
+/// vouched for it) and the `Sec-WebSocket-Accept` the key calls for.
+pub(crate) fn is_handshake(headers: &http::HeaderMap, protocol: Option<&HeaderValue>, key: &HeaderValue) -> bool {
+    let upgrades_to_websocket = protocol.is_some_and(|p| p.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"));
+    let mut accepts = headers.get_all(&SEC_WEBSOCKET_ACCEPT).iter();
+    let accepted = match (accepts.next(), accepts.next()) {
+        (Some(accept), None) => accept.as_bytes().trim_ascii() == accept_for(key.as_bytes()).as_bytes(),
+        _ => false,
+    };
+    upgrades_to_websocket && accepted
 }
 
 /// An HTTP/2 `CONNECT` with `:protocol = websocket` (RFC 8441 §4).
@@ -36,9 +101,9 @@ pub(crate) fn is_extended_connect<B>(req: &Request<B>) -> bool {
 
 /// Turns an extended CONNECT into the HTTP/1.1 opening handshake's GET:
 /// the gateway supplies the `Sec-WebSocket-Key` that RFC 8441 §5 leaves out
-/// (the caller adds `Connection`/`Upgrade`). The client's
+/// (the caller adds `Connection`/`Upgrade`), and returns it. The client's
 /// `Sec-WebSocket-Version`, `-Protocol` and `-Extensions` pass as they are.
-pub(crate) fn connect_to_get<B>(req: &mut Request<B>) -> Result<(), GatewayError> {
+pub(crate) fn connect_to_get<B>(req: &mut Request<B>) -> Result<HeaderValue, GatewayError> {
     let mut nonce = [0u8; 16];
     SystemRandom::new()
         .fill(&mut nonce)
@@ -46,8 +111,8 @@ pub(crate) fn connect_to_get<B>(req: &mut Request<B>) -> Result<(), GatewayError
     let key = HeaderValue::from_str(&STANDARD.encode(nonce)).map_err(|e| GatewayError::Internal(Box::new(e)))?;
     *req.method_mut() = Method::GET;
     req.extensions_mut().remove::<hyper::ext::Protocol>();
-    req.headers_mut().insert(SEC_WEBSOCKET_KEY.clone(), key);
-    Ok(())
+    req.headers_mut().insert(SEC_WEBSOCKET_KEY.clone(), key.clone());
+    Ok(key)
 }
 
 /// Turns the upstream's `101 Switching Protocols` into the `200` that opens
@@ -123,8 +188,8 @@ mod tests {
     #[test]
     fn extended_connect_becomes_a_get_with_a_fresh_key() {
         let mut req = extended_connect();
-        assert!(is_extended_connect(&req) && is_upgrade(&req));
-        assert!(connect_to_get(&mut req).is_ok());
+        assert!(is_extended_connect(&req) && asks_websocket(&req));
+        let returned = connect_to_get(&mut req).ok();
         assert_eq!(req.method(), Method::GET);
         assert!(req.extensions().get::<hyper::ext::Protocol>().is_none());
         let key = req
@@ -132,18 +197,89 @@ mod tests {
             .get(&SEC_WEBSOCKET_KEY)
             .map(|k| STANDARD.decode(k.as_bytes()));
         assert!(matches!(&key, Some(Ok(bytes)) if bytes.len() == 16), "{key:?}");
+        assert_eq!(returned.as_ref(), req.headers().get(&SEC_WEBSOCKET_KEY));
     }
 
     #[test]
     fn only_websocket_connects_over_h2_and_upgrades_over_h1_count() {
         let mut plain = extended_connect();
         plain.extensions_mut().remove::<hyper::ext::Protocol>();
-        assert!(!is_upgrade(&plain));
+        assert!(!asks_websocket(&plain));
         let mut h1 = Request::new(());
         h1.headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert!(is_upgrade(&h1) && !is_extended_connect(&h1));
-        assert!(!is_upgrade(&Request::new(())));
+            .insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert!(asks_websocket(&h1) && !is_extended_connect(&h1));
+        h1.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(!asks_websocket(&h1));
+        assert!(!asks_websocket(&Request::new(())));
+    }
+
+    /// RFC 6455 §1.3's own example.
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+    fn handshake(method: Method, upgrade: &'static str, keys: &[&'static str]) -> (Request<()>, HeaderValue) {
+        let mut req = Request::new(());
+        *req.method_mut() = method;
+        for key in keys {
+            req.headers_mut()
+                .append(&SEC_WEBSOCKET_KEY, HeaderValue::from_static(key));
+        }
+        (req, HeaderValue::from_static(upgrade))
+    }
+
+    #[test]
+    fn a_websocket_request_needs_get_the_token_and_one_good_key() {
+        let (req, protocol) = handshake(Method::GET, "websocket", &[KEY]);
+        assert_eq!(websocket_key(&req, &protocol), Some(HeaderValue::from_static(KEY)));
+        let (req, protocol) = handshake(Method::GET, "foo, WebSocket", &[KEY]);
+        assert!(websocket_key(&req, &protocol).is_some());
+        for (method, upgrade, keys) in [
+            (Method::POST, "websocket", &[KEY][..]),
+            (Method::GET, "h2c", &[KEY]),
+            (Method::GET, "websocketx", &[KEY]),
+            (Method::GET, "websocket", &[]),
+            (Method::GET, "websocket", &[KEY, KEY]),
+            (Method::GET, "websocket", &["c2hvcnQ="]),
+            (Method::GET, "websocket", &["not base64!"]),
+        ] {
+            let (req, protocol) = handshake(method.clone(), upgrade, keys);
+            assert_eq!(websocket_key(&req, &protocol), None, "{method} {upgrade} {keys:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_accept_the_key_calls_for_completes_the_handshake() {
+        assert_eq!(accept_for(KEY.as_bytes()), ACCEPT);
+        let key = HeaderValue::from_static(KEY);
+        let websocket = HeaderValue::from_static("websocket");
+        let answer = |accepts: &[&'static str]| {
+            let mut h = http::HeaderMap::new();
+            for a in accepts {
+                h.append(&SEC_WEBSOCKET_ACCEPT, HeaderValue::from_static(a));
+            }
+            h
+        };
+        assert!(is_handshake(&answer(&[ACCEPT]), Some(&websocket), &key));
+        assert!(is_handshake(
+            &answer(&[ACCEPT]),
+            Some(&HeaderValue::from_static("WebSocket")),
+            &key
+        ));
+        assert!(!is_handshake(&answer(&[]), Some(&websocket), &key), "no accept");
+        assert!(!is_handshake(
+            &answer(&["x3JJHMbDL1EzLkh9GBhXDw=="]),
+            Some(&websocket),
+            &key
+        ));
+        assert!(!is_handshake(&answer(&[ACCEPT, ACCEPT]), Some(&websocket), &key));
+        assert!(!is_handshake(&answer(&[ACCEPT]), None, &key), "no Upgrade");
+        assert!(!is_handshake(
+            &answer(&[ACCEPT]),
+            Some(&HeaderValue::from_static("h2c")),
+            &key
+        ));
     }
 
     #[test]

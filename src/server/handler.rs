@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use tracing::{debug_span, error, field, info_span, Instrument};
 
+use crate::api;
 use crate::body::{Body, Direction, RequestBody, Tallied, Tally};
+use crate::embed::{self, rewrite};
 use crate::error::GatewayError;
 use crate::metrics::{RouteKind, Tag};
 use crate::proxy::{self, Downstream, Forward};
@@ -17,7 +19,6 @@ use crate::request_id::{self, X_REQUEST_ID};
 use crate::router::{route, Route};
 use crate::state::State;
 use crate::telemetry::access::{Access, Answer};
-use crate::{api, embed};
 
 /// Serves one request; every failure becomes its JSON error response. The
 /// request's access record, when the access log is on, goes with both
@@ -69,7 +70,8 @@ pub(super) async fn handle(
     req.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
     async move {
         let mut tag = Tag::new(RouteKind::Other);
-        let mut response = dispatch(req, state, local, downstream, &mut tag)
+        let mut refused_in = None;
+        let mut response = dispatch(req, state, local, downstream, &mut tag, &mut refused_in)
             .await
             .unwrap_or_else(|error| {
                 if let GatewayError::Internal(cause) = &error {
@@ -77,7 +79,12 @@ pub(super) async fn handle(
                     let id = request_id.to_str().unwrap_or("");
                     error!(request_id = id, error = %cause, "internal error");
                 }
-                error.into_response()
+                let mut response = error.into_response();
+                // An error on an app's tree is framed as the app is.
+                if let Some(policy) = refused_in.or_else(|| embed::framing(tag.route, tag.app, state)) {
+                    rewrite::set_frame_ancestors(response.headers_mut(), policy);
+                }
+                response
             });
         response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         let status = response.status().as_u16();
@@ -112,22 +119,35 @@ fn tally(access: &Option<Arc<Access>>) -> Option<Arc<dyn Tally>> {
 }
 
 /// Runs the request's route; says in `tag` what the request was, for the
-/// metrics.
-async fn dispatch(
+/// metrics. A request refused by the request rules (`router::check`) on
+/// an app's tree says in `refused_in` which framing policy its answer
+/// carries (the route has not run, so `tag` cannot tell).
+async fn dispatch<'s>(
     req: Request<RequestBody>,
-    state: &State,
+    state: &'s State,
     local: &Arc<embed::Local>,
     downstream: &Downstream,
     tag: &mut Tag,
+    refused_in: &mut Option<&'s HeaderValue>,
 ) -> Result<Response<Body>, GatewayError> {
     let config = &state.config;
-    crate::router::check(&req, config.server.max_header_bytes)?;
     // An app on its own host owns every path of that host, the gateway's
-    // own trees included.
-    if let Some(app) = state.app_at_host(|| request_host(&req)) {
+    // own trees included, and its paths get the rules of those trees.
+    let host_app = state.app_at_host(|| request_host(&req));
+    let checked = crate::router::check(&req, config.server.max_header_bytes, host_app.is_some());
+    if let Some(app) = host_app {
+        if checked.is_err() {
+            *refused_in = Some(&app.frame_ancestors_directive);
+        }
+        checked?;
         return embed::handle_host(app, req, state, local, downstream, tag).await;
     }
-    match route(req.uri().path(), config.passthrough.is_some()) {
+    let route = route(req.uri().path(), config.passthrough.is_some());
+    if let (Err(_), Route::Embed(rest)) = (&checked, route) {
+        *refused_in = Some(embed::framing_at(rest, state));
+    }
+    checked?;
+    match route {
         Route::Api(rest) => {
             tag.route = RouteKind::Api;
             let rest = rest.to_owned();

@@ -22,6 +22,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
+use super::sending::Sending;
+
 /// How long a connection must have been idle (no request started, none
 /// unfinished) before its hyper connection is freed; parking happens
 /// between one and two of these after the last response.
@@ -44,6 +46,10 @@ pub(super) struct Activity {
     /// a body that gives none for the upstream timeout has stalled.
     responding: AtomicU64,
     frames: AtomicU64,
+    /// Whether hyper last asked a body for a frame that was not ready:
+    /// the stall, if any, is the upstream's; otherwise the client's
+    /// (HTTP/1.1's one response at a time).
+    awaited: AtomicBool,
 }
 
 impl Activity {
@@ -81,21 +87,32 @@ impl Activity {
 }
 
 /// How long a response being sent has given hyper no frame, read at each
-/// [`IDLE_CHECK`]: an upstream that stopped sending (or a client that
-/// stopped reading, which stops hyper asking) — as nginx's
-/// `proxy_read_timeout` and `send_timeout`. HTTP/1.1's; an HTTP/2 stream
-/// has its own timer ([`crate::body`]'s stall), since one stalled stream
-/// must not end the others.
+/// [`IDLE_CHECK`], and whose the stall is: an upstream that stopped
+/// sending (hyper waits on the body), as nginx's `proxy_read_timeout`, or
+/// a client that stopped reading (hyper, its socket full, stops asking),
+/// as nginx's `send_timeout`. HTTP/1.1's; on HTTP/2 each stream has its
+/// own timer for its upstream ([`crate::body`]'s stall) and its own watch
+/// for its client ([`super::sending`]), since one stalled stream must not
+/// end the others.
 #[derive(Debug, Default)]
 pub(super) struct BodyStall {
     frames: u64,
     stalled: Duration,
 }
 
+/// Whose a stalled response's turn it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Turn {
+    /// hyper waits for the upstream's next frame.
+    Upstream,
+    /// The body gave hyper a frame the client has not taken.
+    Client,
+}
+
 impl BodyStall {
     /// At a check, one `IDLE_CHECK` after the last: how long a response
-    /// has surely been stalled.
-    pub(super) fn check(&mut self, activity: &Activity) -> Duration {
+    /// has surely been stalled, and on whom.
+    pub(super) fn check(&mut self, activity: &Activity) -> (Duration, Turn) {
         let frames = activity.frames.load(Ordering::Relaxed);
         let responding = activity.responding.load(Ordering::Relaxed) > 0;
         if responding && frames == self.frames {
@@ -104,7 +121,12 @@ impl BodyStall {
             self.stalled = Duration::ZERO;
         }
         self.frames = frames;
-        self.stalled
+        let turn = if activity.awaited.load(Ordering::Relaxed) {
+            Turn::Upstream
+        } else {
+            Turn::Client
+        };
+        (self.stalled, turn)
     }
 }
 
@@ -171,17 +193,25 @@ impl Drop for Busy {
 }
 
 /// A response body that holds its request's [`Busy`] until hyper drops it
-/// (after its last frame, or when the client went away).
+/// (after its last frame, or when the client went away), and tells how
+/// hyper takes it: to the connection's [`Activity`] (HTTP/1.1) or to its
+/// own [`Sending`] watch (HTTP/2).
 #[derive(Debug)]
 pub(super) struct Tracked<B> {
     body: B,
     _busy: Busy,
+    sending: Option<Arc<Sending>>,
 }
 
 impl<B> Tracked<B> {
-    pub(super) fn new(body: B, busy: Busy) -> Self {
+    pub(super) fn new(body: B, busy: Busy, sending: Option<Arc<Sending>>) -> Self {
         busy.0.responding.fetch_add(1, Ordering::Relaxed);
-        Tracked { body, _busy: busy }
+        busy.0.awaited.store(false, Ordering::Relaxed);
+        Tracked {
+            body,
+            _busy: busy,
+            sending,
+        }
     }
 }
 
@@ -201,8 +231,13 @@ where
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.body).poll_frame(cx);
+        let activity = &this._busy.0;
         if polled.is_ready() {
-            this._busy.0.frames.fetch_add(1, Ordering::Relaxed);
+            activity.frames.fetch_add(1, Ordering::Relaxed);
+        }
+        activity.awaited.store(polled.is_pending(), Ordering::Relaxed);
+        if let Some(sending) = &this.sending {
+            sending.polled(polled.is_ready());
         }
         polled
     }
@@ -380,7 +415,7 @@ mod tests {
         let busy = activity.begin();
         assert_eq!(activity.started(), 1);
         assert!(!activity.between_requests());
-        drop(Tracked::new(http_body_util::Empty::<Bytes>::new(), busy));
+        drop(Tracked::new(http_body_util::Empty::<Bytes>::new(), busy, None));
         assert!(activity.between_requests());
         assert_eq!(activity.started(), 1);
     }
@@ -420,15 +455,33 @@ mod tests {
     fn a_body_is_stalled_while_it_gives_no_frame() {
         let activity = Arc::new(Activity::default());
         let mut stall = BodyStall::default();
-        assert_eq!(stall.check(&activity), Duration::ZERO, "nothing being sent");
-        let mut body = Tracked::new(http_body_util::Full::new(Bytes::from_static(b"x")), activity.begin());
-        assert_eq!(stall.check(&activity), IDLE_CHECK);
-        assert_eq!(stall.check(&activity), 2 * IDLE_CHECK);
+        assert_eq!(stall.check(&activity).0, Duration::ZERO, "nothing being sent");
+        let mut body = Tracked::new(
+            http_body_util::Full::new(Bytes::from_static(b"x")),
+            activity.begin(),
+            None,
+        );
+        assert_eq!(stall.check(&activity), (IDLE_CHECK, Turn::Client), "never asked for");
+        assert_eq!(stall.check(&activity), (2 * IDLE_CHECK, Turn::Client));
         let waker = futures_util::task::noop_waker();
         let _ = http_body::Body::poll_frame(Pin::new(&mut body), &mut Context::from_waker(&waker));
-        assert_eq!(stall.check(&activity), Duration::ZERO, "a frame came");
+        assert_eq!(stall.check(&activity), (Duration::ZERO, Turn::Client), "a frame came");
         drop(body);
-        assert_eq!(stall.check(&activity), Duration::ZERO, "done");
+        assert_eq!(stall.check(&activity).0, Duration::ZERO, "done");
+    }
+
+    #[test]
+    fn a_body_waiting_on_its_upstream_is_the_upstreams_stall() {
+        let activity = Arc::new(Activity::default());
+        let mut stall = BodyStall::default();
+        // An upstream that went quiet: a body with nothing yet.
+        let quiet = futures_util::stream::pending::<Result<Frame<Bytes>, std::convert::Infallible>>();
+        let mut body = Tracked::new(http_body_util::StreamBody::new(quiet), activity.begin(), None);
+        let waker = futures_util::task::noop_waker();
+        let polled = http_body::Body::poll_frame(Pin::new(&mut body), &mut Context::from_waker(&waker));
+        assert!(polled.is_pending());
+        assert_eq!(stall.check(&activity), (IDLE_CHECK, Turn::Upstream));
+        assert_eq!(stall.check(&activity), (2 * IDLE_CHECK, Turn::Upstream));
     }
 
     #[tokio::test]

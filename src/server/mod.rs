@@ -5,6 +5,7 @@
 pub(crate) mod admin;
 mod handler;
 mod idle;
+mod sending;
 mod woken;
 
 use std::convert::Infallible;
@@ -24,7 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, debug_span, warn, Instrument};
 
-use self::idle::{Activity, BodyStall, HeadWait, Rewound, Tracked, IDLE_CHECK};
+use self::idle::{Activity, BodyStall, HeadWait, Rewound, Tracked, Turn, IDLE_CHECK};
+use self::sending::{Check, Senders};
 use self::woken::Marked;
 use crate::body::{Body, Tallied};
 use crate::config;
@@ -181,24 +183,30 @@ impl Connection {
         }
     }
 
-    /// The service every request of this connection goes through.
+    /// The service every request of this connection goes through. An
+    /// HTTP/1.1 connection keeps its upstream wait in `head_watch`; an
+    /// HTTP/2 one has `streams`: its slots for upstream requests and the
+    /// watch over the responses it sends.
     fn service(
         &self,
         scheme: Scheme,
         activity: Arc<Activity>,
         tunnels: Tunnels,
         head_watch: Option<Arc<HeadWatch>>,
+        streams: Option<(Arc<Semaphore>, Arc<Senders>)>,
     ) -> impl Service<Request<Incoming>, Response = Response<Tracked<Tallied<Body>>>, Error = Infallible, Future: Send>
            + Clone
            + Send
            + Unpin
            + 'static {
+        let (upstream_slots, senders) = streams.unzip();
         let downstream = Arc::new(Downstream::new(
             self.peer,
             scheme,
             self.watch.clone(),
             tunnels,
             head_watch,
+            upstream_slots,
         ));
         let shared = self.shared.clone();
         service_fn(move |req: Request<Incoming>| {
@@ -206,9 +214,15 @@ impl Connection {
             let state = shared.load();
             let shared = shared.clone();
             let downstream = downstream.clone();
+            let senders = senders.clone();
             async move {
                 let response = handler::handle(req, &state, &shared.embed, &downstream).await;
-                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
+                Ok::<_, Infallible>(response.map(|mut body| {
+                    // On HTTP/2 what the response holds of its upstream
+                    // is kept beside it, where the driver can end it.
+                    let sending = senders.map(|s| s.watch(body.inner_mut().take_hold()));
+                    Tracked::new(body, busy, sending)
+                }))
             }
         })
     }
@@ -225,7 +239,15 @@ impl Connection {
         let server = &state.config.server;
         let activity = Arc::new(Activity::default());
         let tunnels = Tunnels::default();
-        let service = self.service(scheme, activity.clone(), tunnels.clone(), None);
+        let senders = Arc::new(Senders::default());
+        let slots = Arc::new(Semaphore::new(server.max_upstream_per_connection));
+        let service = self.service(
+            scheme,
+            activity.clone(),
+            tunnels.clone(),
+            None,
+            Some((slots, senders.clone())),
+        );
 
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
@@ -264,12 +286,20 @@ impl Connection {
                         return;
                     }
                     () = check_mark.quiet(&mut idle_check) => {
+                        // Responses its client took nothing of for the send
+                        // timeout free their upstreams; when that is all
+                        // the connection has open, it is as good as idle.
+                        let stuck = senders.check(server.send_timeout) == Check::AllCut;
                         // An HTTP/2 WebSocket's stream has ended its response
                         // but not its tunnel: open tunnels keep it busy.
                         if tunnels.open() > 0 {
                             idle = HeadWait::new();
-                        } else if idle.check(&activity) >= server.header_read_timeout {
-                            debug!("idle for the keep-alive time; closing");
+                        } else if stuck || idle.check(&activity) >= server.header_read_timeout {
+                            if stuck {
+                                debug!("the client takes none of its responses; closing");
+                            } else {
+                                debug!("idle for the keep-alive time; closing");
+                            }
                             // HTTP/2's GOAWAY waits for a PING's answer: a
                             // client that never answers is dropped anyway.
                             conn.as_mut().graceful_shutdown();
@@ -322,7 +352,13 @@ impl Connection {
         // connection's once-a-second check too.
         let head_watch = Arc::new(HeadWatch::default());
         let mut head_clock = HeadClock::default();
-        let mut service = self.service(scheme, activity.clone(), Tunnels::default(), Some(head_watch.clone()));
+        let mut service = self.service(
+            scheme,
+            activity.clone(),
+            Tunnels::default(),
+            Some(head_watch.clone()),
+            None,
+        );
         let mut io = Rewound::new(io, activity.clone());
         let mut watch = self.watch.clone();
         // Cleared when hyper let go with part of a request unread (the
@@ -365,9 +401,16 @@ impl Connection {
                                 debug!("no request head within header_read_timeout; closing");
                                 return;
                             }
-                            if stall.check(&activity) >= server.upstream_timeout {
-                                debug!("a response gave nothing for upstream_timeout; closing");
-                                return;
+                            match stall.check(&activity) {
+                                (stalled, Turn::Upstream) if stalled >= server.upstream_timeout => {
+                                    debug!("a response gave nothing for upstream_timeout; closing");
+                                    return;
+                                }
+                                (stalled, Turn::Client) if stalled >= server.send_timeout => {
+                                    debug!("the client took nothing of a response for send_timeout; closing");
+                                    return;
+                                }
+                                _ => {}
                             }
                             // An expired wait is answered (504) when the
                             // select polls the connection next, at once.

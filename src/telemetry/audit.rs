@@ -178,6 +178,26 @@ pub(crate) fn session_end(user: &str, app: &str, session: &TokenHash, reason: En
     );
 }
 
+/// A request that carried live sessions of its app and was refused all
+/// the same: `reason` says why (`ambiguous_session`: two different ones,
+/// so which one the browser meant cannot be told). Names every session's
+/// user and fingerprint.
+pub(crate) fn session_refused(caller: Caller<'_>, app: &str, sessions: &[(&str, &TokenHash)], reason: &str) {
+    let users: Vec<&str> = sessions.iter().map(|(user, _)| *user).collect();
+    let fingerprints: Vec<String> = sessions.iter().map(|(_, hash)| fingerprint(hash)).collect();
+    info!(
+        target: "embedgate::audit",
+        event = "session_refused",
+        request_id = caller.request_id,
+        client = %caller.client,
+        app,
+        users = users.join(","),
+        sessions = fingerprints.join(","),
+        reason,
+        "audit"
+    );
+}
+
 /// A revocation call and what it ended (`app` absent: every app).
 pub(crate) fn revoke(
     caller: Caller<'_>,

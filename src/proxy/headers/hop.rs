@@ -1,6 +1,10 @@
 //! Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, so a
 //! proxy removes them — the fixed set below and every field that the
 //! `Connection` header names — before forwarding, in both directions.
+//!
+//! `Connection` may not take away what the gateway itself sets or vouches
+//! for: a `Connection: Host` or `Connection: X-Request-Id` would otherwise
+//! strip the upstream's `Host` or the request's id ([`PROTECTED`]).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -16,6 +20,23 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
+
+/// Fields that `Connection` cannot name away: `Host`, which the gateway
+/// sets to the upstream's authority, and the fields it sets or vouches for
+/// (the request id, the forwarding headers, the identity); prefixes end
+/// with `-`.
+static PROTECTED: [&str; 4] = ["host", "x-request-id", "x-forwarded-", "x-embed-"];
+
+/// Whether a name that `Connection` lists is one it may not remove.
+fn is_protected(token: &str) -> bool {
+    PROTECTED.iter().any(|p| {
+        if p.ends_with('-') {
+            token.len() > p.len() && token.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+        } else {
+            token.eq_ignore_ascii_case(p)
+        }
+    })
+}
 
 /// Removes every hop-by-hop field, including those named by `Connection`
 /// and `Upgrade`. The protocol `Upgrade` asked for, if any, is returned so a
@@ -39,7 +60,7 @@ pub(crate) fn strip(headers: &mut HeaderMap) -> Option<HeaderValue> {
     {
         if token.eq_ignore_ascii_case("upgrade") {
             upgrade_named = true;
-        } else if !HOP_BY_HOP.iter().any(|hop| token.eq_ignore_ascii_case(hop.as_str())) {
+        } else if !HOP_BY_HOP.iter().any(|hop| token.eq_ignore_ascii_case(hop.as_str())) && !is_protected(token) {
             if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
                 named.push(name);
             }
@@ -98,6 +119,25 @@ mod tests {
         assert_eq!(strip(&mut h), None);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-end-to-end"], "kept");
+    }
+
+    #[test]
+    fn connection_never_names_away_what_the_gateway_sets() {
+        let mut h = map(&[
+            ("connection", "close, Host, X-Request-Id"),
+            ("connection", "x-forwarded-for, X-EMBED-USER, x-other"),
+            ("host", "upstream:3000"),
+            ("x-request-id", "0123"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-embed-user", "ann@example.com"),
+            ("x-other", "1"),
+        ]);
+        assert_eq!(strip(&mut h), None);
+        let mut kept: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["host", "x-embed-user", "x-forwarded-for", "x-request-id"]);
+        assert!(!is_protected("x-forwarded-"), "a prefix alone names nothing");
+        assert!(is_protected("X-Forwarded-Prefix"));
     }
 
     #[test]
