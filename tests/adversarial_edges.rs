@@ -506,7 +506,7 @@ fn colliding_spoofs() -> Vec<Spoof> {
         ),
         spoof(
             "X_Forwarded_Port",
-            vec![("X_Forwarded_Port", "6666")],
+            vec![("X_Forwarded_Port", "port-spoofed")],
             "HTTP_X_FORWARDED_PORT",
             Baseline,
         ),
@@ -1058,12 +1058,16 @@ async fn chromium_refuses_a_frame_the_upstreams_comma_joined_csp_would_allow() {
         "the app that lists the portal was not framed; gateway log:\n{log}"
     );
     // The gateway served the refused app's page (so the browser refused it
-    // for its policy, not for a failure).
-    assert!(
-        log.lines()
-            .any(|l| l.contains(&format!("path=/embed-apps/{REFUSED}/ ")) && l.contains("status=200")),
-        "the refused app's page was not served:\n{log}"
-    );
+    // for its policy, not for a failure); access lines come in batches.
+    let page = format!("path=/embed-apps/{REFUSED}/");
+    let is_page = |l: &str| {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        ["method=GET", page.as_str(), "status=200"]
+            .iter()
+            .all(|f| fields.contains(f))
+    };
+    let served = eventually(T, || async { gw.stderr().lines().any(is_page) }).await;
+    assert!(served, "the refused app's page was not served:\n{}", gw.stderr());
     assert!(
         issue.is_some() && refused != "framed",
         "Chromium framed an app whose frame_ancestors do not list the portal (its upstream sent \
@@ -1877,11 +1881,14 @@ fn stalled_lives_problems(lives: &[ConnLife], total: u64, now: Instant) -> Vec<S
 }
 
 /// The gateway of the stalled-client tests: app A on an echo upstream,
-/// the passthrough on `counting`, over `tls` when given.
+/// the passthrough on `counting`, over `tls` when given. Its
+/// `upstream_timeout_seconds` is long on purpose: an upstream body the
+/// gateway stops reading looks silent to it, and that timer alone would
+/// close the connection in time, whatever the client does.
 async fn stall_gateway(counting: &Counting, echo: &Upstream, tls: bool) -> (Gateway, Option<TestTls>) {
     let mut opts = EmbedOpts::new(&echo.url(), &echo.url());
     opts.server_extra = format!(
-        "send_timeout_seconds = {}\nmax_upstream_per_connection = 4\nupstream_timeout_seconds = 3\n",
+        "send_timeout_seconds = {}\nmax_upstream_per_connection = 4\nupstream_timeout_seconds = 30\n",
         SEND_TIMEOUT.as_secs()
     );
     opts.extra = passthrough(&counting.up.url());
@@ -2025,10 +2032,10 @@ async fn closed_window_case(tls: bool) {
     let stalled = stalled_lives_problems(&lives, BIG_H2, now);
     if !stalled.is_empty() {
         problems.push(format!(
-            "{} of {} upstream connections outlived send_timeout + 3 s: {}",
+            "{} of {} upstream connections outlived send_timeout + 3 s, e.g. {}",
             stalled.len(),
             lives.len(),
-            stalled.join("; ")
+            stalled[..stalled.len().min(2)].join("; ")
         ));
     }
     match others.first() {
