@@ -1075,6 +1075,118 @@ async fn chromium_refuses_a_frame_the_upstreams_comma_joined_csp_would_allow() {
     );
 }
 
+/// The framing check itself: it takes the fixed shape (the upstream's
+/// policies, then the app's alone in a field) and refuses what the old
+/// gateway sent, so that a pass above means the rule holds.
+#[test]
+fn the_framing_check_tells_a_fixed_csp_from_a_widened_one() {
+    let headers = |fields: &[&str], xfo: bool| {
+        let mut h = hyper::HeaderMap::new();
+        for f in fields {
+            h.append("content-security-policy", f.parse().unwrap());
+        }
+        if xfo {
+            h.append("x-frame-options", "DENY".parse().unwrap());
+        }
+        h
+    };
+    let own = ["https://a.example", "https://b.example"];
+    let kept: &[&str] = &["default-src 'self'"];
+    let fixed = headers(
+        &[
+            "default-src 'self'",
+            "frame-ancestors https://b.example  https://a.example",
+        ],
+        false,
+    );
+    assert_eq!(framing_check(&fixed, &own, Some(kept)), Ok(()));
+    let emptied = headers(
+        &[
+            "default-src 'self',",
+            "frame-ancestors https://a.example https://b.example;",
+        ],
+        false,
+    );
+    assert_eq!(framing_check(&emptied, &own, Some(kept)), Ok(()));
+    let none = headers(&["frame-ancestors 'none'"], false);
+    assert_eq!(framing_check(&none, &[], Some(&[])), Ok(()));
+    let wrong: [(&str, hyper::HeaderMap); 7] = [
+        (
+            "the old comma-joined answer",
+            headers(
+                &["default-src 'self', frame-ancestors *; frame-ancestors https://a.example https://b.example"],
+                false,
+            ),
+        ),
+        (
+            "the app's beside another directive",
+            headers(
+                &["default-src 'self'; frame-ancestors https://a.example https://b.example"],
+                false,
+            ),
+        ),
+        (
+            "a second frame-ancestors policy",
+            headers(
+                &[
+                    "frame-ancestors *",
+                    "frame-ancestors https://a.example https://b.example",
+                ],
+                false,
+            ),
+        ),
+        (
+            "a source missing",
+            headers(&["default-src 'self'", "frame-ancestors https://a.example"], false),
+        ),
+        (
+            "a source more",
+            headers(
+                &[
+                    "default-src 'self'",
+                    "frame-ancestors https://a.example https://b.example *",
+                ],
+                false,
+            ),
+        ),
+        (
+            "X-Frame-Options kept",
+            headers(
+                &[
+                    "default-src 'self'",
+                    "frame-ancestors https://a.example https://b.example",
+                ],
+                true,
+            ),
+        ),
+        (
+            "the upstream's directive dropped",
+            headers(&["frame-ancestors https://a.example https://b.example"], false),
+        ),
+    ];
+    for (name, h) in wrong {
+        assert!(framing_check(&h, &own, Some(kept)).is_err(), "{name} passed the check");
+    }
+}
+
+/// The `Set-Cookie` check itself.
+#[test]
+fn the_set_cookie_check_tells_impersonation_from_ordinary_cookies() {
+    for bad in IMPERSONATING {
+        // As a client receives it: the field value's leading whitespace is
+        // not part of it.
+        assert!(impersonates(bad.trim_start()), "{bad:?}");
+    }
+    for ok in [
+        "ordinary=1; Path=/",
+        "embedgate_session_x=1",
+        "x=embedgate_session",
+        "__Host-pref=1; Path=/; Secure",
+    ] {
+        assert!(!impersonates(ok), "{ok:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 3. A 101 without a WebSocket handshake is no tunnel
 // ---------------------------------------------------------------------------
