@@ -1021,8 +1021,11 @@ async fn chromium_refuses_a_frame_the_upstreams_comma_joined_csp_would_allow() {
     browser
         .call(Some(&tab), "Page.navigate", json!({"url": format!("{portal_origin}/")}))
         .await;
+    // Chromium names only the blocked frame's origin (both apps share the
+    // gateway's): the console line names the policy obeyed, the refused
+    // app's own list, and not the upstream's `*`.
     let refusal = |browser: &devtools::Devtools| {
-        browser
+        let issue = browser
             .events(&tab, "Audits.issueAdded")
             .into_iter()
             .map(|event| event["issue"].clone())
@@ -1030,8 +1033,15 @@ async fn chromium_refuses_a_frame_the_upstreams_comma_joined_csp_would_allow() {
                 let d = &issue["details"]["contentSecurityPolicyIssueDetails"];
                 issue["code"] == "ContentSecurityPolicyIssue"
                     && d["violatedDirective"] == "frame-ancestors"
-                    && d["blockedURL"].as_str().is_some_and(|u| u.contains(REFUSED))
-            })
+                    && d["isReportOnly"] == false
+                    && d["blockedURL"].as_str().is_some_and(|u| u.starts_with(&gw_origin))
+            });
+        let policy = "Content Security Policy directive: \"frame-ancestors https://portal.example.com\"";
+        let logged = browser
+            .events(&tab, "Log.entryAdded")
+            .iter()
+            .any(|event| event["entry"]["text"].as_str().is_some_and(|t| t.contains(policy)));
+        issue.filter(|_| logged)
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     let (issue, refused, allowed) = loop {

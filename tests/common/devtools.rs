@@ -1,7 +1,6 @@
 //! Headless Chromium driven over the DevTools protocol, for tests that
 //! watch what the browser itself decides (a frame it refuses, a console
-//! message): the same small driver as `tests/browser.rs`'s, which keeps its
-//! own private copy.
+//! message): `tests/browser.rs` and `tests/adversarial_edges.rs`.
 //!
 //! Needs Chromium (`/usr/bin/chromium`, or `EMBEDGATE_CHROMIUM`). Without it
 //! [`chromium`] says why and returns `None` (the test passes), unless
