@@ -1233,6 +1233,9 @@ struct Switching {
     after_101: Tunnelled,
     /// Target and fields of every request head.
     heads: Arc<Mutex<Vec<(String, Fields)>>>,
+    /// The path of each connection that switched protocols and was then
+    /// closed by the gateway, in order.
+    closed_after_101: Arc<Mutex<Vec<String>>>,
 }
 
 async fn switching_upstream() -> Switching {
@@ -1246,12 +1249,14 @@ async fn switching_upstream() -> Switching {
         },
         after_101: Arc::default(),
         heads: Arc::default(),
+        closed_after_101: Arc::default(),
     };
     let (conns, after, heads) = (sw.up.connections.clone(), sw.after_101.clone(), sw.heads.clone());
+    let closed = sw.closed_after_101.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             conns.fetch_add(1, Ordering::SeqCst);
-            let (after, heads) = (after.clone(), heads.clone());
+            let (after, heads, closed) = (after.clone(), heads.clone(), closed.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -1339,7 +1344,10 @@ async fn switching_upstream() -> Switching {
                     }
                     loop {
                         match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
+                            Ok(0) | Err(_) => {
+                                closed.lock().unwrap().push(path.to_string());
+                                return;
+                            }
                             Ok(n) => {
                                 after.lock().unwrap()[slot].1.extend_from_slice(&chunk[..n]);
                                 if echo && s.write_all(&chunk[..n]).await.is_err() {
@@ -1358,6 +1366,28 @@ async fn switching_upstream() -> Switching {
 impl Switching {
     fn url(&self) -> String {
         self.up.url()
+    }
+
+    /// How many requests for `path` (a case's, the prefix left out) this
+    /// upstream has read.
+    fn asked(&self, path: &str) -> usize {
+        self.heads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t.split('?').next().unwrap_or("").ends_with(path))
+            .count()
+    }
+
+    /// How many connections that switched protocols for `path` (a case's,
+    /// the prefix left out) were closed so far.
+    fn closed(&self, path: &str) -> usize {
+        self.closed_after_101
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.ends_with(path))
+            .count()
     }
 
     /// What reached this upstream through a tunnel since the last call, by
@@ -1474,6 +1504,7 @@ async fn upgrade_case(
     (_, path, fields, want): &UpgradeCase,
 ) -> Result<(), String> {
     sw.take_tunnelled();
+    let (asked_before, closed_before) = (sw.asked(path), sw.closed(path));
     let mut c = RawConn::connect(addr).await;
     let request = format!("GET {prefix}{path} HTTP/1.1\r\nHost: gw\r\n{cookie}{fields}\r\n");
     c.send(request.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
@@ -1504,6 +1535,12 @@ async fn upgrade_case(
             }
             if !tunnelled.is_empty() {
                 problems.push(format!("bytes reached the upstream through a tunnel: {tunnelled:?}"));
+            }
+            // The connection that switched protocols is not kept (nor
+            // pooled): the gateway closes it.
+            let switched = sw.asked(path) > asked_before;
+            if switched && !eventually(Duration::from_secs(3), || async { sw.closed(path) > closed_before }).await {
+                problems.push("the upstream connection that answered 101 was not closed".to_string());
             }
             let spoofed: Vec<Fields> = sw
                 .heads
