@@ -27,8 +27,9 @@ pub(crate) enum Body {
     /// `UpstreamSeen` is what the access line says of the upstream: it
     /// travels with the body, not in the response's extensions (a map
     /// allocated for every response). `UpstreamHold` is what the response
-    /// holds of the upstream until it is done.
-    Upstream(Incoming, Option<OnEnd>, Stall, UpstreamSeen, UpstreamHold),
+    /// holds of the upstream until it is done, on a client connection
+    /// that may end it early (boxed: only HTTP/2's have one).
+    Upstream(Incoming, Option<OnEnd>, Stall, UpstreamSeen, Option<Box<UpstreamHold>>),
     /// Written by the gateway; `None` once sent.
     Full(Option<Bytes>),
 }
@@ -43,25 +44,25 @@ pub(crate) struct UpstreamSeen {
 }
 
 /// What a streamed response holds of its upstream until its body is done
-/// (or dropped): a way to close the upstream connection from outside, and
-/// its client connection's slot for upstream requests
-/// (`server.max_upstream_per_connection`). A client connection's driver
-/// takes it ([`Body::take_hold`]) to end it early, when its client takes
-/// nothing of the response for `server.send_timeout_seconds`.
-#[derive(Debug, Default)]
+/// (or dropped), on an HTTP/2 client connection: a way to close the
+/// upstream connection from outside, and the client connection's slot for
+/// upstream requests (`server.max_upstream_per_connection`). The
+/// connection's driver takes it ([`Body::take_hold`]) to end it early, when
+/// its client takes nothing of the response for `server.send_timeout_seconds`.
+#[derive(Debug)]
 pub(crate) struct UpstreamHold {
     /// The upstream connection's task.
-    connection: Option<tokio::task::AbortHandle>,
+    connection: tokio::task::AbortHandle,
     /// The client connection's slot, given back when this is dropped.
-    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl UpstreamHold {
     /// Holds the upstream connection whose task is `connection`, and the
-    /// client connection's `slot`, if it has slots.
-    pub(crate) fn new(connection: tokio::task::AbortHandle, slot: Option<tokio::sync::OwnedSemaphorePermit>) -> Self {
+    /// client connection's `slot`.
+    pub(crate) fn new(connection: tokio::task::AbortHandle, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
         UpstreamHold {
-            connection: Some(connection),
+            connection,
             _slot: slot,
         }
     }
@@ -69,9 +70,7 @@ impl UpstreamHold {
     /// Closes the upstream connection now (its response body then fails
     /// if read) and gives the slot back.
     pub(crate) fn release(self) {
-        if let Some(connection) = self.connection {
-            connection.abort();
-        }
+        self.connection.abort();
     }
 }
 
@@ -160,7 +159,7 @@ impl Body {
         on_end: Option<OnEnd>,
         stall: Option<std::time::Duration>,
         seen: UpstreamSeen,
-        hold: UpstreamHold,
+        hold: Option<Box<UpstreamHold>>,
     ) -> Self {
         let stall = Stall::new(stall);
         match on_end {
@@ -182,12 +181,12 @@ impl Body {
     }
 
     /// What a streamed response holds of its upstream, taken out to be
-    /// kept beside the body (dropped with it, or released early); empty
-    /// for a body the gateway wrote.
-    pub(crate) fn take_hold(&mut self) -> UpstreamHold {
+    /// kept beside the body (dropped with it, or released early); `None`
+    /// for a body the gateway wrote, or on a connection without slots.
+    pub(crate) fn take_hold(&mut self) -> Option<Box<UpstreamHold>> {
         match self {
-            Body::Upstream(_, _, _, _, hold) => std::mem::take(hold),
-            Body::Full(_) => UpstreamHold::default(),
+            Body::Upstream(_, _, _, _, hold) => hold.take(),
+            Body::Full(_) => None,
         }
     }
 }

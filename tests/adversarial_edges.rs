@@ -280,53 +280,6 @@ async fn raw_h1(addr: SocketAddr, request: &[u8]) -> std::io::Result<RawResponse
     c.read_response(false).await
 }
 
-/// A raw HTTP/1.1 upstream: for every request head it reads (no bodies),
-/// it writes what `answer` makes of the target and fields, and keeps the
-/// connection open. Heads are recorded in `seen`.
-async fn scripted_upstream<F>(answer: F) -> Upstream
-where
-    F: Fn(&str, &Fields) -> Vec<u8> + Send + Sync + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = Upstream {
-        addr: listener.local_addr().unwrap(),
-        connections: Arc::default(),
-        requests: Arc::default(),
-        seen: Arc::default(),
-    };
-    let (conns, reqs, seen) = (up.connections.clone(), up.requests.clone(), up.seen.clone());
-    let answer = Arc::new(answer);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            conns.fetch_add(1, Ordering::SeqCst);
-            let (reqs, seen, answer) = (reqs.clone(), seen.clone(), answer.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while let Some(end) = find(&buf, b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                        buf.drain(..end + 4);
-                        reqs.fetch_add(1, Ordering::SeqCst);
-                        let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
-                        let fields = parse_fields(&head);
-                        let response = answer(&target, &fields);
-                        seen.lock().unwrap().push(fields);
-                        if s.write_all(&response).await.is_err() {
-                            return;
-                        }
-                    }
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            });
-        }
-    });
-    up
-}
-
 /// A `200` whose head carries `lines` (each a whole field line) and whose
 /// body is `ok`.
 fn ok_with(lines: &[&str]) -> Vec<u8> {

@@ -256,13 +256,15 @@ pub(crate) async fn forward(
         // wait for a slot counts against the same deadline.
         None => {
             let deadline = tokio::time::Instant::from_std(sent + fwd.timeout);
-            let asked = async {
-                if let Some(slots) = fwd.upstream_slots {
-                    slot = take_slot(slots).await;
+            if let Some(slots) = fwd.upstream_slots {
+                match tokio::time::timeout_at(deadline, take_slot(slots)).await {
+                    Ok(taken) => slot = taken,
+                    Err(_) => return Err(GatewayError::GatewayTimeout),
                 }
-                client.request(req, upstream, sent).await
-            };
-            tokio::time::timeout_at(deadline, asked).await.map_err(|_| ())
+            }
+            tokio::time::timeout_at(deadline, client.request(req, upstream, sent))
+                .await
+                .map_err(|_| ())
         }
     };
     let answer = match answer {
@@ -306,7 +308,7 @@ pub(crate) async fn forward(
     // watches its one response (no timer per request). A tunnel's (101)
     // body is empty and ends at once.
     let stall = (client_version == Version::HTTP_2).then_some(fwd.timeout);
-    let hold = UpstreamHold::new(answer.connection, slot);
+    let hold = slot.map(|slot| Box::new(UpstreamHold::new(answer.connection, slot)));
     let body = Body::upstream(body, answer.on_end, stall, seen, hold);
     let mut response = Response::from_parts(parts, body);
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {

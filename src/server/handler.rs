@@ -134,20 +134,18 @@ async fn dispatch<'s>(
     // An app on its own host owns every path of that host, the gateway's
     // own trees included, and its paths get the rules of those trees.
     let host_app = state.app_at_host(|| request_host(&req));
-    let checked = crate::router::check(&req, config.server.max_header_bytes, host_app.is_some());
+    if let Err(error) = crate::router::check(&req, config.server.max_header_bytes, host_app.is_some()) {
+        *refused_in = match (host_app, route(req.uri().path(), true)) {
+            (Some(app), _) => Some(&app.frame_ancestors_directive),
+            (None, Route::Embed(rest)) => Some(embed::framing_at(rest, state)),
+            (None, _) => None,
+        };
+        return Err(error);
+    }
     if let Some(app) = host_app {
-        if checked.is_err() {
-            *refused_in = Some(&app.frame_ancestors_directive);
-        }
-        checked?;
         return embed::handle_host(app, req, state, local, downstream, tag).await;
     }
-    let route = route(req.uri().path(), config.passthrough.is_some());
-    if let (Err(_), Route::Embed(rest)) = (&checked, route) {
-        *refused_in = Some(embed::framing_at(rest, state));
-    }
-    checked?;
-    match route {
+    match route(req.uri().path(), config.passthrough.is_some()) {
         Route::Api(rest) => {
             tag.route = RouteKind::Api;
             let rest = rest.to_owned();

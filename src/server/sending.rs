@@ -41,7 +41,7 @@ pub(super) struct Sending {
     /// Cut for its client's stall.
     cut: AtomicBool,
     /// What the response holds of its upstream, until it is cut.
-    hold: Mutex<Option<UpstreamHold>>,
+    hold: Mutex<Option<Box<UpstreamHold>>>,
 }
 
 impl Sending {
@@ -98,10 +98,11 @@ pub(super) enum Check {
 }
 
 impl Senders {
-    /// Watches a new response, which holds `hold` of its upstream.
-    pub(super) fn watch(&self, hold: UpstreamHold) -> Arc<Sending> {
+    /// Watches a new response, which holds `hold` of its upstream (none:
+    /// a body the gateway wrote).
+    pub(super) fn watch(&self, hold: Option<Box<UpstreamHold>>) -> Arc<Sending> {
         let sending = Arc::new(Sending {
-            hold: Mutex::new(Some(hold)),
+            hold: Mutex::new(hold),
             ..Sending::default()
         });
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
@@ -167,7 +168,8 @@ mod tests {
         let senders = Senders::default();
         let slots = Arc::new(tokio::sync::Semaphore::new(1));
         let upstream = tokio::spawn(std::future::pending::<()>());
-        let hold = UpstreamHold::new(upstream.abort_handle(), slots.clone().try_acquire_owned().ok());
+        let slot = slots.clone().try_acquire_owned().expect("a free slot");
+        let hold = Some(Box::new(UpstreamHold::new(upstream.abort_handle(), slot)));
         let sending = senders.watch(hold);
         let limit = 3 * IDLE_CHECK;
         // Never asked for a frame (a window that never opened): the
@@ -190,8 +192,8 @@ mod tests {
     fn frames_or_a_wait_on_the_upstream_restart_the_count() {
         let senders = Senders::default();
         let limit = 2 * IDLE_CHECK;
-        let sending = senders.watch(UpstreamHold::default());
-        let other = senders.watch(UpstreamHold::default());
+        let sending = senders.watch(None);
+        let other = senders.watch(None);
         for _ in 0..5 {
             // A frame between every two checks.
             sending.polled(true);
@@ -218,9 +220,9 @@ mod tests {
     #[test]
     fn the_list_stays_within_twice_the_open_responses() {
         let senders = Senders::default();
-        let open: Vec<_> = (0..10).map(|_| senders.watch(UpstreamHold::default())).collect();
+        let open: Vec<_> = (0..10).map(|_| senders.watch(None)).collect();
         for _ in 0..10_000 {
-            drop(senders.watch(UpstreamHold::default()));
+            drop(senders.watch(None));
         }
         let len = senders.live.lock().map(|l| l.list.len()).unwrap_or(usize::MAX);
         assert!(len <= 2 * 64 + 10, "{len}");

@@ -323,15 +323,32 @@ pub async fn raw_upstream_closing(response: &'static [u8]) -> Upstream {
 }
 
 async fn raw_upstream_with(response: &'static [u8], close: bool) -> Upstream {
+    scripted(move |_, _| response.to_vec(), close).await
+}
+
+/// A raw HTTP/1.1 upstream: for every request head it reads (bodies are not
+/// expected), it records the head's fields in `seen` and writes what
+/// `answer` makes of the target and fields, keeping the connection open.
+pub async fn scripted_upstream<F>(answer: F) -> Upstream
+where
+    F: Fn(&str, &Fields) -> Vec<u8> + Send + Sync + 'static,
+{
+    scripted(answer, false).await
+}
+
+/// [`scripted_upstream`], closing each connection after its first answer
+/// when `close`.
+async fn scripted<F>(answer: F, close: bool) -> Upstream
+where
+    F: Fn(&str, &Fields) -> Vec<u8> + Send + Sync + 'static,
+{
     let (listener, up) = bind().await;
-    let conns = up.connections.clone();
-    let reqs = up.requests.clone();
-    let seen = up.seen.clone();
+    let (conns, reqs, seen) = (up.connections.clone(), up.requests.clone(), up.seen.clone());
+    let answer = Arc::new(answer);
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             conns.fetch_add(1, Ordering::SeqCst);
-            let reqs = reqs.clone();
-            let seen = seen.clone();
+            let (reqs, seen, answer) = (reqs.clone(), seen.clone(), answer.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -340,8 +357,11 @@ async fn raw_upstream_with(response: &'static [u8], close: bool) -> Upstream {
                         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                         buf.drain(..end + 4);
                         reqs.fetch_add(1, Ordering::SeqCst);
-                        seen.lock().unwrap().push(parse_fields(&head));
-                        if s.write_all(response).await.is_err() {
+                        let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                        let fields = parse_fields(&head);
+                        let response = answer(&target, &fields);
+                        seen.lock().unwrap().push(fields);
+                        if s.write_all(&response).await.is_err() {
                             return;
                         }
                         if close {
