@@ -4,28 +4,29 @@
 //! [`Gateway::start`] is what the binary runs: it binds the listeners and
 //! serves until [`Gateway::shutdown`]. Everything else is crate-private.
 //!
-//! Modules form layers, and a module only uses modules below its own
-//! (`tests/layers.rs` checks it):
+//! Modules form layers, and a module only uses modules of a lower layer,
+//! never one of its own or above, nor anything of this file. This table is
+//! the one list of them: `tests/layers.rs` reads it, and fails on an import
+//! that points sideways or up and on a module the table does not rank. Top
+//! to bottom, one layer a line (a description may go on below it):
 //!
 //! ```text
-//! bench_support, fuzzing       fixtures for benches/ and fuzz/ only (nothing uses them)
-//! server, demo                 accept, TLS, HTTP/1.1 + HTTP/2, drain, admin; the bundled demo
-//! router                       path → route
-//! api, embed, helper           the PAT API; the exchange and the embed route's phases;
-//!                                the host-page helper (js/)
-//! state                        one generation of config and what is built from it
-//! session, limits, assertion,  records and the Store; rate limits; signing;
-//!   proxy, tls                   the proxy engine; PEM certificates
-//! config, telemetry            gateway.toml → Config; logging and redaction
-//! token, error, body, query,   tokens and hashes; GatewayError → response; bodies;
-//!   drain, certs                 query strings; graceful drain; dev certificates
+//! bench_support, fuzzing          fixtures for benches/ and fuzz/ only (nothing uses them)
+//! server, demo                    accept, TLS, HTTP/1.1 + HTTP/2, drain, admin; the bundled demo
+//! router                          path → route
+//! api, embed, helper              the PAT API; the exchange and the embed route's phases;
+//!                                   the host-page helper (js/)
+//! state                           one generation of config and what is built from it
+//! session, limits, assertion, proxy, tls
+//!                                 records and the Store; rate limits; signing; the proxy
+//!                                   engine; PEM certificates
+//! config, telemetry               gateway.toml → Config; logging and redaction
+//! token, error                    tokens and hashes; GatewayError → response
+//! body, query, drain, metrics, request_id, certs
+//!                                 bodies; query strings; graceful drain; metrics; request
+//!                                   ids; dev certificates
+//! fast_hash                       the hasher of the maps looked up on every request
 //! ```
-
-/// The hasher of the maps looked up on every request: foldhash, seeded per
-/// process. Their keys come from the config (apps, users, upstreams) or are
-/// digests of tokens the gateway made (sessions, PATs), never chosen by a
-/// client to collide, so std's SipHash would buy nothing there but cost.
-pub(crate) type FastHash = foldhash::fast::RandomState;
 
 mod api;
 mod assertion;
@@ -40,6 +41,7 @@ mod demo;
 mod drain;
 mod embed;
 mod error;
+mod fast_hash;
 /// Entry points for the fuzz targets in `fuzz/` only: the crate's own
 /// parsers fed arbitrary bytes. Not a stable API.
 #[doc(hidden)]

@@ -35,11 +35,11 @@ pub(crate) struct State {
     /// (made at start, kept across reloads).
     api_tokens: Vec<ApiToken>,
     demo_token: Option<TokenHash>,
-    users: HashMap<String, usize, crate::FastHash>,
+    users: HashMap<String, usize, crate::fast_hash::FastHash>,
     /// By id, the key shared with the config's `App`.
-    apps: HashMap<Arc<str>, usize, crate::FastHash>,
+    apps: HashMap<Arc<str>, usize, crate::fast_hash::FastHash>,
     /// Host-mode apps by host name.
-    app_hosts: HashMap<String, usize, crate::FastHash>,
+    app_hosts: HashMap<String, usize, crate::fast_hash::FastHash>,
 }
 
 impl State {

@@ -27,7 +27,7 @@ static X_EMBED_ASSERTION: HeaderName = HeaderName::from_static("x-embed-assertio
 /// The embed layer's per-process session state.
 #[derive(Debug, Default)]
 pub(crate) struct Local {
-    identities: DashMap<TokenHash, Identity, crate::FastHash>,
+    identities: DashMap<TokenHash, Identity, crate::fast_hash::FastHash>,
     /// Raised once when the session ends (revoked, or swept after it
     /// expired); its open tunnels watch it.
     tunnels: DashMap<TokenHash, watch::Sender<bool>>,

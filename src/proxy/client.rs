@@ -102,7 +102,7 @@ impl Key {
 /// the authority's text, hashed in one piece (`Authority`'s own `Hash`
 /// feeds the hasher a byte at a time), without building a key.
 #[derive(Default)]
-struct Idles([HashMap<Box<str>, Vec<Idle>, crate::FastHash>; 2]);
+struct Idles([HashMap<Box<str>, Vec<Idle>, crate::fast_hash::FastHash>; 2]);
 
 impl Idles {
     fn get_mut(&mut self, key: &Key) -> Option<&mut Vec<Idle>> {

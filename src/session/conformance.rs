@@ -1,6 +1,6 @@
 //! What every [`Store`] must do, as tests that take the store as a trait
 //! object. A store's own test module runs them all with
-//! [`store_conformance_tests!`](crate::store_conformance_tests), so the
+//! [`store_conformance_tests!`](store_conformance_tests), so the
 //! in-process store and a shared one are held to the same rules.
 
 use std::sync::Arc;
@@ -73,16 +73,15 @@ fn s(secs: u64) -> u64 {
 /// one per test). With `async`, `$make` is a future of
 /// `Option<(Arc<dyn Store>, guard)>` — `None` skips the test (a server the
 /// machine lacks), and the guard lives as long as the test.
-#[macro_export]
 macro_rules! store_conformance_tests {
     (async $make:expr) => {
-        $crate::store_conformance_tests!(@list (async $make));
+        $crate::session::conformance::store_conformance_tests!(@list (async $make));
     };
     ($make:expr) => {
-        $crate::store_conformance_tests!(@list ($make));
+        $crate::session::conformance::store_conformance_tests!(@list ($make));
     };
     (@list $make:tt) => {
-        $crate::store_conformance_tests!(@tests $make;
+        $crate::session::conformance::store_conformance_tests!(@tests $make;
             pat_is_taken_once_and_only_for_its_app,
             reusable_pat_works_until_expiry,
             expired_pat_is_not_taken,
@@ -120,6 +119,8 @@ macro_rules! store_conformance_tests {
         )+
     };
 }
+
+pub(crate) use store_conformance_tests;
 
 pub(crate) async fn pat_is_taken_once_and_only_for_its_app(store: Arc<dyn Store>) {
     store.insert_pat([1; 32], pat(USER, APP, T0, 60), T0).await.unwrap();

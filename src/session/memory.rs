@@ -81,14 +81,14 @@ struct Minted {
 /// Sessions and PATs of this process.
 #[derive(Debug)]
 pub(crate) struct MemoryStore {
-    pats: DashMap<TokenHash, Minted, crate::FastHash>,
+    pats: DashMap<TokenHash, Minted, crate::fast_hash::FastHash>,
     /// PATs whose session started, until they would have expired: all
     /// that is kept of them, so that a replay is known as one. Compact, as
     /// there is one per session: the hash's first 128 bits (a replay is
     /// only ever told apart from an unknown PAT by it) and the expiry in
     /// whole Unix seconds, rounded up.
     used: DashMap<UsedMark, u32>,
-    sessions: DashMap<TokenHash, SessionRecord, crate::FastHash>,
+    sessions: DashMap<TokenHash, SessionRecord, crate::fast_hash::FastHash>,
     /// Lowercased email → what that user owns.
     by_user: DashMap<Arc<str>, Owned>,
     ended: broadcast::Sender<Ended>,
@@ -314,7 +314,7 @@ mod tests {
     use crate::session::conformance::{self, pat, session, APP, OTHER, USER};
     use std::sync::Arc;
 
-    crate::store_conformance_tests!(MemoryStore::new());
+    conformance::store_conformance_tests!(MemoryStore::new());
 
     #[tokio::test]
     async fn sweep_drops_only_expired_entries_and_their_index() {

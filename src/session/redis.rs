@@ -90,7 +90,7 @@ pub(crate) struct RedisStore {
     prefix: String,
     timeout: Duration,
     scripts: Scripts,
-    cache: DashMap<TokenHash, Cached, crate::FastHash>,
+    cache: DashMap<TokenHash, Cached, crate::fast_hash::FastHash>,
     /// Sessions this replica has served and not yet seen end, with what
     /// the audit log says when they do.
     served: DashMap<TokenHash, Served>,

@@ -78,7 +78,7 @@ async fn dyn_store() -> Option<(Arc<dyn Store>, Server)> {
     Some((store as Arc<dyn Store>, server))
 }
 
-crate::store_conformance_tests!(async dyn_store());
+crate::session::conformance::store_conformance_tests!(async dyn_store());
 
 #[test]
 fn a_bad_url_is_refused_without_echoing_it() {
