@@ -27,8 +27,19 @@ use crate::metrics::{RouteKind, Tag};
 use crate::proxy::Downstream;
 use crate::query;
 use crate::state::State;
+use crate::token::HashMemo;
 
 pub(crate) use local::Local;
+
+/// What the embed route remembers of one client connection, beside what
+/// the proxy knows of it ([`Downstream`]): the hash of the session cookie
+/// it last sent, since a browser sends the same one on every request. The
+/// server keeps one per connection for this route and interprets nothing
+/// of it.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionMemo {
+    cookie_hash: HashMemo,
+}
 
 /// Where an app is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +62,7 @@ pub(crate) async fn handle_host(
     state: &State,
     local: &std::sync::Arc<Local>,
     downstream: &Downstream,
+    memo: &ConnectionMemo,
     tag: &mut Tag,
 ) -> Result<Response<Body>, GatewayError> {
     tag.app = Some(app.index);
@@ -71,7 +83,7 @@ pub(crate) async fn handle_host(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    phases::proxy(app, Mounted::Host, target, req, state, local, downstream).await
+    phases::proxy(app, Mounted::Host, target, req, state, local, (downstream, memo)).await
 }
 
 /// Serves `/embed-apps/<rest>`, where `<rest>` starts at byte `rest_at`
@@ -82,6 +94,7 @@ pub(crate) async fn handle(
     state: &State,
     local: &std::sync::Arc<Local>,
     downstream: &Downstream,
+    memo: &ConnectionMemo,
     tag: &mut Tag,
 ) -> Result<Response<Body>, GatewayError> {
     let rest = req.uri().path().get(rest_at..).unwrap_or("");
@@ -103,7 +116,7 @@ pub(crate) async fn handle(
     match below {
         Some(below) => {
             let target = below_target(below, req.uri().query())?;
-            phases::proxy(app, Mounted::Prefix, target, req, state, local, downstream).await
+            phases::proxy(app, Mounted::Prefix, target, req, state, local, (downstream, memo)).await
         }
         None if req.uri().query().is_some_and(|q| query::pairs(q).any(|p| p.is_pat())) => {
             tag.route = RouteKind::Exchange;

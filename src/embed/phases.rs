@@ -15,7 +15,7 @@ use http::header::HeaderMap;
 use http::uri::PathAndQuery;
 use http::{Request, Response};
 
-use super::{cookies, expired, rewrite, Local, Mounted};
+use super::{cookies, expired, rewrite, ConnectionMemo, Local, Mounted};
 use crate::body::{self, Body, RequestBody};
 use crate::config::App;
 use crate::error::GatewayError;
@@ -43,6 +43,7 @@ struct Embed<'a> {
     state: &'a State,
     local: &'a Arc<Local>,
     downstream: &'a Downstream,
+    memo: &'a ConnectionMemo,
     /// When the request came (Unix milliseconds): one clock read for the
     /// session's expiry and the assertion's.
     now_ms: u64,
@@ -58,7 +59,7 @@ pub(super) async fn proxy(
     mut req: Request<RequestBody>,
     state: &State,
     local: &Arc<Local>,
-    downstream: &Downstream,
+    (downstream, memo): (&Downstream, &ConnectionMemo),
 ) -> Result<Response<Body>, GatewayError> {
     let embed = Embed {
         app,
@@ -66,6 +67,7 @@ pub(super) async fn proxy(
         state,
         local,
         downstream,
+        memo,
         now_ms: session::now_ms(),
     };
     let Some(session) = embed.session_check(&mut req).await? else {
@@ -105,7 +107,7 @@ impl Embed<'_> {
         let mut hashes = [TokenHash::default(); MAX_SESSION_COOKIES];
         let mut found = 0;
         let presented = cookies::take_each(req.headers_mut(), &state.config.session.cookie_name, |value| {
-            let hash = self.downstream.cookie_hash.hash(value);
+            let hash = self.memo.cookie_hash.hash(value);
             if found < MAX_SESSION_COOKIES && !hashes[..found].contains(&hash) {
                 hashes[found] = hash;
                 found += 1;

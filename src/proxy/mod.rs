@@ -27,8 +27,6 @@ use crate::config::{self, Upstream};
 use crate::drain::Watch;
 use crate::error::GatewayError;
 use crate::query;
-
-use crate::token::HashMemo;
 pub(crate) use client::UpstreamClient;
 pub(crate) use head_watch::{HeadClock, HeadWatch};
 use headers::forwarded::{self, Peer, Scheme};
@@ -50,9 +48,6 @@ pub(crate) struct Downstream {
     /// The tunnels open on this connection: while one is, the connection
     /// is not idle (an HTTP/2 keep-alive must never end a WebSocket).
     pub(crate) tunnels: Tunnels,
-    /// The hash of the last session cookie this connection sent, for the
-    /// embed route (the proxy itself never reads it).
-    pub(crate) cookie_hash: HashMemo,
     /// Where an HTTP/1.1 connection's driver keeps the upstream timeout of
     /// its request in flight; `None` (HTTP/2): a timer per request.
     pub(crate) head_watch: Option<Arc<HeadWatch>>,
@@ -117,7 +112,6 @@ impl Downstream {
             scheme,
             watch,
             tunnels,
-            cookie_hash: HashMemo::default(),
             head_watch,
             upstream_slots,
         }

@@ -27,7 +27,7 @@ pub(super) async fn handle(
     req: Request<Incoming>,
     state: &State,
     local: &Arc<embed::Local>,
-    downstream: &Downstream,
+    (downstream, memo): (&Downstream, &embed::ConnectionMemo),
 ) -> Response<Tallied<Body>> {
     let peer = downstream.peer(&state.config.server.trusted_proxies);
     let request_id = request_id::of(req.headers(), peer.is_trusted());
@@ -71,7 +71,7 @@ pub(super) async fn handle(
     async move {
         let mut tag = Tag::new(RouteKind::Other);
         let mut refused_in = None;
-        let mut response = dispatch(req, state, local, downstream, &mut tag, &mut refused_in)
+        let mut response = dispatch(req, state, local, (downstream, memo), &mut tag, &mut refused_in)
             .await
             .unwrap_or_else(|error| {
                 if let GatewayError::Internal(cause) = &error {
@@ -126,7 +126,7 @@ async fn dispatch<'s>(
     req: Request<RequestBody>,
     state: &'s State,
     local: &Arc<embed::Local>,
-    downstream: &Downstream,
+    (downstream, memo): (&Downstream, &embed::ConnectionMemo),
     tag: &mut Tag,
     refused_in: &mut Option<&'s HeaderValue>,
 ) -> Result<Response<Body>, GatewayError> {
@@ -143,7 +143,7 @@ async fn dispatch<'s>(
         return Err(error);
     }
     if let Some(app) = host_app {
-        return embed::handle_host(app, req, state, local, downstream, tag).await;
+        return embed::handle_host(app, req, state, local, downstream, memo, tag).await;
     }
     match route(req.uri().path(), config.passthrough.is_some()) {
         Route::Api(rest) => {
@@ -157,7 +157,7 @@ async fn dispatch<'s>(
             // Where `rest` starts, rather than a copy of it: the request
             // goes on by value.
             let rest_at = req.uri().path().len() - rest.len();
-            embed::handle(rest_at, req, state, local, downstream, tag).await
+            embed::handle(rest_at, req, state, local, downstream, memo, tag).await
         }
         Route::WellKnown("jwks.json") => {
             tag.route = RouteKind::Jwks;

@@ -200,13 +200,18 @@ impl Connection {
            + Unpin
            + 'static {
         let (upstream_slots, senders) = streams.unzip();
-        let downstream = Arc::new(Downstream::new(
-            self.peer,
-            scheme,
-            self.watch.clone(),
-            tunnels,
-            head_watch,
-            upstream_slots,
+        // What the proxy knows of the connection, and what the embed route
+        // remembers of it.
+        let downstream = Arc::new((
+            Downstream::new(
+                self.peer,
+                scheme,
+                self.watch.clone(),
+                tunnels,
+                head_watch,
+                upstream_slots,
+            ),
+            embed::ConnectionMemo::default(),
         ));
         let shared = self.shared.clone();
         service_fn(move |req: Request<Incoming>| {
@@ -219,7 +224,8 @@ impl Connection {
             // whole into its slot for the request (HTTP/1.1) or into the
             // stream's task (HTTP/2); a box is moved as a pointer.
             Box::pin(async move {
-                let response = handler::handle(req, &state, &shared.embed, &downstream).await;
+                let (connection, memo) = &*downstream;
+                let response = handler::handle(req, &state, &shared.embed, (connection, memo)).await;
                 Ok::<_, Infallible>(response.map(|mut body| {
                     // On HTTP/2 what the response holds of its upstream
                     // is kept beside it, where the driver can end it.
