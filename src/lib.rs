@@ -28,6 +28,8 @@
 //! fast_hash                       the hasher of the maps looked up on every request
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod api;
 mod assertion;
 /// Fixtures for the criterion benchmarks in `benches/` only: thin wrappers
