@@ -166,9 +166,7 @@ impl Gateway {
             max_connections,
         ));
         if let Some(admin) = admin {
-            let ready_shared = shared.clone();
-            let store_ready = Arc::new(move || ready_shared.load().store.is_ready());
-            tokio::spawn(server::admin::serve(admin, watch.clone(), store_ready));
+            tokio::spawn(server::admin::serve(admin, watch.clone(), shared.clone()));
         }
         tokio::spawn(sweep(shared.clone(), watch.clone()));
         drop::<Watch>(watch);
@@ -400,11 +398,10 @@ async fn sweep(shared: Arc<Shared>, mut watch: Watch) {
             Ok(dropped) => tracing::debug!(dropped, "swept expired sessions and PATs"),
             Err(error) => warn!(%error, "sweeping the session store failed"),
         }
-        // Counting walks the store: once a sweep, for the gauges.
+        // A shared store is counted here, once a sweep, for the gauges (the
+        // in-process one at each scrape too: see the admin's /metrics).
         if let Ok(live) = state.store.count(now).await {
-            let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-            metrics::global().sessions_live.set(gauge(live.sessions));
-            metrics::global().pats_live.set(gauge(live.pats));
+            metrics::global().set_live(live.sessions, live.pats);
             tracing::debug!(sessions = live.sessions, pats = live.pats, "live in the session store");
         }
         state.limits.retain_recent();

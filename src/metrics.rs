@@ -164,10 +164,11 @@ pub(crate) struct Metrics {
     rate_limited: [Counter; Limiter::ALL.len()],
     /// `ok`, then `refused`.
     config_reloads: [Counter; 2],
-    /// Sessions live in the store, as of the last sweep.
-    pub(crate) sessions_live: Gauge,
-    /// PATs live in the store, as of the last sweep.
-    pub(crate) pats_live: Gauge,
+    /// Sessions live in the store: counted at each scrape with the
+    /// in-process store, at each sweep with a shared one.
+    sessions_live: Gauge,
+    /// PATs live in the store, counted as sessions are.
+    pats_live: Gauge,
     /// Client connections open now.
     pub(crate) connections_open: Gauge,
     /// Of those, HTTP/1.1 connections parked between requests, holding
@@ -315,6 +316,13 @@ impl Metrics {
             store_errors,
             log_lines_dropped,
         }
+    }
+
+    /// Sets the live sessions and PATs of the store.
+    pub(crate) fn set_live(&self, sessions: usize, pats: usize) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.sessions_live.set(gauge(sessions));
+        self.pats_live.set(gauge(pats));
     }
 
     /// Brings `log_lines_dropped` up to `dropped`, the writer's own count.

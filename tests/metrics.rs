@@ -202,3 +202,38 @@ async fn metrics_are_on_the_admin_listener_only() {
     // The public port has no /metrics (no passthrough here: 404).
     assert_eq!(get(gw.public_addr, "/metrics").await.status, 404);
 }
+
+/// With the in-process store the live gauges are counted at each scrape,
+/// not at the 30 s sweep: a mint, an exchange and a revocation show in the
+/// very next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_sessions_and_pats_are_counted_at_each_scrape() {
+    let up = echo_upstream("app").await;
+    let gw = EmbedOpts::new(&up.url(), &up.url()).start().await;
+    let (addr, admin) = (gw.public_addr, gw.admin());
+    let live = |m: &BTreeMap<String, f64>| {
+        (
+            m.get("embedgate_sessions_live").copied(),
+            m.get("embedgate_pats_live").copied(),
+        )
+    };
+    assert_eq!(live(&scrape(admin).await), (Some(0.0), Some(0.0)));
+    let first = mint_pat(addr, "alice@example.com", APP_A).await;
+    let _second = mint_pat(addr, "alice@example.com", APP_B).await;
+    assert_eq!(live(&scrape(admin).await), (Some(0.0), Some(2.0)), "two PATs minted");
+    assert_eq!(exchange(addr, APP_A, &first).await.status, 303);
+    assert_eq!(
+        live(&scrape(admin).await),
+        (Some(1.0), Some(1.0)),
+        "one PAT exchanged for a session"
+    );
+    let revoke = post_json(
+        addr,
+        "/api/ext/users/sessions/revoke",
+        Some(API_TOKEN),
+        "{\"email\": \"alice@example.com\"}",
+    )
+    .await;
+    assert_eq!(revoke.status, 200);
+    assert_eq!(live(&scrape(admin).await), (Some(0.0), Some(0.0)), "all revoked");
+}

@@ -6,14 +6,17 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+use super::Shared;
 use crate::body::Body;
 use crate::drain::Watch;
 use crate::error::json_error;
@@ -22,15 +25,15 @@ use crate::telemetry;
 
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Whether the session store answers (see `Store::is_ready`).
-pub(crate) type StoreReady = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
-
 /// Serves the admin endpoints for as long as the process lives: through a
 /// drain too, so that a balancer's health check is answered — `/readyz`
 /// 503 — rather than refused while in-flight work finishes. It holds no
 /// [`Watch`], so it never keeps a drain waiting.
-pub(crate) async fn serve(listener: TcpListener, mut watch: Watch, store_ready: StoreReady) {
-    let draining = std::sync::Arc::new(AtomicBool::new(false));
+/// The session store is the one of the state in force (`shared`): whether
+/// it answers decides `/readyz`, and an in-process store is counted for
+/// `/metrics` at each scrape.
+pub(crate) async fn serve(listener: TcpListener, mut watch: Watch, shared: Arc<Shared>) {
+    let draining = Arc::new(AtomicBool::new(false));
     {
         let draining = draining.clone();
         tokio::spawn(async move {
@@ -47,13 +50,19 @@ pub(crate) async fn serve(listener: TcpListener, mut watch: Watch, store_ready: 
                 continue;
             }
         };
-        let store_ready = store_ready.clone();
+        let shared = shared.clone();
         let draining = draining.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let store = shared.load().store.clone();
+                if req.uri().path() == "/metrics" {
+                    if let Some(live) = store.count_now(crate::session::now_ms()) {
+                        metrics::global().set_live(live.sessions, live.pats);
+                    }
+                }
                 let readiness = if draining.load(Ordering::Relaxed) {
                     Readiness::Draining
-                } else if !store_ready() {
+                } else if !store.is_ready() {
                     Readiness::StoreUnreachable
                 } else {
                     Readiness::Ready

@@ -107,6 +107,14 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
+    /// Sessions and PATs live at `now_ms`: a walk of both maps.
+    fn live(&self, now_ms: u64) -> Counts {
+        Counts {
+            sessions: self.sessions.iter().filter(|s| s.is_live(now_ms)).count(),
+            pats: self.pats.iter().filter(|p| p.record.is_live(now_ms)).count(),
+        }
+    }
+
     /// An empty store.
     pub(crate) fn new() -> Self {
         Self::default()
@@ -268,10 +276,11 @@ impl Store for MemoryStore {
     }
 
     async fn count(&self, now_ms: u64) -> Result<Counts, StoreError> {
-        Ok(Counts {
-            sessions: self.sessions.iter().filter(|s| s.is_live(now_ms)).count(),
-            pats: self.pats.iter().filter(|p| p.record.is_live(now_ms)).count(),
-        })
+        Ok(self.live(now_ms))
+    }
+
+    fn count_now(&self, now_ms: u64) -> Option<Counts> {
+        Some(self.live(now_ms))
     }
 
     async fn sweep(&self, now_ms: u64) -> Result<usize, StoreError> {

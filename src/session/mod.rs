@@ -243,6 +243,14 @@ pub(crate) trait Store: Send + Sync {
     /// Sessions and PATs live at `now_ms`.
     async fn count(&self, now_ms: u64) -> Result<Counts, StoreError>;
 
+    /// [`Store::count`] at once, for a store that can count without a
+    /// round trip (the in-process one): `/metrics` asks at each scrape.
+    /// `None`: the store's count is the sweep's.
+    fn count_now(&self, now_ms: u64) -> Option<Counts> {
+        let _ = now_ms;
+        None
+    }
+
     /// Drops what expired by `now_ms`, announcing the sessions on
     /// [`Store::ended_sessions`] and logging each to the audit log; returns
     /// how many records went. A store with native expiry has only the
