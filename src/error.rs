@@ -5,7 +5,7 @@
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::Body;
-use crate::metrics::{self, UpstreamError};
+use crate::metrics::UpstreamFailure;
 
 /// How long to wait before trying again, for `Retry-After` (RFC 9110
 /// §10.2.3): whole seconds, at least 1.
@@ -77,7 +77,51 @@ pub(crate) enum GatewayError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Where an error came from (as pingora's `ErrorSource`): what a log line
+/// or a dashboard says of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The client: what it sent, or how fast.
+    Downstream,
+    /// The app's upstream: refused, broken or silent.
+    Upstream,
+    /// The gateway itself, or the session store it depends on.
+    Internal,
+}
+
 impl GatewayError {
+    /// Where this error came from.
+    pub(crate) fn origin(&self) -> Origin {
+        match self {
+            GatewayError::BadGateway(_) | GatewayError::GatewayTimeout => Origin::Upstream,
+            GatewayError::StoreUnavailable(_) | GatewayError::Internal(_) => Origin::Internal,
+            GatewayError::PathNotFound(_)
+            | GatewayError::NotFound(_)
+            | GatewayError::BadRequest(_)
+            | GatewayError::Invalid(_)
+            | GatewayError::Unauthorized
+            | GatewayError::InvalidPat
+            | GatewayError::NoSession
+            | GatewayError::Forbidden(_)
+            | GatewayError::MethodNotAllowed(_)
+            | GatewayError::PayloadTooLarge
+            | GatewayError::HeadTooLarge
+            | GatewayError::UnsupportedMediaType
+            | GatewayError::RequestTimeout
+            | GatewayError::TooManyRequests(_) => Origin::Downstream,
+        }
+    }
+
+    /// What kind of upstream failure this is, for the metrics; `None` for
+    /// an error that did not come from an upstream.
+    pub(crate) fn upstream_failure(&self) -> Option<UpstreamFailure> {
+        match self {
+            GatewayError::BadGateway(cause) => Some(upstream_failure_kind(cause.as_ref())),
+            GatewayError::GatewayTimeout => Some(UpstreamFailure::Timeout),
+            _ => None,
+        }
+    }
+
     /// The status this error answers with.
     pub(crate) fn status(&self) -> StatusCode {
         match self {
@@ -100,18 +144,9 @@ impl GatewayError {
 
     /// The JSON error response, with the headers its status calls for. The
     /// message is the variant's own text: nothing from an upstream's or the
-    /// system's error chain is echoed.
+    /// system's error chain is echoed. Nothing else happens here: the
+    /// request's handler logs and counts the error.
     pub(crate) fn into_response(self) -> Response<Body> {
-        match &self {
-            // Logged by the request's handler, which names the request.
-            GatewayError::Internal(_) => {}
-            GatewayError::BadGateway(cause) => metrics::global().upstream_error(upstream_error_kind(cause.as_ref())),
-            GatewayError::GatewayTimeout => metrics::global().upstream_error(UpstreamError::Timeout),
-            // The store logs each outage once; a line per request would
-            // flood the log while it lasts.
-            GatewayError::StoreUnavailable(cause) => tracing::debug!(error = %cause, "session store unavailable"),
-            _ => {}
-        }
         let mut response = json_error(self.status(), &self.to_string());
         let headers = response.headers_mut();
         match self {
@@ -139,32 +174,32 @@ impl GatewayError {
 
 /// What kind of upstream failure `cause` is, from the errors it wraps:
 /// refused, timed out, reset (closed mid-exchange), TLS, or other.
-fn upstream_error_kind(cause: &(dyn std::error::Error + 'static)) -> UpstreamError {
+fn upstream_failure_kind(cause: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
     let mut next = Some(cause);
     while let Some(error) = next {
         if error.is::<rustls::Error>() {
-            return UpstreamError::Tls;
+            return UpstreamFailure::Tls;
         }
         if let Some(io) = error.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind;
             match io.kind() {
-                ErrorKind::ConnectionRefused => return UpstreamError::Refused,
-                ErrorKind::TimedOut => return UpstreamError::Timeout,
+                ErrorKind::ConnectionRefused => return UpstreamFailure::Refused,
+                ErrorKind::TimedOut => return UpstreamFailure::Timeout,
                 ErrorKind::ConnectionReset
                 | ErrorKind::ConnectionAborted
                 | ErrorKind::BrokenPipe
-                | ErrorKind::UnexpectedEof => return UpstreamError::Reset,
+                | ErrorKind::UnexpectedEof => return UpstreamFailure::Reset,
                 _ => {}
             }
         }
         if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
             if hyper.is_incomplete_message() || hyper.is_closed() {
-                return UpstreamError::Reset;
+                return UpstreamFailure::Reset;
             }
         }
         next = error.source();
     }
-    UpstreamError::Other
+    UpstreamFailure::Other
 }
 
 /// A JSON error response in the shape of SPEC §3.
@@ -224,6 +259,35 @@ mod tests {
         assert_eq!(value["statusCode"], 503);
         assert_eq!(value["error"], "Service Unavailable");
         assert!(!value.to_string().contains("secret"), "{value}");
+    }
+
+    #[test]
+    fn each_error_says_where_it_came_from_and_what_upstream_failure_it_is() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let cases = [
+            (
+                GatewayError::BadGateway(Box::new(refused)),
+                Origin::Upstream,
+                Some(UpstreamFailure::Refused),
+            ),
+            (
+                GatewayError::GatewayTimeout,
+                Origin::Upstream,
+                Some(UpstreamFailure::Timeout),
+            ),
+            (GatewayError::NoSession, Origin::Downstream, None),
+            (GatewayError::TooManyRequests(RetryAfter(1)), Origin::Downstream, None),
+            (
+                GatewayError::StoreUnavailable(Box::new(std::io::Error::other("down"))),
+                Origin::Internal,
+                None,
+            ),
+            (GatewayError::Internal("bug".into()), Origin::Internal, None),
+        ];
+        for (error, origin, failure) in cases {
+            assert_eq!(error.origin(), origin, "{error:?}");
+            assert_eq!(error.upstream_failure(), failure, "{error:?}");
+        }
     }
 
     #[test]

@@ -158,7 +158,7 @@ pub(crate) struct Metrics {
     /// Time to an upstream's response head.
     pub(crate) upstream_head: AtomicHistogram,
     /// The counters of fixed label sets, looked up once.
-    upstream_errors: [Counter; UpstreamError::ALL.len()],
+    upstream_errors: [Counter; UpstreamFailure::ALL.len()],
     pats_minted: Family<Labels, Counter>,
     exchanges: [Counter; Exchange::ALL.len()],
     rate_limited: [Counter; Limiter::ALL.len()],
@@ -302,7 +302,7 @@ impl Metrics {
             requests,
             durations,
             upstream_head,
-            upstream_errors: UpstreamError::ALL.map(|kind| handle(&upstream_errors, "kind", kind.name())),
+            upstream_errors: UpstreamFailure::ALL.map(|kind| handle(&upstream_errors, "kind", kind.name())),
             pats_minted,
             exchanges: Exchange::ALL.map(|outcome| handle(&exchanges, "outcome", outcome.name())),
             rate_limited: Limiter::ALL.map(|limiter| handle(&rate_limited, "limiter", limiter.name())),
@@ -342,7 +342,7 @@ impl Metrics {
     }
 
     /// Counts one upstream failure.
-    pub(crate) fn upstream_error(&self, kind: UpstreamError) {
+    pub(crate) fn upstream_error(&self, kind: UpstreamFailure) {
         self.upstream_errors[kind as usize].inc();
     }
 
@@ -367,9 +367,10 @@ impl Metrics {
     }
 }
 
-/// Why an upstream request failed.
+/// Why an upstream request failed, as the `kind` label of
+/// `embedgate_upstream_errors_total` says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UpstreamError {
+pub(crate) enum UpstreamFailure {
     Refused,
     Timeout,
     Reset,
@@ -377,22 +378,22 @@ pub(crate) enum UpstreamError {
     Other,
 }
 
-impl UpstreamError {
-    const ALL: [UpstreamError; 5] = [
-        UpstreamError::Refused,
-        UpstreamError::Timeout,
-        UpstreamError::Reset,
-        UpstreamError::Tls,
-        UpstreamError::Other,
+impl UpstreamFailure {
+    const ALL: [UpstreamFailure; 5] = [
+        UpstreamFailure::Refused,
+        UpstreamFailure::Timeout,
+        UpstreamFailure::Reset,
+        UpstreamFailure::Tls,
+        UpstreamFailure::Other,
     ];
 
     fn name(self) -> &'static str {
         match self {
-            UpstreamError::Refused => "refused",
-            UpstreamError::Timeout => "timeout",
-            UpstreamError::Reset => "reset",
-            UpstreamError::Tls => "tls",
-            UpstreamError::Other => "other",
+            UpstreamFailure::Refused => "refused",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Reset => "reset",
+            UpstreamFailure::Tls => "tls",
+            UpstreamFailure::Other => "other",
         }
     }
 }

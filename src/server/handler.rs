@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use tracing::{debug_span, error, field, info_span, Instrument};
+use tracing::{debug, debug_span, error, field, info_span, Instrument};
 
 use crate::api;
 use crate::body::{Body, Direction, RequestBody, Tallied, Tally};
@@ -74,11 +74,7 @@ pub(super) async fn handle(
         let mut response = dispatch(req, state, local, (downstream, memo), &mut tag, &mut refused_in)
             .await
             .unwrap_or_else(|error| {
-                if let GatewayError::Internal(cause) = &error {
-                    // Named here: a proxied request may have no span.
-                    let id = request_id.to_str().unwrap_or("");
-                    error!(request_id = id, error = %cause, "internal error");
-                }
+                observe(&error, &request_id);
                 let mut response = error.into_response();
                 // An error on an app's tree is framed as the app is.
                 if let Some(policy) = refused_in.or_else(|| embed::framing(tag.route, tag.app, state)) {
@@ -102,6 +98,25 @@ pub(super) async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// Logs and counts an error that ends a request (its response is made
+/// apart, without side effects).
+fn observe(error: &GatewayError, request_id: &HeaderValue) {
+    match error {
+        // Named here: a proxied request may have no span.
+        GatewayError::Internal(cause) => {
+            let id = request_id.to_str().unwrap_or("");
+            error!(request_id = id, origin = ?error.origin(), error = %cause, "internal error");
+        }
+        // The store logs each outage once; a line per request would flood
+        // the log while it lasts.
+        GatewayError::StoreUnavailable(cause) => debug!(error = %cause, "session store unavailable"),
+        _ => {}
+    }
+    if let Some(kind) = error.upstream_failure() {
+        crate::metrics::global().upstream_error(kind);
+    }
 }
 
 /// How many fields a proxied request may gain on its way up: its id,
