@@ -8,7 +8,7 @@
 //!   field(s), HTTP/1.1 style (one field) and HTTP/2 style (one per cookie);
 //! - `identity/headers`: the `X-Embed-*` headers of a session already seen;
 //! - `rewrite/*`: the response filter, rule by rule and whole;
-//! - `assertion/*`: the cached `X-Embed-Assertion` reused vs a fresh signature;
+//! - `assertion/*`: the cached `X-Embed-AssertionFixture` reused vs a fresh signature;
 //! - `pat/mint`: a new PAT and its record kept in the memory store.
 //!
 //! `cargo bench --bench hot_path` runs them all; `-- session_lookup` only those.
@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use embedgate::bench_support::{take_session_cookie, Assertion, Identity, Mint, Rewrite, Sessions};
+use embedgate::bench_support::{take_session_cookie, AssertionFixture, IdentityFixture, Mint, Rewrite, Sessions};
 use http::header::{self, HeaderMap, HeaderValue};
 
 /// Sessions in the store the lookups run against.
@@ -101,7 +101,7 @@ fn cookie(c: &mut Criterion) {
 }
 
 fn identity(c: &mut Criterion) {
-    let identity = Identity::warm().expect("a signer");
+    let identity = IdentityFixture::warm().expect("a signer");
     let first = identity.headers().expect("identity headers");
     assert_eq!(first.len(), 4);
     c.bench_function("identity/headers", |b| {
@@ -173,7 +173,7 @@ fn assertion(c: &mut Criterion) {
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
         .as_secs();
-    let mut assertion = Assertion::new().expect("a signer");
+    let mut assertion = AssertionFixture::new().expect("a signer");
     let signed = assertion.reuse_or_sign(now).expect("signed");
     assert_eq!(
         assertion.reuse_or_sign(now).expect("reused"),

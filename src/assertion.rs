@@ -26,6 +26,8 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::session::Attributes;
+
 /// How long an assertion lives: `exp` is at most this many seconds after
 /// `iat` (SPEC §5). Short, because it travels to upstreams in a header.
 pub(crate) const LIFETIME_SECONDS: u64 = 60;
@@ -91,9 +93,6 @@ pub(crate) enum AssertionError {
     },
 }
 
-/// Attributes the portal vouched for at mint time: a flat JSON object.
-pub(crate) type Attributes = serde_json::Map<String, serde_json::Value>;
-
 /// The claims of an assertion (RFC 7519 §4.1 plus `groups` and `attrs`).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct Claims<'a> {
@@ -134,10 +133,10 @@ fn jwk_of(alg: Alg, public: &[u8]) -> (String, serde_json::Value) {
     (kid, jwk)
 }
 
-fn public_jwk(key: &Key) -> (String, serde_json::Value) {
+fn public_jwk(key: &SigningKey) -> (String, serde_json::Value) {
     let alg = match key {
-        Key::Ed25519(_) => Alg::EdDsa,
-        Key::P256(_) => Alg::Es256,
+        SigningKey::Ed25519(_) => Alg::EdDsa,
+        SigningKey::P256(_) => Alg::Es256,
     };
     jwk_of(alg, key.public_key())
 }
@@ -210,29 +209,29 @@ impl PublishedKey {
 ///
 /// Cheap to share: `Send + Sync`, signing takes `&self`.
 pub(crate) struct Signer {
-    key: Key,
+    key: SigningKey,
     kid: String,
     jwks: String,
     rng: SystemRandom,
 }
 
-enum Key {
+enum SigningKey {
     Ed25519(Ed25519KeyPair),
     P256(EcdsaKeyPair),
 }
 
-impl Key {
+impl SigningKey {
     fn alg(&self) -> &'static str {
         match self {
-            Key::Ed25519(_) => "EdDSA",
-            Key::P256(_) => "ES256",
+            SigningKey::Ed25519(_) => "EdDSA",
+            SigningKey::P256(_) => "ES256",
         }
     }
 
     fn public_key(&self) -> &[u8] {
         match self {
-            Key::Ed25519(k) => k.public_key().as_ref(),
-            Key::P256(k) => k.public_key().as_ref(),
+            SigningKey::Ed25519(k) => k.public_key().as_ref(),
+            SigningKey::P256(k) => k.public_key().as_ref(),
         }
     }
 }
@@ -254,7 +253,7 @@ impl Signer {
         let rng = SystemRandom::new();
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| AssertionError::Generate)?;
         let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| AssertionError::Generate)?;
-        Ok(Signer::new(Key::Ed25519(key), rng))
+        Ok(Signer::new(SigningKey::Ed25519(key), rng))
     }
 
     /// Loads a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`,
@@ -289,10 +288,10 @@ impl Signer {
         };
         let rng = SystemRandom::new();
         let key = match Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der()) {
-            Ok(key) => Key::Ed25519(key),
+            Ok(key) => SigningKey::Ed25519(key),
             Err(ed) => {
                 match EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.secret_pkcs8_der(), &rng) {
-                    Ok(key) => Key::P256(key),
+                    Ok(key) => SigningKey::P256(key),
                     // ring's reasons are fixed words ("WrongAlgorithm", …), never key bytes.
                     Err(ec) => {
                         return Err(AssertionError::UnsupportedKey {
@@ -307,7 +306,7 @@ impl Signer {
         Ok(Signer::new(key, rng))
     }
 
-    fn new(key: Key, rng: SystemRandom) -> Signer {
+    fn new(key: SigningKey, rng: SystemRandom) -> Signer {
         let (kid, jwk) = public_jwk(&key);
         let jwks = json!({ "keys": [jwk] }).to_string();
         Signer { key, kid, jwks, rng }
@@ -368,8 +367,8 @@ impl Signer {
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(claims, &mut token);
         let signature = match &self.key {
-            Key::Ed25519(key) => key.sign(token.as_bytes()),
-            Key::P256(key) => key
+            SigningKey::Ed25519(key) => key.sign(token.as_bytes()),
+            SigningKey::P256(key) => key
                 .sign(&self.rng, token.as_bytes())
                 .map_err(|_| AssertionError::Sign)?,
         };
@@ -386,7 +385,7 @@ impl Signer {
 /// It remembers the key and the identity it was signed for, and is never
 /// handed out for another.
 #[derive(Clone)]
-pub(crate) struct Cached {
+pub(crate) struct CachedAssertion {
     token: HeaderValue,
     iat: u64,
     exp: u64,
@@ -398,17 +397,17 @@ pub(crate) struct Cached {
     attrs: Option<Attributes>,
 }
 
-impl fmt::Debug for Cached {
+impl fmt::Debug for CachedAssertion {
     // The token is a credential (SPEC §8): only its times show.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cached")
+        f.debug_struct("CachedAssertion")
             .field("iat", &self.iat)
             .field("exp", &self.exp)
             .finish_non_exhaustive()
     }
 }
 
-impl Cached {
+impl CachedAssertion {
     /// Whether it is still valid after `now` (Unix seconds).
     pub(crate) fn expires_after(&self, now: u64) -> bool {
         self.exp > now
@@ -433,7 +432,7 @@ impl Cached {
 /// sets, normally `now` and `now + LIFETIME_SECONDS`), stored in `cache`.
 /// Either way as the `X-Embed-Assertion` value, marked sensitive.
 pub(crate) fn reuse_or_sign(
-    cache: &mut Option<Cached>,
+    cache: &mut Option<CachedAssertion>,
     signer: &Signer,
     claims: &Claims<'_>,
     now: u64,
@@ -444,7 +443,7 @@ pub(crate) fn reuse_or_sign(
     // base64url and dots: always a valid header value.
     let mut token = HeaderValue::try_from(signer.sign(claims)?).map_err(|_| AssertionError::Sign)?;
     token.set_sensitive(true);
-    *cache = Some(Cached {
+    *cache = Some(CachedAssertion {
         token: token.clone(),
         iat: claims.iat,
         exp: claims.exp,
@@ -556,7 +555,7 @@ pub(crate) mod tests {
     fn signer_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<Signer>();
-        check::<Cached>();
+        check::<CachedAssertion>();
     }
 
     #[test]
@@ -687,7 +686,9 @@ pub(crate) mod tests {
 
         // A P-256 public key, as openssl would write it.
         let p256 = Signer::from_pem_file(&p256_pem(dir.path())).unwrap();
-        let Key::P256(pair) = &p256.key else { panic!("P-256") };
+        let SigningKey::P256(pair) = &p256.key else {
+            panic!("P-256")
+        };
         let spki = [P256_SPKI_PREFIX, pair.public_key().as_ref()].concat();
         let p256_public = PublishedKey::from_pem_file(&write_public_pem(dir.path(), "p256-pub.pem", &spki)).unwrap();
         assert_eq!(p256_public.kid(), p256.kid());

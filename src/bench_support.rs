@@ -8,7 +8,7 @@ use std::future::Future;
 use futures_util::FutureExt;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::assertion::{self, Cached, Claims, Signer};
+use crate::assertion::{self, CachedAssertion, Claims, Signer};
 use crate::embed::{cookies, rewrite, Local};
 use crate::session::{self, Attributes, MemoryStore, PatRecord, SessionRecord, Store};
 use crate::token::{self, TokenHash};
@@ -106,22 +106,22 @@ pub fn take_session_cookie(headers: &mut HeaderMap) -> usize {
 }
 
 /// A signer, and a session whose identity headers this process serves.
-pub struct Identity {
+pub struct IdentityFixture {
     local: Local,
     signer: Signer,
     hash: TokenHash,
     record: SessionRecord,
 }
 
-impl Identity {
+impl IdentityFixture {
     /// A session of a user in two groups, without attributes, whose
     /// identity was already built once (as for every request but a
     /// session's first).
-    pub fn warm() -> Result<Identity, Error> {
+    pub fn warm() -> Result<IdentityFixture, Error> {
         let now = session::now_ms();
         let pat = pat_record(user(0), now);
         let record = SessionRecord::start(&pat, pat.groups.clone(), std::time::Duration::from_secs(86_400), now);
-        let identity = Identity {
+        let identity = IdentityFixture {
             local: Local::default(),
             signer: Signer::generate()?,
             hash: token::hash("a session token"),
@@ -195,18 +195,18 @@ impl Rewrite {
 }
 
 /// A signer and one session's assertion cache.
-pub struct Assertion {
+pub struct AssertionFixture {
     signer: Signer,
-    cache: Option<Cached>,
+    cache: Option<CachedAssertion>,
     email: String,
     groups: Vec<String>,
 }
 
-impl Assertion {
+impl AssertionFixture {
     /// An in-memory Ed25519 signer (no `[assertion]` key file) and an
     /// empty cache.
-    pub fn new() -> Result<Assertion, Error> {
-        Ok(Assertion {
+    pub fn new() -> Result<AssertionFixture, Error> {
+        Ok(AssertionFixture {
             signer: Signer::generate()?,
             cache: None,
             email: user(0),

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::Request;
 
-use crate::config::{self, Config, Identity};
+use crate::config::{self, Config, UserSource};
 use crate::embed::cookies;
 use crate::router::{self, Route};
 use crate::{api, query, token};
@@ -42,7 +42,7 @@ pub fn config_text(data: &[u8]) {
 /// refused with a 4xx, or a request whose email is lowercase and whose app
 /// id is a lowercase UUID.
 pub fn mint_body(data: &[u8]) {
-    for users in [Identity::Config, Identity::Portal] {
+    for users in [UserSource::Config, UserSource::Portal] {
         match api::mint_request(data, &base().pat, users) {
             Ok(request) => {
                 assert_eq!(request.email, request.email.to_ascii_lowercase());

@@ -17,9 +17,9 @@
 //! api, embed, helper              the PAT API; the exchange and the embed route's phases;
 //!                                   the host-page helper (js/)
 //! state                           one generation of config and what is built from it
-//! session, limits, assertion, proxy, tls
-//!                                 records and the Store; rate limits; signing; the proxy
-//!                                   engine; PEM certificates
+//! assertion                       signing the identity for the upstream (X-Embed-Assertion)
+//! session, limits, proxy, tls     records and the Store; rate limits; the proxy engine;
+//!                                   PEM certificates
 //! config, telemetry               gateway.toml → Config; logging and redaction
 //! token, error                    tokens and hashes; GatewayError → response
 //! body, query, drain, metrics, request_id, certs

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::assertion::{PublishedKey, Signer};
-use crate::config::{self, ApiToken, App, Config, ConfigErrors, Identity, StoreConfig, User};
+use crate::config::{self, ApiToken, App, Config, ConfigErrors, StoreConfig, User, UserSource};
 use crate::limits::Limits;
 use crate::metrics::RequestMetrics;
 use crate::proxy::UpstreamClient;
@@ -183,8 +183,8 @@ impl State {
     pub(crate) fn admits(&self, app: &App, email: &str, vouched: &[String]) -> bool {
         let by_directory = || self.user(email).is_some_and(|u| app.admits(email, &u.groups));
         match self.config.identity {
-            Identity::Config => by_directory(),
-            Identity::Portal => app.admits(email, vouched) || by_directory(),
+            UserSource::Config => by_directory(),
+            UserSource::Portal => app.admits(email, vouched) || by_directory(),
         }
     }
 
@@ -195,8 +195,8 @@ impl State {
     pub(crate) fn identify(&self, email: &str, vouched: &[String]) -> Option<Vec<String>> {
         let listed = self.user(email);
         match self.config.identity {
-            Identity::Config => listed.map(|u| u.groups.clone()),
-            Identity::Portal => {
+            UserSource::Config => listed.map(|u| u.groups.clone()),
+            UserSource::Portal => {
                 let mut groups = vouched.to_vec();
                 for group in listed.map(|u| u.groups.as_slice()).unwrap_or_default() {
                     if !groups.contains(group) {

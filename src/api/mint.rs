@@ -10,7 +10,7 @@ use serde_json::json;
 use super::fields::{self, Text, WholeNumber};
 use super::identity;
 use crate::body::Body;
-use crate::config::{self, ApiToken, Identity, Pat};
+use crate::config::{self, ApiToken, Pat, UserSource};
 use crate::error::GatewayError;
 use crate::session::{self, Attributes, PatRecord};
 use crate::state::State;
@@ -52,13 +52,13 @@ pub(crate) struct MintRequest {
 /// Checks the body against the table of SPEC §3, field by field in the
 /// table's order, then the portal's `groups` and `attributes`; the error
 /// names the field.
-pub(crate) fn parse(body: &[u8], limits: &Pat, users: Identity) -> Result<MintRequest, GatewayError> {
+pub(crate) fn parse(body: &[u8], limits: &Pat, users: UserSource) -> Result<MintRequest, GatewayError> {
     let body: MintBody = fields::parse(body)?;
     let email = fields::required(body.email, "email")?;
     let email = match users {
-        Identity::Portal => identity::email(&email)?,
+        UserSource::Portal => identity::email(&email)?,
         // The directory decides: an address it does not list is a 404.
-        Identity::Config => email.to_ascii_lowercase(),
+        UserSource::Config => email.to_ascii_lowercase(),
     };
     let app_id = fields::required(body.app_id, "appId")?;
     if !config::is_uuid(&app_id) {
@@ -78,12 +78,12 @@ pub(crate) fn parse(body: &[u8], limits: &Pat, users: Identity) -> Result<MintRe
     )?;
     let groups = match (body.groups, users) {
         (None, _) => Vec::new(),
-        (Some(_), Identity::Config) => {
+        (Some(_), UserSource::Config) => {
             return Err(GatewayError::Invalid(
                 "groups: not accepted with [identity] users = \"config\" (the configured users' groups apply)".into(),
             ))
         }
-        (Some(value), Identity::Portal) => identity::groups(value)?,
+        (Some(value), UserSource::Portal) => identity::groups(value)?,
     };
     let attributes = body
         .attributes
@@ -196,7 +196,7 @@ mod tests {
     }
 
     fn message(body: &str) -> String {
-        match parse(body.as_bytes(), &limits(), Identity::Config) {
+        match parse(body.as_bytes(), &limits(), UserSource::Config) {
             Ok(_) => "ok".into(),
             Err(e) => e.to_string(),
         }
@@ -205,7 +205,7 @@ mod tests {
     #[test]
     fn absent_expiries_take_the_defaults_and_ids_are_lowercased() {
         let value = json!({"email": "Ann@Example.com", "appId": APP}).to_string();
-        let parsed = parse(value.as_bytes(), &limits(), Identity::Config).ok();
+        let parsed = parse(value.as_bytes(), &limits(), UserSource::Config).ok();
         assert_eq!(
             parsed,
             Some(MintRequest {
@@ -222,18 +222,18 @@ mod tests {
     #[test]
     fn groups_are_the_portals_only_in_portal_mode() {
         let body = json!({"email": "x@y.z", "appId": APP, "groups": ["sales"]}).to_string();
-        let config = parse(body.as_bytes(), &limits(), Identity::Config).err();
+        let config = parse(body.as_bytes(), &limits(), UserSource::Config).err();
         assert!(
             config.is_some_and(|e| e.to_string().starts_with("groups: not accepted")),
             "the directory owns groups in config mode"
         );
-        let portal = parse(body.as_bytes(), &limits(), Identity::Portal).ok();
+        let portal = parse(body.as_bytes(), &limits(), UserSource::Portal).ok();
         assert_eq!(portal.map(|r| r.groups), Some(vec!["sales".to_string()]));
         let attrs = json!({"email": "x@y.z", "appId": APP, "attributes": {"dept": "ops"}}).to_string();
-        let parsed = parse(attrs.as_bytes(), &limits(), Identity::Config).ok();
+        let parsed = parse(attrs.as_bytes(), &limits(), UserSource::Config).ok();
         assert_eq!(parsed.map(|r| r.attributes.len()), Some(1), "attributes in either mode");
         let bad = json!({"email": "not an address", "appId": APP}).to_string();
-        let refused = parse(bad.as_bytes(), &limits(), Identity::Portal).err();
+        let refused = parse(bad.as_bytes(), &limits(), UserSource::Portal).err();
         assert_eq!(
             refused.map(|e| e.to_string()).as_deref(),
             Some("email: must be an email address")

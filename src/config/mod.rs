@@ -52,7 +52,7 @@ pub struct Config {
     /// `[store]`: where sessions and PATs live.
     pub(crate) store: StoreConfig,
     /// `[identity]`: who the users are.
-    pub(crate) identity: Identity,
+    pub(crate) identity: UserSource,
     /// `[log]`: what is logged.
     pub(crate) log: LogConfig,
     /// `[[users]]`, in file order.
@@ -266,9 +266,9 @@ pub(crate) struct LogConfig {
     pub(crate) audit_file: Option<std::path::PathBuf>,
 }
 
-/// `[identity]`.
+/// `[identity] users`: who knows the users, the config or the portal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum Identity {
+pub(crate) enum UserSource {
     /// `users = "config"`: only `[[users]]` exist; the directory owns
     /// their groups.
     #[default]

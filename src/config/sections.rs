@@ -14,8 +14,8 @@ use super::checks::{
 };
 use super::walk::{Cx, Field, Section, MAX_MINUTES, MAX_SECONDS};
 use super::{
-    host_name, Api, ApiToken, App, AppHost, Assertion, CertFiles, Demo, Identity, KeyFile, LogConfig, Passthrough, Pat,
-    RateLimit, Server, SessionConfig, StoreConfig, Tls, User,
+    host_name, Api, ApiToken, App, AppHost, Assertion, CertFiles, Demo, KeyFile, LogConfig, Passthrough, Pat,
+    RateLimit, Server, SessionConfig, StoreConfig, Tls, User, UserSource,
 };
 
 /// `[server]`; `public_url` is required.
@@ -153,14 +153,14 @@ pub(crate) fn log(mut s: Section<'_>, cx: &mut Cx<'_>) -> LogConfig {
 }
 
 /// `[identity]`.
-pub(crate) fn identity(mut s: Section<'_>, cx: &mut Cx<'_>) -> Identity {
+pub(crate) fn identity(mut s: Section<'_>, cx: &mut Cx<'_>) -> UserSource {
     let users = match s.str(cx, "users") {
-        None => Identity::Config,
-        Some(f) if f.value == "config" => Identity::Config,
-        Some(f) if f.value == "portal" => Identity::Portal,
+        None => UserSource::Config,
+        Some(f) if f.value == "config" => UserSource::Config,
+        Some(f) if f.value == "portal" => UserSource::Portal,
         Some(f) => {
             cx.error_at(&f, format!("expected \"config\" or \"portal\", found {:?}", f.value));
-            Identity::Config
+            UserSource::Config
         }
     };
     s.finish(cx);

@@ -65,7 +65,7 @@ fn minimal_config_parses_with_all_defaults() {
     assert_eq!(c.api.max_body_bytes, 65_536);
     assert_eq!(c.pat.max_pat_expiry_seconds, 86_400);
     assert_eq!(c.pat.max_session_expiry_minutes, 43_200);
-    assert_eq!(c.identity, Identity::Config);
+    assert_eq!(c.identity, UserSource::Config);
     assert!(c.api.tokens.is_empty());
     assert_eq!(c.pat.default_pat_expiry_seconds, 3600);
     assert_eq!(c.pat.default_session_expiry_minutes, 60);
@@ -726,11 +726,11 @@ fn log_access_is_on_unless_turned_off() {
 fn identity_users_is_config_or_portal() {
     assert_eq!(
         ok(&format!("{MINIMAL}[identity]\nusers = \"portal\"\n")).identity,
-        Identity::Portal
+        UserSource::Portal
     );
     assert_eq!(
         ok(&format!("{MINIMAL}[identity]\nusers = \"config\"\n")).identity,
-        Identity::Config
+        UserSource::Config
     );
     let e = one_err(
         &format!("{MINIMAL}[identity]\nusers = \"ldap\"\n"),

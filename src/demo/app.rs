@@ -58,14 +58,14 @@ impl DemoApp {
     pub(crate) async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let get = req.method() == Method::GET || req.method() == Method::HEAD;
         let path = req.uri().path();
-        if let Some(route) = shop::Route::of(path) {
+        if let Some(route) = shop::ShopPage::of(path) {
             return match route {
                 _ if !get => method_not_allowed("GET, HEAD"),
-                shop::Route::Page => shop::page(),
-                shop::Route::Style => shop::style(),
-                shop::Route::Script => shop::script(),
+                shop::ShopPage::Page => shop::page(),
+                shop::ShopPage::Style => shop::style(),
+                shop::ShopPage::Script => shop::script(),
                 // The same answer as the first app's, below another path.
-                shop::Route::Whoami => self.whoami_answer(req.headers()).await,
+                shop::ShopPage::Whoami => self.whoami_answer(req.headers()).await,
             };
         }
         match path {

@@ -65,7 +65,7 @@ fn innermost(error: &legacy::Error) -> &(dyn std::error::Error + 'static) {
 }
 
 /// A whole answer of the gateway.
-pub(crate) struct Answer {
+pub(crate) struct DemoReply {
     /// Its status.
     pub(crate) status: StatusCode,
     /// Its body, read whole (at most [`MAX_RESPONSE_BYTES`]).
@@ -118,7 +118,7 @@ impl GatewayClient {
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Bytes,
         total: Duration,
-    ) -> Result<Answer, CallError> {
+    ) -> Result<DemoReply, CallError> {
         let bad_base = || CallError::BadBase(self.given.clone());
         let base = self.base.as_ref().ok_or_else(bad_base)?;
         let uri: Uri = format!("http://{}{}{path}", base.authority, base.path)
@@ -138,7 +138,7 @@ impl GatewayClient {
         }
     }
 
-    async fn exchange(&self, authority: &str, request: Request<Full<Bytes>>) -> Result<Answer, CallError> {
+    async fn exchange(&self, authority: &str, request: Request<Full<Bytes>>) -> Result<DemoReply, CallError> {
         let response = self.client.request(request).await.map_err(|source| {
             let authority = authority.to_owned();
             if !source.is_connect() {
@@ -160,7 +160,7 @@ impl GatewayClient {
             .await
             .map_err(|_| CallError::Body(authority.to_owned()))?
             .to_bytes();
-        Ok(Answer {
+        Ok(DemoReply {
             status: parts.status,
             body,
         })

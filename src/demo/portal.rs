@@ -16,7 +16,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
-use super::client::{Answer, CallError, GatewayClient};
+use super::client::{CallError, DemoReply, GatewayClient};
 use super::html::{render, Html};
 use super::{has_token, header_text, html_response, json_response, method_not_allowed, text, Portal};
 
@@ -92,7 +92,7 @@ impl DemoPortal {
     /// `POST <gateway_api><path>` with the portal's API token, as ToolJet's
     /// sample portal does: `Authorization: Basic <token>` (the token as is,
     /// not a user:password pair) and a JSON body.
-    async fn api_call(&self, path: &str, body: &Value) -> Result<Answer, ApiFailure> {
+    async fn api_call(&self, path: &str, body: &Value) -> Result<DemoReply, ApiFailure> {
         let mut auth = HeaderValue::from_str(&format!("Basic {}", self.config.api_token))
             .map_err(|_| ApiFailure::Unreachable(CallError::BadToken))?;
         auth.set_sensitive(true);
@@ -111,7 +111,7 @@ impl DemoPortal {
     /// The failure for an answer that is not the expected success: its
     /// status and the `message` of its JSON error body (SPEC §3), clipped,
     /// and with the API token blotted out should it ever be echoed.
-    fn refused(&self, answer: &Answer) -> ApiFailure {
+    fn refused(&self, answer: &DemoReply) -> ApiFailure {
         let message = json_object(answer)
             .and_then(|body| body.get("message").and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_else(|| "(no JSON message)".to_owned());
@@ -362,7 +362,7 @@ fn revoked_param(query: Option<&str>) -> Option<u64> {
 }
 
 /// The JSON body of an answer, if it is a JSON object.
-fn json_object(answer: &Answer) -> Option<Map<String, Value>> {
+fn json_object(answer: &DemoReply) -> Option<Map<String, Value>> {
     match serde_json::from_slice(&answer.body).ok()? {
         Value::Object(map) => Some(map),
         _ => None,

@@ -12,7 +12,7 @@ use http::header::{HeaderName, HeaderValue};
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, warn};
 
-use crate::assertion::{self, Cached, Claims, Signer};
+use crate::assertion::{self, CachedAssertion, Claims, Signer};
 use crate::drain::Watch;
 use crate::error::GatewayError;
 use crate::proxy::{Cancel, Vouched};
@@ -27,7 +27,7 @@ static X_EMBED_ASSERTION: HeaderName = HeaderName::from_static("x-embed-assertio
 /// The embed layer's per-process session state.
 #[derive(Debug, Default)]
 pub(crate) struct Local {
-    identities: DashMap<TokenHash, Identity, crate::fast_hash::FastHash>,
+    identities: DashMap<TokenHash, IdentityHeaders, crate::fast_hash::FastHash>,
     /// Raised once when the session ends (revoked, or swept after it
     /// expired); its open tunnels watch it.
     tunnels: DashMap<TokenHash, watch::Sender<bool>>,
@@ -35,7 +35,7 @@ pub(crate) struct Local {
 
 /// One session's identity headers, built once, and its last assertion.
 #[derive(Debug)]
-struct Identity {
+struct IdentityHeaders {
     /// What the headers were built from; a record or an app's
     /// `attribute_headers` that differs rebuilds.
     subject: Arc<Subject>,
@@ -46,10 +46,10 @@ struct Identity {
     /// `X-Embed-Attr-<key>` for each of the app's `attribute_headers` the
     /// session has a header-safe value for.
     attribute_headers: Vec<(HeaderName, HeaderValue)>,
-    assertion: Option<Cached>,
+    assertion: Option<CachedAssertion>,
 }
 
-impl Identity {
+impl IdentityHeaders {
     fn new(session: &SessionRecord, attribute_names: &[(String, HeaderName)]) -> Result<Self, GatewayError> {
         let value = |s: &str| HeaderValue::from_str(s).map_err(|e| GatewayError::Internal(Box::new(e)));
         let attribute_headers = attribute_names
@@ -59,7 +59,7 @@ impl Identity {
                 Some((name.clone(), HeaderValue::from_str(&text).ok()?))
             })
             .collect();
-        Ok(Identity {
+        Ok(IdentityHeaders {
             subject: session.subject.clone(),
             attribute_names: attribute_names.to_vec(),
             user: value(&session.subject.email)?,
@@ -116,9 +116,9 @@ impl Local {
         let mut entry = self
             .identities
             .entry(*hash)
-            .or_try_insert_with(|| Identity::new(session, attribute_names))?;
+            .or_try_insert_with(|| IdentityHeaders::new(session, attribute_names))?;
         if !entry.is_for(session, attribute_names) {
-            *entry = Identity::new(session, attribute_names)?;
+            *entry = IdentityHeaders::new(session, attribute_names)?;
         }
         let claims = Claims {
             iss: issuer,
@@ -373,7 +373,7 @@ mod tests {
             .expect("headers");
         local.identities.insert(
             [2; 32],
-            Identity::new(&record("b@example.com", &[]), &[]).expect("identity"),
+            IdentityHeaders::new(&record("b@example.com", &[]), &[]).expect("identity"),
         );
         local.sweep();
         assert!(local.identities.contains_key(&[1; 32]));

@@ -68,7 +68,7 @@ impl UpstreamError {
 }
 
 /// An upstream's response, and what the access line says of it.
-pub(crate) struct Answer {
+pub(crate) struct UpstreamAnswer {
     pub(crate) response: Response<Incoming>,
     /// The connection's peer address.
     pub(crate) addr: Option<SocketAddr>,
@@ -84,14 +84,14 @@ pub(crate) struct Answer {
 /// Which pool a request goes to: the upstream's scheme and authority
 /// (cloning an `Authority` shares its bytes).
 #[derive(Debug, Clone)]
-struct Key {
+struct PoolKey {
     https: bool,
     authority: Authority,
 }
 
-impl Key {
-    fn of(uri: &Uri) -> Option<Key> {
-        Some(Key {
+impl PoolKey {
+    fn of(uri: &Uri) -> Option<PoolKey> {
+        Some(PoolKey {
             https: uri.scheme() == Some(&Scheme::HTTPS),
             authority: uri.authority()?.clone(),
         })
@@ -105,11 +105,11 @@ impl Key {
 struct Idles([HashMap<Box<str>, Vec<Idle>, crate::fast_hash::FastHash>; 2]);
 
 impl Idles {
-    fn get_mut(&mut self, key: &Key) -> Option<&mut Vec<Idle>> {
+    fn get_mut(&mut self, key: &PoolKey) -> Option<&mut Vec<Idle>> {
         self.0[usize::from(key.https)].get_mut(key.authority.as_str())
     }
 
-    fn entry(&mut self, key: &Key) -> &mut Vec<Idle> {
+    fn entry(&mut self, key: &PoolKey) -> &mut Vec<Idle> {
         let map = &mut self.0[usize::from(key.https)];
         if !map.contains_key(key.authority.as_str()) {
             map.insert(key.authority.as_str().into(), Vec::new());
@@ -208,8 +208,8 @@ impl UpstreamClient {
         mut req: Request<RequestBody>,
         upstream: &Uri,
         now: Instant,
-    ) -> Result<Answer, UpstreamError> {
-        let key = Key::of(upstream).ok_or(UpstreamError::NoAuthority)?;
+    ) -> Result<UpstreamAnswer, UpstreamError> {
+        let key = PoolKey::of(upstream).ok_or(UpstreamError::NoAuthority)?;
         loop {
             let (mut sender, addr, task, reused) = match self.pool.checkout(&key, now) {
                 Some(idle) => (idle.sender, idle.addr, idle.task, true),
@@ -236,7 +236,7 @@ impl UpstreamClient {
                         let key = key.clone();
                         OnEnd::new(move || Pool::release(pool, key, sender, addr, task))
                     });
-                    return Ok(Answer {
+                    return Ok(UpstreamAnswer {
                         response,
                         addr,
                         on_end,
@@ -258,7 +258,7 @@ impl UpstreamClient {
 impl Pool {
     /// The most recently used idle connection to `key` that is still
     /// open and fresh at `now`; stale ones are dropped on the way.
-    fn checkout(&self, key: &Key, now: Instant) -> Option<Idle> {
+    fn checkout(&self, key: &PoolKey, now: Instant) -> Option<Idle> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.get_mut(key)?;
         while let Some(candidate) = list.pop() {
@@ -275,7 +275,13 @@ impl Pool {
     /// frame reached us); when the request body is still being sent (the
     /// upstream answered early), a task waits for it, so that no request
     /// taken from the pool ever waits behind another's upload.
-    fn release(pool: std::sync::Weak<Pool>, key: Key, mut sender: Sender, addr: Option<SocketAddr>, task: AbortHandle) {
+    fn release(
+        pool: std::sync::Weak<Pool>,
+        key: PoolKey,
+        mut sender: Sender,
+        addr: Option<SocketAddr>,
+        task: AbortHandle,
+    ) {
         if sender.is_ready() {
             if let Some(pool) = pool.upgrade() {
                 pool.checkin(key, sender, addr, task);
@@ -297,7 +303,7 @@ impl Pool {
     /// Back into the pool after a complete exchange, unless the connection
     /// closed or the pool for its upstream is full (of usable connections:
     /// stale ones are dropped then; otherwise the reaper drops them).
-    fn checkin(&self, key: Key, sender: Sender, addr: Option<SocketAddr>, task: AbortHandle) {
+    fn checkin(&self, key: PoolKey, sender: Sender, addr: Option<SocketAddr>, task: AbortHandle) {
         if sender.is_closed() {
             return;
         }
@@ -366,7 +372,7 @@ mod tests {
     #[tokio::test]
     async fn reaping_drops_stale_and_closed_connections_and_keeps_fresh_ones() {
         let client = UpstreamClient::new(Duration::from_secs(1), Vec::new()).expect("client");
-        let key = Key::of(&Uri::from_static("http://127.0.0.1:1/")).expect("a key");
+        let key = PoolKey::of(&Uri::from_static("http://127.0.0.1:1/")).expect("a key");
         let mut peers = Vec::new();
         let mut idle = Vec::new();
         let stale = Instant::now()

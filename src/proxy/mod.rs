@@ -4,9 +4,9 @@
 //! through [`Forward::vouched`].
 
 pub(crate) mod client;
-mod head_watch;
 pub(crate) mod headers;
 pub(crate) mod upgrade;
+mod upstream_head;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,10 +28,10 @@ use crate::drain::Watch;
 use crate::error::GatewayError;
 use crate::query;
 pub(crate) use client::UpstreamClient;
-pub(crate) use head_watch::{HeadClock, HeadWatch};
 use headers::forwarded::{self, Peer, Scheme};
 use headers::{hop, identity};
 use ipnet::IpNet;
+pub(crate) use upstream_head::{UpstreamHeadClock, UpstreamHeadWatch};
 
 /// The client connection a request came on, as the proxy needs it.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ pub(crate) struct Downstream {
     pub(crate) tunnels: Tunnels,
     /// Where an HTTP/1.1 connection's driver keeps the upstream timeout of
     /// its request in flight; `None` (HTTP/2): a timer per request.
-    pub(crate) head_watch: Option<Arc<HeadWatch>>,
+    pub(crate) upstream_head: Option<Arc<UpstreamHeadWatch>>,
     /// An HTTP/2 connection's slots for requests waiting on upstreams
     /// (`server.max_upstream_per_connection`); an HTTP/1.1 connection has
     /// one request at a time, and no slots.
@@ -96,14 +96,14 @@ impl Downstream {
     }
 
     /// The connection from `addr`, over `scheme`, its tunnels counted in
-    /// `tunnels`, its upstream waits watched by `head_watch` if its driver
+    /// `tunnels`, its upstream waits watched by `upstream_head` if its driver
     /// keeps them, with `upstream_slots` if it may have many at once.
     pub(crate) fn new(
         addr: SocketAddr,
         scheme: Scheme,
         watch: Watch,
         tunnels: Tunnels,
-        head_watch: Option<Arc<HeadWatch>>,
+        upstream_head: Option<Arc<UpstreamHeadWatch>>,
         upstream_slots: Option<Arc<Semaphore>>,
     ) -> Self {
         Downstream {
@@ -112,7 +112,7 @@ impl Downstream {
             scheme,
             watch,
             tunnels,
-            head_watch,
+            upstream_head,
             upstream_slots,
         }
     }
@@ -140,8 +140,8 @@ pub(crate) struct Forward<'a> {
     /// Where a tunnel is counted while it is open.
     pub(crate) tunnels: &'a Tunnels,
     /// Keeps the wait for the response head, when the connection's driver
-    /// does ([`Downstream::head_watch`]).
-    pub(crate) head_watch: Option<&'a HeadWatch>,
+    /// does ([`Downstream::upstream_head`]).
+    pub(crate) upstream_head: Option<&'a UpstreamHeadWatch>,
     /// Ends the tunnel early when it resolves (a revoked session).
     pub(crate) tunnel_cancel: Option<Cancel>,
     /// `server.underscores_in_headers`: whether a client's header names
@@ -171,7 +171,7 @@ impl<'a> Forward<'a> {
             vouched: Vouched::new(),
             watch: &downstream.watch,
             tunnels: &downstream.tunnels,
-            head_watch: downstream.head_watch.as_deref(),
+            upstream_head: downstream.upstream_head.as_deref(),
             tunnel_cancel: None,
             underscores_in_headers: server.underscores_in_headers,
             upstream_slots: downstream.upstream_slots.as_ref(),
@@ -243,7 +243,7 @@ pub(crate) async fn forward(
     let sent = std::time::Instant::now();
     let upstream = &fwd.upstream.uri;
     let mut slot = None;
-    let answer = match fwd.head_watch {
+    let answer = match fwd.upstream_head {
         // The connection's driver keeps the timeout.
         Some(watch) => watch.wait(client.request(req, upstream, sent)).await.map_err(|_| ()),
         // One clock read for the deadline, the pool and the metrics. The

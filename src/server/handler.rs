@@ -18,7 +18,7 @@ use crate::query;
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::router::{route, Route};
 use crate::state::State;
-use crate::telemetry::access::{Access, Answer};
+use crate::telemetry::access::{Access, Answered};
 
 /// Serves one request; every failure becomes its JSON error response. The
 /// request's access record, when the access log is on, goes with both
@@ -87,7 +87,7 @@ pub(super) async fn handle(
         state.request_metrics.record(tag, status, started.elapsed());
         let upstream = response.body().upstream_seen();
         if let Some(access) = &access {
-            access.answered(Answer {
+            access.answered(Answered {
                 route: tag.route,
                 app: tag.app.and_then(|i| state.config.apps.get(i)).map(|app| app.id.clone()),
                 status,

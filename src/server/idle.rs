@@ -138,16 +138,16 @@ impl BodyStall {
 /// A wait that began between two checks counts from the later one, so the
 /// timeout ends a connection up to one `IDLE_CHECK` late, never early.
 #[derive(Debug)]
-pub(super) struct HeadWait {
+pub(super) struct ClientHeadWait {
     started: u64,
     awaiting: bool,
     waited: Duration,
 }
 
-impl HeadWait {
+impl ClientHeadWait {
     /// From now, a connection's beginning: its first head is awaited.
     pub(super) fn new() -> Self {
-        HeadWait {
+        ClientHeadWait {
             started: 0,
             awaiting: true,
             waited: Duration::ZERO,
@@ -423,7 +423,7 @@ mod tests {
     #[test]
     fn the_head_wait_counts_whole_checks_and_restarts_with_each_request() {
         let activity = Arc::new(Activity::default());
-        let mut wait = HeadWait::new();
+        let mut wait = ClientHeadWait::new();
         assert_eq!(
             wait.check(&activity),
             IDLE_CHECK,

@@ -25,16 +25,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, debug_span, warn, Instrument};
 
-use self::idle::{Activity, BodyStall, HeadWait, Rewound, Tracked, Turn, IDLE_CHECK};
+use self::idle::{Activity, BodyStall, ClientHeadWait, Rewound, Tracked, Turn, IDLE_CHECK};
 use self::sending::{Check, Senders};
-use self::woken::Marked;
+use self::woken::OwnWaker;
 use crate::body::{Body, Tallied};
 use crate::config;
 use crate::drain::Watch;
 use crate::embed;
 use crate::metrics;
 use crate::proxy::headers::forwarded::Scheme;
-use crate::proxy::{Downstream, HeadClock, HeadWatch, Tunnels};
+use crate::proxy::{Downstream, Tunnels, UpstreamHeadClock, UpstreamHeadWatch};
 use crate::state::State;
 
 /// HTTP/2 keep-alive pings find dead peers on long-idle connections.
@@ -184,7 +184,7 @@ impl Connection {
     }
 
     /// The service every request of this connection goes through. An
-    /// HTTP/1.1 connection keeps its upstream wait in `head_watch`; an
+    /// HTTP/1.1 connection keeps its upstream wait in `upstream_head`; an
     /// HTTP/2 one has `streams`: its slots for upstream requests and the
     /// watch over the responses it sends.
     fn service(
@@ -192,7 +192,7 @@ impl Connection {
         scheme: Scheme,
         activity: Arc<Activity>,
         tunnels: Tunnels,
-        head_watch: Option<Arc<HeadWatch>>,
+        upstream_head: Option<Arc<UpstreamHeadWatch>>,
         streams: Option<(Arc<Semaphore>, Arc<Senders>)>,
     ) -> impl Service<Request<Incoming>, Response = Response<Tracked<Tallied<Body>>>, Error = Infallible, Future: Send>
            + Clone
@@ -208,7 +208,7 @@ impl Connection {
                 scheme,
                 self.watch.clone(),
                 tunnels,
-                head_watch,
+                upstream_head,
                 upstream_slots,
             ),
             embed::ConnectionMemo::default(),
@@ -279,10 +279,10 @@ impl Connection {
         // `keepalive_timeout` does: a silent or idle client holds no slot
         // for ever.
         let mut idle_check = Box::pin(tokio::time::sleep(IDLE_CHECK));
-        let mut idle = HeadWait::new();
+        let mut idle = ClientHeadWait::new();
         // The check and the drain signal are polled when they fire, not
         // at every wake-up of the connection.
-        let (check_mark, drain_mark) = (Marked::new(), Marked::new());
+        let (check_woken, drain_woken) = (OwnWaker::new(), OwnWaker::new());
         loop {
             {
                 let signaled = std::pin::pin!(watch.signaled());
@@ -294,7 +294,7 @@ impl Connection {
                         }
                         return;
                     }
-                    () = check_mark.quiet(&mut idle_check) => {
+                    () = check_woken.when_woken(&mut idle_check) => {
                         // Responses its client took nothing of for the send
                         // timeout free their upstreams; when that is all
                         // the connection has open, it is as good as idle.
@@ -302,7 +302,7 @@ impl Connection {
                         // An HTTP/2 WebSocket's stream has ended its response
                         // but not its tunnel: open tunnels keep it busy.
                         if tunnels.open() > 0 {
-                            idle = HeadWait::new();
+                            idle = ClientHeadWait::new();
                         } else if stuck || idle.check(&activity) >= server.header_read_timeout {
                             if stuck {
                                 debug!("the client takes none of its responses; closing");
@@ -319,7 +319,7 @@ impl Connection {
                         }
                         idle_check.as_mut().reset(tokio::time::Instant::now() + IDLE_CHECK);
                     }
-                    () = drain_mark.quiet(signaled) => {}
+                    () = drain_woken.when_woken(signaled) => {}
                 }
             }
             if watch.is_draining() {
@@ -347,7 +347,7 @@ impl Connection {
     /// Serves HTTP/1.1 until the client leaves, a limit is broken, or
     /// draining finishes the last request; while the connection is idle,
     /// only the socket is kept (see [`idle`]). The head timeout
-    /// ([`HeadWait`], on the connection's idle timer) bounds the wait for
+    /// ([`ClientHeadWait`], on the connection's idle timer) bounds the wait for
     /// every request head, the first one included, and so is the
     /// keep-alive timeout too.
     async fn serve_http1<I>(self, io: I, scheme: Scheme, state: &State)
@@ -359,13 +359,13 @@ impl Connection {
         // An upgrade ends hyper's connection here, so its tunnel needs no count.
         // The upstream timeout of the request in flight is kept on the
         // connection's once-a-second check too.
-        let head_watch = Arc::new(HeadWatch::default());
-        let mut head_clock = HeadClock::default();
+        let upstream_head = Arc::new(UpstreamHeadWatch::default());
+        let mut upstream_clock = UpstreamHeadClock::default();
         let mut service = self.service(
             scheme,
             activity.clone(),
             Tunnels::default(),
-            Some(head_watch.clone()),
+            Some(upstream_head.clone()),
             None,
         );
         let mut io = Rewound::new(io, activity.clone());
@@ -376,11 +376,11 @@ impl Connection {
         // without parking again, so a trickled head is not given a new
         // timeout at every park.
         let mut may_park = true;
-        let mut head_wait = HeadWait::new();
+        let mut head_wait = ClientHeadWait::new();
         let mut stall = BodyStall::default();
         // The check and the drain signal are polled when they fire, not
         // at every wake-up of the connection (twice a request).
-        let (check_mark, drain_mark) = (Marked::new(), Marked::new());
+        let (check_woken, drain_woken) = (OwnWaker::new(), OwnWaker::new());
         loop {
             // Boxed, and in this block: a parked connection's task holds
             // none of hyper's connection, not even its box.
@@ -405,7 +405,7 @@ impl Connection {
                         }
                         // Once parking has begun, the elapsed timer is not
                         // looked at again: the check counts whole periods.
-                        () = check_mark.quiet(&mut idle_check), if !activity.is_parking() => {
+                        () = check_woken.when_woken(&mut idle_check), if !activity.is_parking() => {
                             if head_wait.check(&activity) >= server.header_read_timeout {
                                 debug!("no request head within header_read_timeout; closing");
                                 return;
@@ -423,7 +423,7 @@ impl Connection {
                             }
                             // An expired wait is answered (504) when the
                             // select polls the connection next, at once.
-                            head_clock.check(&head_watch, IDLE_CHECK, server.upstream_timeout);
+                            upstream_clock.check(&upstream_head, IDLE_CHECK, server.upstream_timeout);
                             let now_started = activity.started();
                             if now_started == started && now_started > 0 && may_park && activity.between_requests() {
                                 // hyper closes an idle connection at once (and
@@ -436,7 +436,7 @@ impl Connection {
                                 idle_check.as_mut().reset(tokio::time::Instant::now() + IDLE_CHECK);
                             }
                         }
-                        () = drain_mark.quiet(signaled.as_mut()), if !activity.is_parking() => {
+                        () = drain_woken.when_woken(signaled.as_mut()), if !activity.is_parking() => {
                             // A request the client sent just before the signal
                             // may still sit unread in the socket: serve a moment
                             // longer, then finish what is in flight and close.
@@ -462,7 +462,7 @@ impl Connection {
                                         return;
                                     }
                                     () = idle_check.as_mut() => {
-                                        head_clock.check(&head_watch, IDLE_CHECK, server.upstream_timeout);
+                                        upstream_clock.check(&upstream_head, IDLE_CHECK, server.upstream_timeout);
                                     }
                                 }
                             }
@@ -521,7 +521,7 @@ impl Connection {
 }
 
 /// The HTTP/1.1 settings of every connection. No head timeout: the
-/// driver keeps it ([`HeadWait`]).
+/// driver keeps it ([`ClientHeadWait`]).
 fn http1_builder(server: &config::Server) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder

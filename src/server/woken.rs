@@ -6,7 +6,7 @@
 //! the task (twice a proxied request), `select!` polls every branch, and
 //! polling a timer or a watch channel costs more than it looks (a budget
 //! check and a waker compare for the timer, the channel's lock for the
-//! watch: about 900 instructions a request together). Here each side
+//! watch). Here each side
 //! future gets a waker of its own that marks it before waking the task;
 //! a poll that finds no mark returns `Pending` at once.
 
@@ -18,15 +18,16 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
 
-/// One side future's mark and the task to wake: made once a connection,
-/// used by each [`Quiet`] that the driver's loop builds on it.
+/// Whether a side future woke the task itself, and the task to wake: made
+/// once a connection, used by each [`PolledWhenWoken`] that the driver's
+/// loop builds on it.
 #[derive(Default)]
-pub(super) struct Mark {
+pub(super) struct WokeFlag {
     woken: AtomicBool,
     task: AtomicWaker,
 }
 
-impl Wake for Mark {
+impl Wake for WokeFlag {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
@@ -37,47 +38,48 @@ impl Wake for Mark {
     }
 }
 
-/// A waker that marks its [`Mark`], and the mark.
+/// A side future's own waker: it sets its [`WokeFlag`] before waking the
+/// task.
 #[derive(Clone)]
-pub(super) struct Marked {
-    mark: Arc<Mark>,
+pub(super) struct OwnWaker {
+    flag: Arc<WokeFlag>,
     waker: Waker,
 }
 
-impl Marked {
+impl OwnWaker {
     pub(super) fn new() -> Self {
-        let mark = Arc::new(Mark::default());
-        let waker = Waker::from(mark.clone());
-        Marked { mark, waker }
+        let flag = Arc::new(WokeFlag::default());
+        let waker = Waker::from(flag.clone());
+        OwnWaker { flag, waker }
     }
 
     /// `inner`, polled only on its first poll and after it woke the task.
-    pub(super) fn quiet<F: Future>(&self, inner: F) -> Quiet<'_, F> {
+    pub(super) fn when_woken<F: Future>(&self, inner: F) -> PolledWhenWoken<'_, F> {
         // A new side future has registered no waker yet: its first poll
         // must reach it.
-        self.mark.woken.store(true, Ordering::Relaxed);
-        Quiet { marked: self, inner }
+        self.flag.woken.store(true, Ordering::Relaxed);
+        PolledWhenWoken { own: self, inner }
     }
 }
 
-/// See [`Marked::quiet`].
-pub(super) struct Quiet<'a, F> {
-    marked: &'a Marked,
+/// See [`OwnWaker::when_woken`].
+pub(super) struct PolledWhenWoken<'a, F> {
+    own: &'a OwnWaker,
     inner: F,
 }
 
-impl<F: Future + Unpin> Future for Quiet<'_, F> {
+impl<F: Future + Unpin> Future for PolledWhenWoken<'_, F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let mark = &self.marked.mark;
+        let mark = &self.own.flag;
         // Registered before the mark is read: a wake between the two is
         // seen now or wakes the task again.
         mark.task.register(cx.waker());
         if !mark.woken.swap(false, Ordering::Acquire) {
             return Poll::Pending;
         }
-        let waker = self.marked.waker.clone();
+        let waker = self.own.waker.clone();
         let result = Pin::new(&mut self.inner).poll(&mut Context::from_waker(&waker));
         if result.is_ready() {
             // Whatever is built on this mark next starts marked anyway.
@@ -120,11 +122,11 @@ mod tests {
             ready: ready.clone(),
             waker: slot.clone(),
         };
-        let marked = Marked::new();
+        let marked = OwnWaker::new();
         let task = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&task);
         {
-            let mut quiet = marked.quiet(&mut probe);
+            let mut quiet = marked.when_woken(&mut probe);
             assert!(Pin::new(&mut quiet).poll(&mut cx).is_pending());
             // The task woken by something else: the probe is not polled.
             assert!(Pin::new(&mut quiet).poll(&mut cx).is_pending());
@@ -132,7 +134,7 @@ mod tests {
         }
         assert_eq!(probe.polls, 1);
         {
-            let mut quiet = marked.quiet(&mut probe);
+            let mut quiet = marked.when_woken(&mut probe);
             assert!(
                 Pin::new(&mut quiet).poll(&mut cx).is_pending(),
                 "a new one is polled once"
@@ -140,7 +142,7 @@ mod tests {
         }
         assert_eq!(probe.polls, 2);
         {
-            let mut quiet = marked.quiet(&mut probe);
+            let mut quiet = marked.when_woken(&mut probe);
             assert!(Pin::new(&mut quiet).poll(&mut cx).is_pending());
             ready.store(true, Ordering::SeqCst);
             assert!(Pin::new(&mut quiet).poll(&mut cx).is_pending(), "not woken yet");
@@ -156,7 +158,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_timer_and_a_watch_still_fire_beside_a_busy_future() {
-        let marked = Marked::new();
+        let marked = OwnWaker::new();
         let (tx, mut rx) = tokio::sync::watch::channel(false);
         let mut sleep = Box::pin(tokio::time::sleep(Duration::from_millis(20)));
         // The timer, while something else keeps waking the task.
@@ -167,7 +169,7 @@ mod tests {
         };
         let fired = tokio::time::timeout(Duration::from_secs(5), async {
             tokio::select! {
-                () = marked.quiet(&mut sleep) => {}
+                () = marked.when_woken(&mut sleep) => {}
                 () = busy => unreachable!("busy never ends"),
             }
         });
@@ -185,7 +187,7 @@ mod tests {
         };
         let fired = tokio::time::timeout(Duration::from_secs(5), async {
             tokio::select! {
-                r = marked.quiet(&mut changed) => r.is_ok(),
+                r = marked.when_woken(&mut changed) => r.is_ok(),
                 () = busy => unreachable!("busy never ends"),
             }
         });

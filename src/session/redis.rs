@@ -76,7 +76,7 @@ struct Scripts {
 
 /// A session read a moment ago.
 #[derive(Debug, Clone)]
-struct Cached {
+struct CachedSession {
     record: SessionRecord,
     read_at: Instant,
 }
@@ -90,7 +90,7 @@ pub(crate) struct RedisStore {
     prefix: String,
     timeout: Duration,
     scripts: Scripts,
-    cache: DashMap<TokenHash, Cached, crate::fast_hash::FastHash>,
+    cache: DashMap<TokenHash, CachedSession, crate::fast_hash::FastHash>,
     /// Sessions this replica has served and not yet seen end, with what
     /// the audit log says when they do.
     served: DashMap<TokenHash, Served>,
@@ -274,7 +274,7 @@ impl RedisStore {
         }
         self.cache.insert(
             *hash,
-            Cached {
+            CachedSession {
                 record: record.clone(),
                 read_at: Instant::now(),
             },

@@ -34,12 +34,12 @@ pub(crate) struct Access {
     version: Version,
     received: AtomicU64,
     sent: AtomicU64,
-    answer: OnceLock<Answer>,
+    answer: OnceLock<Answered>,
 }
 
 /// What the gateway answered, known once the response head is ready.
 #[derive(Debug)]
-pub(crate) struct Answer {
+pub(crate) struct Answered {
     pub(crate) route: RouteKind,
     /// The embedded app's id (shared with the config, not copied).
     pub(crate) app: Option<Arc<str>>,
@@ -84,7 +84,7 @@ impl Access {
     }
 
     /// Records the answer (the first one counts).
-    pub(crate) fn answered(&self, answer: Answer) {
+    pub(crate) fn answered(&self, answer: Answered) {
         let _ = self.answer.set(answer);
     }
 
@@ -229,17 +229,17 @@ const LINE_BYTES: usize = 640;
 const KEPT_LINE_BYTES: usize = 16 * 1024;
 
 /// A field's name as each format writes it before the value.
-struct Key {
+struct FieldName {
     /// ` name=`
     text: &'static str,
     /// `,"name":`
     json: &'static str,
 }
 
-/// The [`Key`] of a field name, made at compile time.
+/// A field's [`FieldName`], made at compile time.
 macro_rules! key {
     ($name:literal) => {
-        &Key {
+        &FieldName {
             text: concat!(" ", $name, "="),
             json: concat!(",\"", $name, "\":"),
         }
@@ -294,7 +294,7 @@ impl Line<'_> {
 
     /// A `put` in each arm, so that each copies a constant length.
     #[inline(always)]
-    fn key(&mut self, key: &Key) {
+    fn key(&mut self, key: &FieldName) {
         match self.format {
             LogFormat::Text => self.put(key.text.as_bytes()),
             LogFormat::Json => self.put(key.json.as_bytes()),
@@ -303,7 +303,7 @@ impl Line<'_> {
 
     /// `value` is UTF-8 (a `str`'s bytes, or a request id: ASCII).
     #[inline(always)]
-    fn str(&mut self, key: &Key, value: &[u8]) {
+    fn str(&mut self, key: &FieldName, value: &[u8]) {
         self.key(key);
         match self.format {
             LogFormat::Text => self.put(value),
@@ -313,7 +313,7 @@ impl Line<'_> {
 
     /// A name with nothing to escape.
     #[inline(always)]
-    fn short(&mut self, key: &Key, name: &Short) {
+    fn short(&mut self, key: &FieldName, name: &Short) {
         self.key(key);
         let quoted = self.format == LogFormat::Json;
         if quoted {
@@ -329,7 +329,7 @@ impl Line<'_> {
     }
 
     #[inline(always)]
-    fn number(&mut self, key: &Key, value: u64) {
+    fn number(&mut self, key: &FieldName, value: u64) {
         self.key(key);
         let n = value.checked_ilog10().map_or(1, |log| log as usize + 1);
         if let Some(to) = self.buf.get_mut(self.len..self.len + n) {
@@ -338,14 +338,14 @@ impl Line<'_> {
         }
     }
 
-    fn ip(&mut self, key: &Key, ip: IpAddr) {
+    fn ip(&mut self, key: &FieldName, ip: IpAddr) {
         match ip {
             IpAddr::V4(v4) => self.ipv4(key, v4, None),
             IpAddr::V6(_) => self.display(key, format_args!("{ip}")),
         }
     }
 
-    fn addr(&mut self, key: &Key, addr: SocketAddr) {
+    fn addr(&mut self, key: &FieldName, addr: SocketAddr) {
         match addr {
             SocketAddr::V4(v4) => self.ipv4(key, *v4.ip(), Some(v4.port())),
             SocketAddr::V6(_) => self.display(key, format_args!("{addr}")),
@@ -357,7 +357,7 @@ impl Line<'_> {
     /// the last address of each kind is kept per thread: a connection's
     /// client and its upstream stay the same from request to request, so
     /// most lines copy it rather than write it again.
-    fn ipv4(&mut self, key: &Key, ip: Ipv4Addr, port: Option<u16>) {
+    fn ipv4(&mut self, key: &FieldName, ip: Ipv4Addr, port: Option<u16>) {
         thread_local! {
             /// The last address without a port (a client) and with one (an upstream).
             static LAST: RefCell<[Ipv4Text; 2]> = const { RefCell::new([Ipv4Text::NONE; 2]) };
@@ -386,7 +386,7 @@ impl Line<'_> {
         self.len = start + written.len;
     }
 
-    fn display(&mut self, key: &Key, value: std::fmt::Arguments<'_>) {
+    fn display(&mut self, key: &FieldName, value: std::fmt::Arguments<'_>) {
         use std::io::Write;
         self.key(key);
         let quoted = self.format == LogFormat::Json;
@@ -636,7 +636,7 @@ mod tests {
         let access = record();
         access.count(Direction::Sent, 10);
         access.count(Direction::Sent, 5);
-        access.answered(Answer {
+        access.answered(Answered {
             route: RouteKind::Embed,
             app: Some("app-1".into()),
             status: 200,
@@ -682,7 +682,7 @@ mod tests {
     fn ipv6_addresses_are_written_whole() {
         let mut access = record();
         access.client = "2001:db8::1".parse().unwrap_or(access.client);
-        access.answered(Answer {
+        access.answered(Answered {
             route: RouteKind::Passthrough,
             app: None,
             status: 502,
@@ -717,7 +717,7 @@ mod tests {
         access.request_id = HeaderValue::from_str(&"\\".repeat(200)).unwrap_or_else(|_| access.request_id.clone());
         access.received = AtomicU64::new(u64::MAX);
         access.sent = AtomicU64::new(u64::MAX);
-        access.answered(Answer {
+        access.answered(Answered {
             route: RouteKind::Passthrough,
             app: Some(wild.as_str().into()),
             status: u16::MAX,

@@ -33,9 +33,9 @@ const MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// A handle for writing lines; clones share the buffer and the thread.
 #[derive(Clone)]
-pub(crate) struct Sink(Arc<Shared>);
+pub(crate) struct Sink(Arc<SinkShared>);
 
-struct Shared {
+struct SinkShared {
     buffer: Mutex<Buffer>,
     wake: Condvar,
     dropped: AtomicU64,
@@ -74,7 +74,7 @@ pub(crate) struct SinkGuard {
 impl Sink {
     /// A sink writing to `out` from a thread named `name`.
     pub(crate) fn start(out: Box<dyn Write + Send>, name: &str) -> std::io::Result<(Sink, SinkGuard)> {
-        let sink = Sink(Arc::new(Shared {
+        let sink = Sink(Arc::new(SinkShared {
             buffer: Mutex::new(Buffer::default()),
             wake: Condvar::new(),
             dropped: AtomicU64::new(0),
@@ -123,7 +123,7 @@ impl Sink {
     }
 }
 
-impl Shared {
+impl SinkShared {
     fn lock(&self) -> MutexGuard<'_, Buffer> {
         self.buffer.lock().unwrap_or_else(PoisonError::into_inner)
     }

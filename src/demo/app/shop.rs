@@ -28,7 +28,7 @@ const STYLE: &str = include_str!("../pages/shop.css");
 const SCRIPT: &str = include_str!("../pages/shop.js");
 
 /// A route of the shop, by its path below [`MOUNT`].
-pub(crate) enum Route {
+pub(crate) enum ShopPage {
     /// `/` (or the mount itself): the page.
     Page,
     /// `/static/shop.css`.
@@ -39,14 +39,14 @@ pub(crate) enum Route {
     Whoami,
 }
 
-impl Route {
+impl ShopPage {
     /// The route for `path` (the request's whole path), if it is the shop's.
-    pub(crate) fn of(path: &str) -> Option<Route> {
+    pub(crate) fn of(path: &str) -> Option<ShopPage> {
         match path.strip_prefix(MOUNT)? {
-            "" | "/" => Some(Route::Page),
-            "/static/shop.css" => Some(Route::Style),
-            "/static/shop.js" => Some(Route::Script),
-            "/api/whoami" => Some(Route::Whoami),
+            "" | "/" => Some(ShopPage::Page),
+            "/static/shop.css" => Some(ShopPage::Style),
+            "/static/shop.js" => Some(ShopPage::Script),
+            "/api/whoami" => Some(ShopPage::Whoami),
             _ => None,
         }
     }

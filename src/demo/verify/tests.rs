@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::assertion::tests::{claims_at, groups, openssl, openssl_ec_key, p256_pem, segments, write_pem, NOW};
-use crate::assertion::{self, Cached, Claims, Signer};
+use crate::assertion::{self, CachedAssertion, Claims, Signer};
 
 fn b64json(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
@@ -203,7 +203,7 @@ fn kid_is_stable_across_loads_of_one_file_and_differs_between_keys() {
 
 /// [`assertion::reuse_or_sign`], as the text of the header value.
 fn reuse_or_sign(
-    cache: &mut Option<Cached>,
+    cache: &mut Option<CachedAssertion>,
     signer: &Signer,
     claims: &Claims<'_>,
     now: u64,

@@ -13,12 +13,12 @@ use super::*;
 use crate::session::conformance::{self, pat, session, APP, OTHER, T0, USER};
 
 /// A `redis-server` on a free loopback port, stopped by its PID on drop.
-struct Server {
+struct RedisServer {
     port: u16,
     child: Child,
 }
 
-impl Drop for Server {
+impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -39,7 +39,7 @@ fn redis_server_binary() -> Option<String> {
 }
 
 /// A server of this test's own (`None`: not installed).
-fn server() -> Option<Server> {
+fn server() -> Option<RedisServer> {
     let binary = redis_server_binary()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -52,7 +52,7 @@ fn server() -> Option<Server> {
         .stderr(Stdio::null())
         .spawn()
         .expect("start redis-server");
-    let server = Server { port, child };
+    let server = RedisServer { port, child };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(std::time::Instant::now() < deadline, "redis-server did not start");
@@ -61,19 +61,19 @@ fn server() -> Option<Server> {
     Some(server)
 }
 
-fn url(server: &Server) -> String {
+fn url(server: &RedisServer) -> String {
     format!("redis://127.0.0.1:{}/0", server.port)
 }
 
 /// A started store on a server of its own.
-async fn store() -> Option<(Arc<RedisStore>, Server)> {
+async fn store() -> Option<(Arc<RedisStore>, RedisServer)> {
     let server = server()?;
     let store = Arc::new(RedisStore::new(&url(&server), Duration::from_secs(2), "eg-test:").expect("a good URL"));
     store.connect().expect("started");
     Some((store, server))
 }
 
-async fn dyn_store() -> Option<(Arc<dyn Store>, Server)> {
+async fn dyn_store() -> Option<(Arc<dyn Store>, RedisServer)> {
     let (store, server) = store().await?;
     Some((store as Arc<dyn Store>, server))
 }

@@ -1,8 +1,9 @@
-//! The upstream timeout of an HTTP/1.1 connection's one request in flight,
-//! kept by the server's connection driver on the once-a-second check it
-//! already runs, instead of a timer armed and cancelled for every request
-//! (a timer-wheel entry, its lock and its clock reads: about 1.5 % of a
-//! proxied request's instructions).
+//! The upstream timeout of an HTTP/1.1 connection's one request in flight:
+//! how long it waits for its upstream's response head (the client's own
+//! request head is the server's `ClientHeadWait`). Kept by the server's
+//! connection driver on the once-a-second check it already runs, instead of
+//! a timer armed and cancelled for every request (a timer-wheel entry, its
+//! lock and its clock reads).
 //!
 //! The request marks when it begins and stops waiting for its upstream's
 //! response head; the driver counts whole checks of one unbroken wait and,
@@ -22,7 +23,7 @@ use std::time::Duration;
 /// One connection's upstream-head wait, shared by its requests (one at a
 /// time, HTTP/1.1's) and its driver.
 #[derive(Debug, Default)]
-pub(crate) struct HeadWatch {
+pub(crate) struct UpstreamHeadWatch {
     /// Odd while a request waits; each wait has a number of its own.
     /// Written by the request alone, read by the driver (plain loads and
     /// stores: one writer).
@@ -35,12 +36,15 @@ pub(crate) struct HeadWatch {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Expired;
 
-impl HeadWatch {
+impl UpstreamHeadWatch {
     /// Runs `request` as a wait for the upstream's head, from now: its
     /// output, or [`Expired`] once the driver says the wait ran out.
     pub(crate) fn wait<F: Future>(&self, request: F) -> Wait<'_, F> {
         self.expired.store(false, Ordering::Relaxed);
         let wait = self.wait.load(Ordering::Relaxed);
+        // The plain load and store hold only with one writer: one request
+        // at a time (HTTP/1.1's), so no wait is open when one begins.
+        debug_assert!(wait.is_multiple_of(2), "a wait began while another was open");
         self.wait.store((wait | 1) + 2, Ordering::Relaxed);
         Wait {
             request,
@@ -50,7 +54,7 @@ impl HeadWatch {
 }
 
 pin_project_lite::pin_project! {
-    /// A request waiting for its upstream's head ([`HeadWatch::wait`]).
+    /// A request waiting for its upstream's head ([`UpstreamHeadWatch::wait`]).
     pub(crate) struct Wait<'a, F> {
         #[pin]
         request: F,
@@ -71,26 +75,32 @@ impl<F: Future> Future for Wait<'_, F> {
 }
 
 /// A wait in progress; dropping it (answered, failed or abandoned) ends it.
-struct Waiting<'a>(&'a HeadWatch);
+struct Waiting<'a>(&'a UpstreamHeadWatch);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         let wait = self.0.wait.load(Ordering::Relaxed);
+        debug_assert!(!wait.is_multiple_of(2), "a wait ended that was not open");
         self.0.wait.store(wait + 1, Ordering::Relaxed);
     }
 }
 
 /// The driver's side: how long the current wait has surely lasted.
 #[derive(Debug, Default)]
-pub(crate) struct HeadClock {
+pub(crate) struct UpstreamHeadClock {
     wait: u64,
     waited: Duration,
 }
 
-impl HeadClock {
+impl UpstreamHeadClock {
     /// At a check, `period` after the last: counts the wait on, and marks
     /// it expired once it has lasted `limit`.
-    pub(crate) fn check(&mut self, watch: &HeadWatch, period: Duration, limit: Duration) {
+    ///
+    /// The mark wakes nothing: the request sees it when it is next polled.
+    /// So the driver that calls this must poll the connection (and with it
+    /// the request) right after; `serve_http1`'s loop does, its connection
+    /// being the first branch of its biased `select!`.
+    pub(crate) fn check(&mut self, watch: &UpstreamHeadWatch, period: Duration, limit: Duration) {
         let wait = watch.wait.load(Ordering::Relaxed);
         if wait % 2 == 1 && wait == self.wait {
             self.waited += period;
@@ -117,8 +127,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_wait_expires_after_whole_checks_and_a_new_one_starts_afresh() {
-        let watch = HeadWatch::default();
-        let mut clock = HeadClock::default();
+        let watch = UpstreamHeadWatch::default();
+        let mut clock = UpstreamHeadClock::default();
         let mut waiting = Box::pin(watch.wait(std::future::pending::<()>()));
         assert!(poll_once(&mut waiting).is_pending());
         // Begun between checks: the first check only sees it begin.
@@ -140,8 +150,8 @@ mod tests {
 
     #[test]
     fn no_wait_no_expiry() {
-        let watch = HeadWatch::default();
-        let mut clock = HeadClock::default();
+        let watch = UpstreamHeadWatch::default();
+        let mut clock = UpstreamHeadClock::default();
         for _ in 0..5 {
             clock.check(&watch, SECOND, SECOND);
         }
