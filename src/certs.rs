@@ -65,7 +65,7 @@ const BACKDATE: Duration = Duration::from_secs(60 * 60);
 
 /// Why a dev certificate or key could not be made.
 #[derive(Debug, thiserror::Error)]
-pub enum CertError {
+pub(crate) enum CertError {
     /// One of the certificate/key pair exists and the other does not; we
     /// refuse to guess and never overwrite the one that is there.
     #[error("{present} exists but {missing} is missing; delete {present} to regenerate both")]

@@ -33,7 +33,9 @@
 mod api;
 mod assertion;
 /// Fixtures for the criterion benchmarks in `benches/` only: thin wrappers
-/// around the crate's hot-path code. Not a stable API.
+/// around the crate's hot-path code. Not a stable API: built only with the
+/// `internals` feature, which `benches/` and `fuzz/` turn on.
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod bench_support;
 mod body;
@@ -45,7 +47,8 @@ mod embed;
 mod error;
 mod fast_hash;
 /// Entry points for the fuzz targets in `fuzz/` only: the crate's own
-/// parsers fed arbitrary bytes. Not a stable API.
+/// parsers fed arbitrary bytes. Not a stable API (the `internals` feature).
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod helper;
@@ -89,7 +92,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("demo certificates: {0}")]
-    Certs(#[from] certs::CertError),
+    Certs(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("demo app on {addr}: {source}")]
     Demo { addr: SocketAddr, source: std::io::Error },
     #[error("log.audit_file: cannot open {path} for appending: {source}")]
@@ -327,12 +330,12 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 /// Makes the dev certificate and assertion key when missing.
 fn make_demo_files(config: &Config) -> Result<(), StartError> {
     if let Some(tls) = &config.tls {
-        if certs::ensure_dev_cert(&tls.main.cert, &tls.main.key)? {
+        if certs::ensure_dev_cert(&tls.main.cert, &tls.main.key).map_err(|e| StartError::Certs(Box::new(e)))? {
             info!(cert = %tls.main.cert.display(), "created a development certificate");
         }
     }
     if let Some(assertion) = &config.assertion {
-        if certs::ensure_signing_key(&assertion.key)? {
+        if certs::ensure_signing_key(&assertion.key).map_err(|e| StartError::Certs(Box::new(e)))? {
             info!(key = %assertion.key.display(), "created a development assertion signing key");
         }
     }

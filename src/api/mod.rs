@@ -10,6 +10,7 @@ mod openapi;
 mod revoke;
 
 /// The mint body's parser, for the fuzz targets (`src/fuzzing.rs`).
+#[cfg(feature = "internals")]
 pub(crate) use mint::parse as mint_request;
 
 use std::net::IpAddr;

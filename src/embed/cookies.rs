@@ -18,6 +18,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 /// Fields without that cookie are left exactly as they came. Where it is
 /// taken out, the other pairs are written back as they came (trimmed); a
 /// fragment that is no cookie pair at all (no `=`, or no name) is not kept.
+#[cfg(any(test, feature = "internals"))]
 pub(crate) fn take(headers: &mut HeaderMap, name: &str) -> Vec<Vec<u8>> {
     let mut ours = Vec::new();
     take_each(headers, name, |value| ours.push(value.to_owned()));

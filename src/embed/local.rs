@@ -246,18 +246,12 @@ mod tests {
     use std::time::Duration;
 
     fn record(email: &str, groups: &[&str]) -> SessionRecord {
-        SessionRecord {
-            subject: Arc::new(Subject {
-                attributes: Default::default(),
-                email: email.into(),
-                groups: groups.iter().map(|g| g.to_string()).collect(),
-                app_id: "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc".into(),
-            }),
-            created_ms: 0,
-            expires_ms: u64::MAX,
-            idle_ms: 60_000,
-            cap_ms: u64::MAX,
-        }
+        SessionRecord::unending(Subject {
+            attributes: Default::default(),
+            email: email.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            app_id: "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc".into(),
+        })
     }
 
     #[test]

@@ -206,10 +206,9 @@ impl Embed<'_> {
         session: &Session,
     ) -> Result<Response<Body>, GatewayError> {
         let server = &self.state.config.server;
-        let mut forward = Forward::new(&self.app.upstream, target, self.downstream, server);
-        forward.vouched = vouched;
+        let mut forward = Forward::new(&self.app.upstream, target, self.downstream, server).vouching(vouched);
         if upgrade::asks_websocket(&req) {
-            forward.tunnel_cancel = Some(self.local.watch_tunnel(session.hash));
+            forward = forward.ending_tunnel_on(self.local.watch_tunnel(session.hash));
         }
         proxy::forward(&self.state.client, req, forward).await
     }

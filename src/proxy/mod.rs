@@ -37,24 +37,24 @@ pub(crate) use upstream_head::{UpstreamHeadClock, UpstreamHeadWatch};
 #[derive(Debug, Clone)]
 pub(crate) struct Downstream {
     /// The TCP peer.
-    pub(crate) addr: SocketAddr,
+    addr: SocketAddr,
     /// Its address as `X-Forwarded-For` says it, made once a connection.
-    pub(crate) addr_value: HeaderValue,
+    addr_value: HeaderValue,
     /// Whether the client spoke TLS to the gateway.
-    pub(crate) scheme: Scheme,
+    scheme: Scheme,
     /// Held by every tunnel opened on this connection, so a drain waits
     /// for them.
-    pub(crate) watch: Watch,
+    watch: Watch,
     /// The tunnels open on this connection: while one is, the connection
     /// is not idle (an HTTP/2 keep-alive must never end a WebSocket).
-    pub(crate) tunnels: Tunnels,
+    tunnels: Tunnels,
     /// Where an HTTP/1.1 connection's driver keeps the upstream timeout of
     /// its request in flight; `None` (HTTP/2): a timer per request.
-    pub(crate) upstream_head: Option<Arc<UpstreamHeadWatch>>,
+    upstream_head: Option<Arc<UpstreamHeadWatch>>,
     /// An HTTP/2 connection's slots for requests waiting on upstreams
     /// (`server.max_upstream_per_connection`); an HTTP/1.1 connection has
     /// one request at a time, and no slots.
-    pub(crate) upstream_slots: Option<Arc<Semaphore>>,
+    upstream_slots: Option<Arc<Semaphore>>,
 }
 
 /// Counts a connection's open tunnels.
@@ -120,37 +120,37 @@ impl Downstream {
 
 /// Everything one forward needs beyond the request itself.
 pub(crate) struct Forward<'a> {
-    pub(crate) upstream: &'a Upstream,
+    upstream: &'a Upstream,
     /// Path and query to ask the upstream for, below its own base path;
     /// starts with `/`. Owned, so that the passthrough can hand on the
     /// request's own (shared, not copied).
-    pub(crate) path_and_query: PathAndQuery,
-    pub(crate) peer: Peer<'a>,
+    path_and_query: PathAndQuery,
+    peer: Peer<'a>,
     /// Longest wait for the upstream's response head, and between two
     /// pieces of its body.
-    pub(crate) timeout: Duration,
+    timeout: Duration,
     /// Largest response head taken from the upstream (`max_header_bytes`).
-    pub(crate) max_head: usize,
+    max_head: usize,
     /// Headers the calling route vouches for — the embed route's identity
     /// and mount prefix — set after the client's own `X-Embed-*` and
     /// forwarding headers are dealt with, so they always win.
-    pub(crate) vouched: Vouched,
+    vouched: Vouched,
     /// Held by a tunnel, if the request upgrades.
-    pub(crate) watch: &'a Watch,
+    watch: &'a Watch,
     /// Where a tunnel is counted while it is open.
-    pub(crate) tunnels: &'a Tunnels,
+    tunnels: &'a Tunnels,
     /// Keeps the wait for the response head, when the connection's driver
     /// does ([`Downstream::upstream_head`]).
-    pub(crate) upstream_head: Option<&'a UpstreamHeadWatch>,
+    upstream_head: Option<&'a UpstreamHeadWatch>,
     /// Ends the tunnel early when it resolves (a revoked session).
-    pub(crate) tunnel_cancel: Option<Cancel>,
+    tunnel_cancel: Option<Cancel>,
     /// `server.underscores_in_headers`: whether a client's header names
     /// holding `_` pass (those that read as the gateway's never do).
-    pub(crate) underscores_in_headers: bool,
+    underscores_in_headers: bool,
     /// The client connection's slots for upstream requests, if it has
     /// ([`Downstream::upstream_slots`]): one is taken before the request
     /// goes up, and held by the response until its body is done.
-    pub(crate) upstream_slots: Option<&'a Arc<Semaphore>>,
+    upstream_slots: Option<&'a Arc<Semaphore>>,
 }
 
 impl<'a> Forward<'a> {
@@ -176,6 +176,20 @@ impl<'a> Forward<'a> {
             underscores_in_headers: server.underscores_in_headers,
             upstream_slots: downstream.upstream_slots.as_ref(),
         }
+    }
+
+    /// With the headers the calling route vouches for (set after the
+    /// client's own are removed, so they always win).
+    pub(crate) fn vouching(mut self, vouched: Vouched) -> Self {
+        self.vouched = vouched;
+        self
+    }
+
+    /// With a tunnel, if the request opens one, that ends when `cancel`
+    /// resolves.
+    pub(crate) fn ending_tunnel_on(mut self, cancel: Cancel) -> Self {
+        self.tunnel_cancel = Some(cancel);
+        self
     }
 }
 

@@ -95,13 +95,15 @@ pub(crate) struct Subject {
 pub(crate) struct SessionRecord {
     #[serde(flatten)]
     pub(crate) subject: Arc<Subject>,
-    pub(crate) created_ms: u64,
+    /// The times are the stores' alone (their invariant: `expires_ms` never
+    /// past `cap_ms`, moved only by [`SessionRecord::touch`]).
+    pub(super) created_ms: u64,
     /// Unusable from this instant on; each use moves it to `now + idle`...
-    pub(crate) expires_ms: u64,
+    pub(super) expires_ms: u64,
     /// ...(`sessionExpiry`)...
-    pub(crate) idle_ms: u64,
+    pub(super) idle_ms: u64,
     /// ...never past this (`created + session.max_lifetime_minutes`).
-    pub(crate) cap_ms: u64,
+    pub(super) cap_ms: u64,
 }
 
 impl SessionRecord {
@@ -121,6 +123,19 @@ impl SessionRecord {
         };
         session.touch(now_ms);
         session
+    }
+
+    /// A session of `subject` that never ends, for tests of what is built
+    /// on a record.
+    #[cfg(test)]
+    pub(crate) fn unending(subject: Subject) -> Self {
+        SessionRecord {
+            subject: Arc::new(subject),
+            created_ms: 0,
+            expires_ms: u64::MAX,
+            idle_ms: 60_000,
+            cap_ms: u64::MAX,
+        }
     }
 
     /// Records a request at `now_ms`: slides the idle expiry, capped.
