@@ -12,45 +12,18 @@
 //! Private keys are written with mode 0600 (unix) and never over an existing
 //! file: `certs/*.pem` is git-ignored, and a key is never committed.
 //!
-//! Also the rustls crypto provider every TLS connection uses, listener and
-//! upstream client alike ([`tls_provider`]).
+//! Built with the `demo` feature only, as the demo is.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, SanType,
 };
-use rustls::crypto::CryptoProvider;
-
-/// The one crypto provider of every TLS connection, served or made:
-/// aws-lc-rs, with AES-128-GCM suites first. AES-128-GCM is as safe for
-/// TLS as AES-256-GCM, and its TLS 1.3 suite's SHA-256 key schedule makes
-/// a full handshake cost about 15 % less CPU than AES-256-GCM-SHA384's
-/// (bench/run's TLS rows).
-pub(crate) fn tls_provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| {
-            let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-            // A stable sort: the rest keep aws-lc-rs' order.
-            provider.cipher_suites.sort_by_key(|suite| {
-                !matches!(
-                    suite.suite(),
-                    rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
-                        | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
-                        | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
-                )
-            });
-            Arc::new(provider)
-        })
-        .clone()
-}
 
 /// File name of the dev CA's certificate, written beside the leaf certificate.
 pub(crate) const DEV_CA_FILE: &str = "dev-ca.pem";
@@ -320,7 +293,7 @@ mod tests {
         let f = files("certs");
         ensure_dev_cert(&f.cert, &f.key).unwrap();
 
-        let provider = tls_provider();
+        let provider = crate::crypto::tls_provider();
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&f.cert)
             .unwrap()
             .collect::<Result<_, _>>()

@@ -24,8 +24,9 @@
 //! token, error                    tokens and hashes; GatewayError → response
 //! body, query, drain, metrics, request_id, certs
 //!                                 bodies; query strings; graceful drain; metrics; request
-//!                                   ids; dev certificates
-//! fast_hash                       the hasher of the maps looked up on every request
+//!                                   ids; dev certificates (the demo's)
+//! fast_hash, crypto               the hasher of the maps looked up on every request; the
+//!                                   crypto provider of every TLS connection
 //! ```
 
 #![forbid(unsafe_code)]
@@ -39,8 +40,11 @@ mod assertion;
 #[doc(hidden)]
 pub mod bench_support;
 mod body;
+#[cfg(feature = "demo")]
 mod certs;
 mod config;
+mod crypto;
+#[cfg(feature = "demo")]
 mod demo;
 mod drain;
 mod embed;
@@ -125,12 +129,14 @@ impl Gateway {
     /// binds the public and admin listeners, starts the demo servers and
     /// starts serving.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        #[cfg(feature = "demo")]
         if config.demo.enabled {
             make_demo_files(&config)?;
         }
         for warning in warnings(&config) {
             warn!(%warning, "configuration");
         }
+        #[cfg_attr(not(feature = "demo"), allow(unused_mut))]
         let mut state = State::build(config, None)?;
         open_audit_file(&state.config)?;
         let server = &state.config.server;
@@ -142,6 +148,10 @@ impl Gateway {
         };
         let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap_or(server.listen));
         let max_connections = server.max_connections;
+        // Without the demo feature the config refuses `[demo] enabled`.
+        #[cfg(not(feature = "demo"))]
+        let demo = None;
+        #[cfg(feature = "demo")]
         let demo = if state.config.demo.enabled {
             Some(start_demo(&mut state, public_addr).await?)
         } else {
@@ -328,6 +338,7 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 }
 
 /// Makes the dev certificate and assertion key when missing.
+#[cfg(feature = "demo")]
 fn make_demo_files(config: &Config) -> Result<(), StartError> {
     if let Some(tls) = &config.tls {
         if certs::ensure_dev_cert(&tls.main.cert, &tls.main.key).map_err(|e| StartError::Certs(Box::new(e)))? {
@@ -345,6 +356,7 @@ fn make_demo_files(config: &Config) -> Result<(), StartError> {
 /// Starts the demo app and the demo portal. The portal gets an API token of
 /// its own, accepted from now on; it mints for the first configured user,
 /// one PAT for each configured app, in config order.
+#[cfg(feature = "demo")]
 async fn start_demo(state: &mut State, public_addr: SocketAddr) -> Result<DemoServers, StartError> {
     let api_token = token::new_session_token().map_err(|e| StartError::Demo {
         addr: public_addr,

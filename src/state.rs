@@ -149,6 +149,7 @@ impl State {
 
     /// Accepts one more API token (the demo portal's) from now on,
     /// including after reloads.
+    #[cfg(feature = "demo")]
     pub(crate) fn add_demo_token(&mut self, hash: TokenHash) {
         self.demo_token = Some(hash);
         self.api_tokens = api_tokens(&self.config, self.demo_token);

@@ -30,7 +30,7 @@ pub(crate) struct TlsError {
 /// Builds the acceptor from the files `[tls]` names: the main certificate
 /// alone, or, with `[[tls.certificates]]`, a resolver that picks by SNI.
 pub(crate) fn acceptor(tls: &Tls) -> Result<TlsAcceptor, TlsError> {
-    let provider = crate::certs::tls_provider();
+    let provider = crate::crypto::tls_provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError {

@@ -470,6 +470,9 @@ pub(crate) struct Passthrough {
 
 /// `[demo]`.
 #[derive(Debug, Clone)]
+// Its addresses are read only by a build with the demo (without it, a
+// config that enables it is refused, and the rest is still checked).
+#[cfg_attr(not(feature = "demo"), allow(dead_code))]
 pub(crate) struct Demo {
     /// Also serve the demo app and portal on loopback.
     pub(crate) enabled: bool,

@@ -512,7 +512,18 @@ pub(crate) fn passthrough(mut s: Section<'_>, cx: &mut Cx<'_>) -> Passthrough {
 
 /// `[demo]`.
 pub(crate) fn demo(mut s: Section<'_>, cx: &mut Cx<'_>) -> Demo {
-    let enabled = s.bool(cx, "enabled").unwrap_or(false);
+    let enabled = match s.bool_field(cx, "enabled") {
+        Some(f) if f.value && !cfg!(feature = "demo") => {
+            cx.error_at(
+                &f,
+                "this embedgate was built without the demo (cargo feature \"demo\", on by default): \
+                 build it with default features, or remove [demo]",
+            );
+            false
+        }
+        Some(f) => f.value,
+        None => false,
+    };
     let app_listen = s
         .socket_addr(cx, "app_listen")
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000)));

@@ -171,12 +171,23 @@ impl<'a> Section<'a> {
     /// A boolean, or `None` when absent or not a boolean (the latter
     /// recorded).
     pub(crate) fn bool(&mut self, cx: &mut Cx<'_>, name: &'static str) -> Option<bool> {
+        self.bool_field(cx, name).map(|f| f.value)
+    }
+
+    /// [`bool`](Self::bool), with where it was written.
+    pub(crate) fn bool_field(&mut self, cx: &mut Cx<'_>, name: &'static str) -> Option<Field<bool>> {
         let f = self.entry(cx, name)?;
-        let v = f.value.as_bool();
-        if v.is_none() {
-            Self::wrong_type(cx, &f, "a boolean", f.value);
+        match f.value.as_bool() {
+            Some(v) => Some(Field {
+                value: v,
+                key: f.key,
+                line: f.line,
+            }),
+            None => {
+                Self::wrong_type(cx, &f, "a boolean", f.value);
+                None
+            }
         }
-        v
     }
 
     /// An integer in `min..=max`, or `default` when absent (or wrong, with

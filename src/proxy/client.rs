@@ -168,7 +168,7 @@ impl UpstreamClient {
         for cert in extra_roots {
             roots.add(cert)?;
         }
-        let tls = rustls::ClientConfig::builder_with_provider(crate::certs::tls_provider())
+        let tls = rustls::ClientConfig::builder_with_provider(crate::crypto::tls_provider())
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
