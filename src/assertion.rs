@@ -15,16 +15,15 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::HeaderValue;
-use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::PrivateKeyDer;
 use serde::Serialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::session::Attributes;
 
@@ -116,7 +115,7 @@ pub(crate) struct Claims<'a> {
 /// The kid and public JWK of a key: the `kid` is base64url of the first 16
 /// bytes of SHA-256 of the public key bytes.
 fn jwk_of(alg: Alg, public: &[u8]) -> (String, serde_json::Value) {
-    let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..KID_HASH_BYTES]);
+    let kid = URL_SAFE_NO_PAD.encode(&crate::crypto::sha256(public)[..KID_HASH_BYTES]);
     let jwk = match alg {
         // RFC 8037 §2: an OKP key; `x` is the 32-byte public key.
         Alg::EdDsa => json!({
@@ -290,7 +289,7 @@ impl Signer {
         let key = match Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der()) {
             Ok(key) => SigningKey::Ed25519(key),
             Err(ed) => {
-                match EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.secret_pkcs8_der(), &rng) {
+                match EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.secret_pkcs8_der()) {
                     Ok(key) => SigningKey::P256(key),
                     // ring's reasons are fixed words ("WrongAlgorithm", …), never key bytes.
                     Err(ec) => {

@@ -1,5 +1,8 @@
-//! The one crypto provider of every TLS connection, served or made,
-//! listener and upstream client alike.
+//! The one crypto stack, aws-lc-rs: the provider of every TLS connection,
+//! served or made, listener and upstream client alike; and the digests,
+//! signatures and randomness of the rest of the gateway come from the same
+//! library (`aws_lc_rs::rand`, `::signature`), through [`sha256`] for the
+//! hashes of tokens.
 
 use std::sync::{Arc, OnceLock};
 
@@ -27,4 +30,24 @@ pub(crate) fn tls_provider() -> Arc<CryptoProvider> {
             Arc::new(provider)
         })
         .clone()
+}
+
+/// SHA-256 of `bytes`.
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sha256_is_fips_180_4s() {
+        // FIPS 180-4's example "abc".
+        assert_eq!(
+            hex::encode(super::sha256(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 }

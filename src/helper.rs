@@ -23,8 +23,7 @@ pub(crate) const MODULE: &str = include_str!("../js/embedgate.mjs");
 static ETAGS: LazyLock<[HeaderValue; 2]> = LazyLock::new(|| [etag(CLASSIC), etag(MODULE)]);
 
 fn etag(text: &str) -> HeaderValue {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(text.as_bytes());
+    let digest = crate::crypto::sha256(text.as_bytes());
     HeaderValue::from_str(&format!("\"{}\"", hex::encode(&digest[..12])))
         .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }

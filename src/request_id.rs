@@ -14,9 +14,9 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use ring::rand::{SecureRandom, SystemRandom};
 
 /// The header's name.
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -5,8 +5,7 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use ring::rand::{SecureRandom, SystemRandom};
-use sha2::{Digest, Sha256};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
 /// Every PAT starts with this.
 pub(crate) const PAT_PREFIX: &str = "pat_";
@@ -40,7 +39,7 @@ fn random_hex() -> Result<String, RandomError> {
 
 /// SHA-256 of `token`.
 pub(crate) fn hash(token: &str) -> TokenHash {
-    Sha256::digest(token.as_bytes()).into()
+    crate::crypto::sha256(token.as_bytes())
 }
 
 /// The hash of the last token one client connection presented: a browser
@@ -61,7 +60,7 @@ impl HashMemo {
                 return *hash;
             }
         }
-        let hashed: TokenHash = Sha256::digest(token).into();
+        let hashed: TokenHash = crate::crypto::sha256(token);
         *last = Some((token.into(), hashed));
         hashed
     }

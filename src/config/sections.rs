@@ -6,8 +6,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::checks::{
     check_attribute_key, check_cookie_name, check_csp_source, check_email, check_group, check_http_url,
     check_token_name, check_user_pattern, decode_sha256_hex, is_uuid, parse_cidr, same_host,
@@ -180,7 +178,7 @@ pub(crate) fn api(mut s: Section<'_>, cx: &mut Cx<'_>) -> (Api, Vec<Field<String
         // The value is hashed at once and dropped; it is never kept or shown.
         match std::env::var(f.value) {
             Ok(v) if !v.is_empty() => {
-                token_hashes.push(Sha256::digest(v.as_bytes()).into());
+                token_hashes.push(crate::crypto::sha256(v.as_bytes()));
             }
             Ok(_) => cx.error_at(&f, format!("environment variable {} is empty", f.value)),
             Err(std::env::VarError::NotPresent) => {

@@ -1,8 +1,6 @@
 //! Whole files through [`parse`]: every error checked for its key and line,
 //! defaults and SPEC §2's example; and who an [`App`] admits.
 
-use sha2::{Digest, Sha256};
-
 use super::*;
 
 const UUID: &str = "8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc";
@@ -531,7 +529,7 @@ fn token_env_unset_is_an_error_and_set_adds_its_hash() {
 
     std::env::set_var(env, "s3cret-token");
     let c = ok(&text);
-    let want: [u8; 32] = Sha256::digest(b"s3cret-token").into();
+    let want: [u8; 32] = crate::crypto::sha256(b"s3cret-token");
     assert_eq!(c.api.token_hashes, [want]);
     assert_eq!(c.api.token_env.as_deref(), Some(env));
 

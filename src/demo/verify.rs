@@ -7,9 +7,9 @@
 //! (RFC 7518 §3.4), checked against the gateway's JWK Set (RFC 7517 §5). All
 //! cryptography is `ring`'s.
 
+use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519};
 use serde_json::{Map, Value};
 
 /// How far in the future [`verify`] accepts an `iat`, for clock skew between
@@ -108,7 +108,7 @@ pub(crate) fn verify(jwks_json: &str, token: &str, now: u64) -> Result<Value, Ve
     let signature = URL_SAFE_NO_PAD
         .decode(signature_b64)
         .map_err(|_| VerifyError::Malformed("signature is not base64url"))?;
-    let algorithm: &'static dyn ring::signature::VerificationAlgorithm = if key_alg == "EdDSA" {
+    let algorithm: &'static dyn aws_lc_rs::signature::VerificationAlgorithm = if key_alg == "EdDSA" {
         &ED25519
     } else {
         &ECDSA_P256_SHA256_FIXED

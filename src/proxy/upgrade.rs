@@ -13,13 +13,13 @@
 //! that switches protocols otherwise would hand the client a raw byte pipe
 //! behind the gateway's header rules.
 
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use ring::rand::{SecureRandom, SystemRandom};
 use tracing::{debug, Instrument};
 
 use super::TunnelOpen;
@@ -70,7 +70,7 @@ pub(crate) fn websocket_key<B>(req: &Request<B>, protocol: &HeaderValue) -> Opti
 
 /// The `Sec-WebSocket-Accept` that answers `key` (RFC 6455 §4.2.2).
 fn accept_for(key: &[u8]) -> String {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
     context.update(key.trim_ascii());
     context.update(WEBSOCKET_GUID);
     STANDARD.encode(context.finish())

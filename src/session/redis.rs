@@ -370,11 +370,11 @@ fn extension_due(record: &SessionRecord, now_ms: u64) -> bool {
 
 /// Eight random bytes naming a replica.
 fn rand_id() -> [u8; 8] {
-    use ring::rand::SecureRandom;
+    use aws_lc_rs::rand::SecureRandom;
     let mut id = [0u8; 8];
     // Only a name: a failure of the OS source leaves zeros, which costs at
     // worst a duplicate announcement.
-    let _ = ring::rand::SystemRandom::new().fill(&mut id);
+    let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut id);
     id
 }
 

@@ -1,7 +1,7 @@
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::Ed25519KeyPair;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use ring::rand::SystemRandom;
-use ring::signature::Ed25519KeyPair;
 use serde_json::{json, Value};
 
 use super::*;
