@@ -1,5 +1,7 @@
+use super::line::*;
 use super::*;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, UNIX_EPOCH};
 
 fn record() -> Access {
     Access {
