@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tracing::debug;
 
-use super::idle::IDLE_CHECK;
+use super::activity::IDLE_CHECK;
 use crate::body::UpstreamHold;
 
 /// One HTTP/2 response being sent, as its body tells it.

@@ -1,26 +1,15 @@
-//! Idle HTTP/1.1 connections hold no HTTP state.
-//!
-//! hyper keeps a read buffer (8–16 KiB), a write buffer (8 KiB) and a boxed
-//! slot for the request future on every connection for as long as it lives,
-//! so a keep-alive connection waiting for its next request cost ≈ 35 KiB.
-//! nginx frees its buffers while a connection waits; so does this: once a
-//! connection has started no request and finished every response for
-//! [`IDLE_CHECK`], its hyper connection is ended without closing the socket
-//! (hyper hands back the socket, the unread bytes and the service), and
-//! the socket alone waits, *parked*, for the client's next bytes. They are
-//! then read into a fresh hyper connection. Busy connections never pay for
-//! it: the check is one timer per connection per [`IDLE_CHECK`].
-
-use std::io;
+//! What a connection's driver learns from its requests, lock-free
+//! ([`Activity`]), and the clocks it keeps on its once-a-second check
+//! ([`IDLE_CHECK`]): how long the client's next request head has been
+//! awaited ([`ClientHeadWait`]) and how long a response has given nothing
+//! ([`BodyStall`]); and the response body that tells it ([`Tracked`]).
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use super::sending::Sending;
 
@@ -69,6 +58,11 @@ impl Activity {
     /// finished, and nothing of a next request read yet.
     pub(super) fn between_requests(&self) -> bool {
         self.unfinished.load(Ordering::Relaxed) == 0 && !self.read_since_finish.load(Ordering::Relaxed)
+    }
+
+    /// hyper read bytes of the client's: a next request head has begun.
+    pub(super) fn read_begun(&self) {
+        self.read_since_finish.store(true, Ordering::Relaxed);
     }
 
     pub(super) fn set_parking(&self, parking: bool) {
@@ -248,104 +242,6 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
-    }
-}
-
-/// A client socket with the bytes already read from it in front: what
-/// hyper left unread when it let go, or what woke a parked connection.
-pub(super) struct Rewound<I> {
-    unread: Bytes,
-    io: I,
-    activity: Arc<Activity>,
-}
-
-impl<I: AsyncRead + Unpin> Rewound<I> {
-    pub(super) fn new(io: I, activity: Arc<Activity>) -> Self {
-        Rewound {
-            unread: Bytes::new(),
-            io,
-            activity,
-        }
-    }
-
-    /// Puts `bytes` in front of what is still unread.
-    pub(super) fn unread(&mut self, bytes: Bytes) {
-        if bytes.is_empty() {
-            return;
-        }
-        if self.unread.is_empty() {
-            self.unread = bytes;
-        } else {
-            let mut joined = BytesMut::with_capacity(bytes.len() + self.unread.len());
-            joined.extend_from_slice(&bytes);
-            joined.extend_from_slice(&self.unread);
-            self.unread = joined.freeze();
-        }
-    }
-
-    /// Waits for the client's next bytes while parked. `Ok(false)` when
-    /// the client closed the connection instead.
-    pub(super) async fn wait_for_bytes(&mut self) -> io::Result<bool> {
-        if !self.unread.is_empty() {
-            return Ok(true);
-        }
-        // Small on purpose: it lives in the parked connection's task, and
-        // hyper reads the rest of the request itself.
-        let mut first = [0u8; 16];
-        let n = self.io.read(&mut first).await?;
-        self.unread = Bytes::copy_from_slice(&first[..n]);
-        Ok(n > 0)
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Rewound<I> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.unread.is_empty() {
-            let n = this.unread.len().min(buf.remaining());
-            buf.put_slice(&this.unread[..n]);
-            this.unread.advance(n);
-            this.activity.read_since_finish.store(true, Ordering::Relaxed);
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.read_since_finish.store(true, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Rewound<I> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    /// While parking, hyper's end of the connection only flushes: the
-    /// socket stays open for the client's next request.
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.activity.is_parking() {
-            return Pin::new(&mut this.io).poll_flush(cx);
-        }
-        Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
 
