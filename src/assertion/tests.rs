@@ -1,7 +1,10 @@
 //! Also the test helpers of the demo's verifier, which checks what this
 //! module signs.
+use super::jwks::{ED25519_SPKI_PREFIX, P256_SPKI_PREFIX};
 use super::*;
+use aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
 use serde_json::Value;
+use std::path::Path;
 
 pub(crate) const NOW: u64 = 1_700_000_000;
 
