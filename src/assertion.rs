@@ -6,7 +6,9 @@
 //! (RFC 7518 §3.4). The public key is served as a JWK Set (RFC 7517 §5) at
 //! `GET /.well-known/embedgate/jwks.json` so an upstream can check it.
 //!
-//! All cryptography is `ring`'s. The private key never leaves [`Signer`]: no
+//! All cryptography is aws-lc-rs' (the crate's one stack): signing here,
+//! the key's origin in [`key`], the published keys in [`jwks`]. The private
+//! key never leaves [`Signer`]: no
 //! `Debug`, error or log line prints it, and the token itself is a credential
 //! that must not be logged either (SPEC §8).
 
