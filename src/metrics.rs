@@ -12,16 +12,18 @@
 //! once per configuration ([`RequestMetrics::new`]), and the histograms
 //! here are lock-free ([`AtomicHistogram`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+mod histogram;
+mod requests;
 
-use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use std::sync::LazyLock;
+
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+
+pub(crate) use histogram::AtomicHistogram;
+pub(crate) use requests::RequestMetrics;
 
 /// Label pairs, as the families take them.
 type Labels = Vec<(&'static str, String)>;
@@ -87,67 +89,6 @@ impl Tag {
     pub(crate) fn new(route: RouteKind) -> Tag {
         Tag { route, app: None }
     }
-}
-
-/// Upper bounds of the latency histograms, in seconds.
-const LATENCY_BUCKETS: [f64; 12] = [
-    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
-
-/// A histogram of latencies made of atomics: observing takes no lock.
-/// Clones share it, as `prometheus-client`'s own metrics do.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct AtomicHistogram(Arc<Buckets>);
-
-/// The counts of an [`AtomicHistogram`].
-#[derive(Debug, Default)]
-pub(crate) struct Buckets {
-    /// Per bucket of [`LATENCY_BUCKETS`], then one for +Inf; not
-    /// cumulative (the encoder sums them).
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    count: AtomicU64,
-    /// The sum of observations in nanoseconds.
-    sum_nanos: AtomicU64,
-}
-
-impl AtomicHistogram {
-    /// Records one duration.
-    pub(crate) fn observe(&self, elapsed: Duration) {
-        let h = &self.0;
-        let seconds = elapsed.as_secs_f64();
-        let bucket = LATENCY_BUCKETS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        h.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        h.count.fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        h.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-}
-
-impl EncodeMetric for AtomicHistogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let h = &self.0;
-        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
-            .iter()
-            .copied()
-            .chain([f64::INFINITY])
-            .zip(&h.buckets)
-            .map(|(bound, n)| (bound, n.load(Ordering::Relaxed)))
-            .collect();
-        let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let count = h.count.load(Ordering::Relaxed);
-        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
-    }
-}
-
-impl TypedMetric for AtomicHistogram {
-    const TYPE: MetricType = MetricType::Histogram;
 }
 
 /// Every metric of the process.
@@ -452,60 +393,6 @@ impl Limiter {
             Limiter::PatCreate => "pat_create",
             Limiter::PatCreatePerUser => "pat_create_per_user",
             Limiter::BadPat => "bad_pat",
-        }
-    }
-}
-
-/// The request counters and duration histograms of one configuration,
-/// looked up once: recording a request is an index and two atomics.
-#[derive(Debug)]
-pub(crate) struct RequestMetrics {
-    /// By route kind, then app slot (`apps.len()` for none), then status
-    /// class (1xx to 5xx).
-    counters: Vec<Counter>,
-    slots: usize,
-    durations: Vec<AtomicHistogram>,
-}
-
-impl RequestMetrics {
-    /// The handles for these app ids, in config order.
-    pub(crate) fn new<'a>(app_ids: impl ExactSizeIterator<Item = &'a str> + Clone) -> RequestMetrics {
-        let metrics = global();
-        let slots = app_ids.len() + 1;
-        let mut counters = Vec::with_capacity(RouteKind::ALL.len() * slots * 5);
-        for route in RouteKind::ALL {
-            for app in app_ids.clone().map(Some).chain([None]) {
-                for class in ["1xx", "2xx", "3xx", "4xx", "5xx"] {
-                    let labels = vec![
-                        ("route", route.name().to_owned()),
-                        ("app", app.unwrap_or("").to_owned()),
-                        ("status_class", class.to_owned()),
-                    ];
-                    counters.push(metrics.requests.get_or_create(&labels).clone());
-                }
-            }
-        }
-        let durations = RouteKind::ALL
-            .iter()
-            .map(|route| metrics.durations.get_or_create(&one("route", route.name())).clone())
-            .collect();
-        RequestMetrics {
-            counters,
-            slots,
-            durations,
-        }
-    }
-
-    /// Records one answered request.
-    pub(crate) fn record(&self, tag: Tag, status: u16, elapsed: Duration) {
-        let class = usize::from(status.clamp(100, 599) / 100 - 1);
-        let app = tag.app.filter(|&a| a < self.slots - 1).unwrap_or(self.slots - 1);
-        let index = (tag.route.index() * self.slots + app) * 5 + class;
-        if let Some(counter) = self.counters.get(index) {
-            counter.inc();
-        }
-        if let Some(histogram) = self.durations.get(tag.route.index()) {
-            histogram.observe(elapsed);
         }
     }
 }
