@@ -36,10 +36,12 @@ use ::redis::aio::ConnectionManager;
 use ::redis::{AsyncCommands, Client, RedisError, Script};
 use arc_swap::ArcSwapOption;
 use dashmap::DashMap;
-use futures_util::StreamExt;
 use tokio::sync::broadcast;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
+mod channel;
+
+use self::channel::{check_health, follow_channel, parse_hashes};
 use super::{Counts, Ended, PatRecord, Revoked, SessionRecord, Store, StoreError};
 use crate::telemetry::audit::Refusal;
 use crate::token::TokenHash;
@@ -296,68 +298,6 @@ struct Served {
     cap_ms: u64,
 }
 
-/// `PING` every [`HEALTH_EVERY`], so readiness follows Redis even without
-/// traffic; ends with the store.
-async fn check_health(store: std::sync::Weak<RedisStore>) {
-    let mut interval = tokio::time::interval(HEALTH_EVERY);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        let Some(store) = store.upgrade() else { return };
-        let Ok(mut connection) = store.connection() else {
-            continue;
-        };
-        let _ = store
-            .call(::redis::cmd("PING").query_async::<()>(&mut connection))
-            .await;
-    }
-}
-
-/// Follows the channel of ended sessions: drops them from the store's cache
-/// and tells this replica's listeners. After an interruption it cannot know
-/// what it missed, so it tells them every session may have ended. Ends with
-/// the store.
-async fn follow_channel(store: std::sync::Weak<RedisStore>) {
-    let mut interrupted = false;
-    loop {
-        let messages = {
-            let Some(store) = store.upgrade() else { return };
-            let subscribed = async {
-                let mut pubsub = store.client.get_async_pubsub().await?;
-                pubsub.subscribe(store.channel()).await?;
-                Ok::<_, RedisError>(pubsub)
-            };
-            match tokio::time::timeout(store.timeout.max(Duration::from_secs(1)), subscribed).await {
-                Ok(Ok(pubsub)) => {
-                    if interrupted {
-                        store.cache.clear();
-                        let _ = store.ended.send(Ended::Unknown);
-                    }
-                    Some(pubsub.into_on_message())
-                }
-                Ok(Err(_)) | Err(_) => None,
-            }
-        };
-        if let Some(mut messages) = messages {
-            debug!("following the channel of ended sessions");
-            while let Some(message) = messages.next().await {
-                let Some(store) = store.upgrade() else { return };
-                let (from, hashes) = parse_ended(message.get_payload_bytes());
-                if from == store.replica.as_bytes() {
-                    continue;
-                }
-                store.forget(&hashes);
-                if !hashes.is_empty() {
-                    let _ = store.ended.send(Ended::Sessions(hashes.into()));
-                }
-            }
-            debug!("the channel of ended sessions was interrupted");
-        }
-        interrupted = true;
-        tokio::time::sleep(HEALTH_EVERY).await;
-    }
-}
-
 /// The sliding idle timeout without a write per request: the expiry moves
 /// only once a quarter of the idle window has passed since it last moved
 /// (so a session ends between ¾ and all of its idle window after its last
@@ -376,27 +316,6 @@ fn rand_id() -> [u8; 8] {
     // worst a duplicate announcement.
     let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut id);
     id
-}
-
-/// A published message: the publishing replica, then the sessions' hashes.
-fn parse_ended(payload: &[u8]) -> (&[u8], Vec<TokenHash>) {
-    let (from, hashes) = match payload.iter().position(|&b| b == b' ') {
-        Some(space) => (&payload[..space], &payload[space + 1..]),
-        None => (payload, &[][..]),
-    };
-    (from, parse_hashes(hashes))
-}
-
-/// Hex hashes, space-separated, as the revoke script publishes them.
-fn parse_hashes(payload: &[u8]) -> Vec<TokenHash> {
-    payload
-        .split(|&b| b == b' ')
-        .filter_map(|hex| {
-            let mut hash = [0u8; 32];
-            hex::decode_to_slice(hex, &mut hash).ok()?;
-            Some(hash)
-        })
-        .collect()
 }
 
 /// A Redis failure as a store error, in Redis' words: its messages name

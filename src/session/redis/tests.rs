@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::channel::parse_ended;
 use super::*;
 use crate::session::conformance::{self, pat, session, APP, OTHER, T0, USER};
 
