@@ -40,8 +40,11 @@ use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 mod channel;
+mod count;
+mod read;
 
 use self::channel::{check_health, follow_channel, parse_hashes};
+use self::read::extension_due;
 use super::{Counts, Ended, PatRecord, Revoked, SessionRecord, Store, StoreError};
 use crate::telemetry::audit::Refusal;
 use crate::token::TokenHash;
@@ -234,60 +237,6 @@ impl RedisStore {
             super::ended(hash, &served.email, &served.app_id, served.cap_ms, false, now_ms);
         }
     }
-
-    /// Reads a session from Redis, extends it when due, and caches it.
-    async fn read_session(
-        &self,
-        hash: &TokenHash,
-        app_id: &str,
-        now_ms: u64,
-    ) -> Result<Option<SessionRecord>, StoreError> {
-        let key = self.key("session", hash);
-        let mut connection = self.connection()?;
-        let text: Option<String> = self.call(connection.get(&key)).await?;
-        let Some(mut record) = text.and_then(|t| serde_json::from_str::<SessionRecord>(&t).ok()) else {
-            self.expired(hash, now_ms);
-            return Ok(None);
-        };
-        if !record.is_live(now_ms) {
-            self.expired(hash, now_ms);
-            return Ok(None);
-        }
-        // A request for another app is no activity of this session's.
-        if record.subject.app_id == app_id && extension_due(&record, now_ms) {
-            record.touch(now_ms);
-            let ttl = record.expires_ms.saturating_sub(now_ms).max(1);
-            let json = serde_json::to_string(&record).map_err(|e| StoreError(Box::new(e)))?;
-            // XX: only while it exists, so a revocation is never undone.
-            let written: Option<String> = self
-                .call(
-                    ::redis::cmd("SET")
-                        .arg(&key)
-                        .arg(json)
-                        .arg("PX")
-                        .arg(ttl)
-                        .arg("XX")
-                        .query_async(&mut connection),
-                )
-                .await?;
-            if written.is_none() {
-                return Ok(None);
-            }
-        }
-        self.cache.insert(
-            *hash,
-            CachedSession {
-                record: record.clone(),
-                read_at: Instant::now(),
-            },
-        );
-        self.served.entry(*hash).or_insert_with(|| Served {
-            email: record.subject.email.clone(),
-            app_id: record.subject.app_id.clone(),
-            cap_ms: record.cap_ms,
-        });
-        Ok((record.subject.app_id == app_id).then_some(record))
-    }
 }
 
 /// A session this replica served, as the audit log names it when it ends.
@@ -296,16 +245,6 @@ struct Served {
     email: String,
     app_id: String,
     cap_ms: u64,
-}
-
-/// The sliding idle timeout without a write per request: the expiry moves
-/// only once a quarter of the idle window has passed since it last moved
-/// (so a session ends between ¾ and all of its idle window after its last
-/// request), and never past the cap.
-fn extension_due(record: &SessionRecord, now_ms: u64) -> bool {
-    let target = now_ms.saturating_add(record.idle_ms).min(record.cap_ms);
-    let left = record.expires_ms.saturating_sub(now_ms);
-    target > record.expires_ms && left <= record.idle_ms - record.idle_ms / 4
 }
 
 /// Eight random bytes naming a replica.
@@ -456,50 +395,9 @@ impl Store for RedisStore {
         Ok(revoked)
     }
 
-    /// Walks the keyspace under the prefix a batch at a time (`SCAN` and
-    /// `MGET` of [`BATCH`] keys per call, each within the timeout), so a
-    /// large store costs many small calls, never one long one.
+    /// Walks the keyspace ([`RedisStore::count_live`]).
     async fn count(&self, now_ms: u64) -> Result<Counts, StoreError> {
-        let mut connection = self.connection()?;
-        let mut counts = Counts::default();
-        let pattern = format!("{}*", self.prefix);
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .call(
-                    ::redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(BATCH)
-                        .query_async(&mut connection),
-                )
-                .await?;
-            let kind_is = |key: &str, kind: &str| key.get(self.prefix.len()..).is_some_and(|k| k.starts_with(kind));
-            let keys: Vec<String> = keys
-                .into_iter()
-                .filter(|k| kind_is(k, "session:") || kind_is(k, "pat:"))
-                .collect();
-            if !keys.is_empty() {
-                let values: Vec<Option<String>> = self.call(connection.mget(&keys)).await?;
-                for (key, text) in keys.iter().zip(values) {
-                    let Some(text) = text else { continue };
-                    let text = text.strip_prefix('!').unwrap_or(&text);
-                    if kind_is(key, "session:") {
-                        let live = serde_json::from_str::<SessionRecord>(text).is_ok_and(|s| s.is_live(now_ms));
-                        counts.sessions += usize::from(live);
-                    } else {
-                        let live = serde_json::from_str::<PatRecord>(text).is_ok_and(|p| p.is_live(now_ms));
-                        counts.pats += usize::from(live);
-                    }
-                }
-            }
-            if next == 0 {
-                return Ok(counts);
-            }
-            cursor = next;
-        }
+        self.count_live(now_ms).await
     }
 
     /// Redis expires the records itself; what is left is telling this
