@@ -6,7 +6,7 @@
 //!
 //! Modules form layers, and a module only uses modules of a lower layer,
 //! never one of its own or above, nor anything of this file. This table is
-//! the one list of them: `tests/layers.rs` reads it, and fails on an import
+//! the one list of them: `tests/it/layers.rs` reads it, and fails on an import
 //! that points sideways or up and on a module the table does not rank. Top
 //! to bottom, one layer a line (a description may go on below it):
 //!

@@ -1,1 +1,1 @@
-//! The fuzz targets live in `tests/targets.rs`; see `README.md`.
+//! The fuzz targets live in `tests/it/targets.rs`; see `README.md`.

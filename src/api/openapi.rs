@@ -1,7 +1,7 @@
 //! `GET /api/ext/openapi.json`: the OpenAPI 3.1 document of `/api/ext/*`.
 //!
 //! The document is a file beside this one, served byte for byte as
-//! committed; `tests/openapi.rs` holds it to what the gateway really
+//! committed; `tests/it/openapi.rs` holds it to what the gateway really
 //! answers. It is public: it describes the API and grants nothing, so it
 //! needs no API token, and any cache may keep it for a while.
 
