@@ -68,9 +68,26 @@ impl UpstreamHold {
     }
 
     /// Closes the upstream connection now (its response body then fails
-    /// if read) and gives the slot back.
+    /// if read), and gives the slot back once the connection's task is
+    /// gone, so that an upstream never sees a client connection hold more
+    /// connections than it has slots (the next request, let in by the
+    /// slot, would otherwise connect before the old socket is closed).
     pub(crate) fn release(self) {
-        self.connection.abort();
+        let UpstreamHold { connection, _slot } = self;
+        connection.abort();
+        if connection.is_finished() {
+            return;
+        }
+        tokio::spawn(async move {
+            // Dropped at the runtime's next turn; a second at the most.
+            for _ in 0..200 {
+                if connection.is_finished() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            drop(_slot);
+        });
     }
 }
 
