@@ -17,10 +17,10 @@ use tracing::{error, info, warn};
 
 use embedgate::{Config, Gateway, LogFormat};
 
-/// mimalloc: the bench (`bench/run`) measured it at glibc's CPU per request,
-/// and it gives what idle connections free back to the OS (with
-/// [`collect_when_idle`]): 14 KiB per idle TLS connection against 18 with
-/// glibc's `malloc_trim`, 36 with neither.
+/// mimalloc: as cheap per request as glibc's malloc, and it gives what idle
+/// connections free back to the OS (with [`collect_when_idle`]), which
+/// glibc's does not without `malloc_trim` (`bench/levers.md` has the
+/// figures).
 #[global_allocator]
 static ALLOCATOR: Mimalloc = Mimalloc;
 

@@ -5,7 +5,7 @@
 //! 2. `identity_headers`: what the gateway vouches for to the upstream;
 //! 3. `upstream_request`: the forward itself;
 //! 4. `response_rewrite`: the response filter;
-//! 5. `access_log`: what the request's access line records.
+//! 5. `access_log`: what the request's log lines say of it.
 //!
 //! Each phase's doc says what it may change; none changes anything else.
 
@@ -232,8 +232,12 @@ impl Embed<'_> {
         rewrite::apply(headers, &mount);
     }
 
-    /// Logging: adds the app and the user to the request's access line (the
-    /// `request` span the server opened). Never the cookie or the assertion.
+    /// Logging: names the app and the user on the request's span (the
+    /// `request` span the server opened), so every line the request logs at
+    /// `debug` says whose it is. The access line names the app (it reads
+    /// it from the request's metrics tag), not the user: at `info` a proxied
+    /// request has no span, and the line costs nothing for it. Never the
+    /// cookie or the assertion.
     ///
     /// May change: nothing of the request or the response.
     fn access_log(&self, session: &Session) {

@@ -5,9 +5,9 @@
 //! hyper-util's general-purpose client: a request takes an idle connection
 //! (or opens one), sends on it, and the connection comes back when the
 //! response body has been read to its end — no per-request task, no
-//! per-request hashing of the pool key beyond one map lookup each way.
-//! (hyper-util's legacy client was 21 % of the gateway's instructions per
-//! proxied request; `bench/instructions.sh`.)
+//! per-request hashing of the pool key beyond one map lookup each way
+//! (hyper-util's legacy client cost a fifth of a proxied request's
+//! instructions: `bench/levers.md`).
 //!
 //! A request that a reused connection could not take (the upstream closed
 //! it while idle; hyper hands the request back unsent) is sent once more on
