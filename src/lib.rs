@@ -304,31 +304,39 @@ pub fn check(config: Config) -> Result<Vec<ConfigError>, ConfigErrors> {
     State::build(config, None).map(|_| warnings)
 }
 
-/// What is allowed but probably a mistake: an app host that no `[tls]`
-/// certificate covers (clients would refuse the handshake, unless TLS ends
-/// in front of the gateway).
+/// What is allowed but probably a mistake: no API token (the PAT API
+/// refuses every call), and an app host that no `[tls]` certificate covers
+/// (clients would refuse the handshake, unless TLS ends in front of the
+/// gateway).
 fn warnings(config: &Config) -> Vec<ConfigError> {
+    let mut warnings = Vec::new();
+    let api = &config.api;
+    // The demo makes a token of its own at start.
+    if api.token_hashes.is_empty() && api.tokens.is_empty() && api.token_env.is_none() && !config.demo.enabled {
+        warnings.push(config.error_at(
+            "api",
+            None,
+            "no API token (token_sha256, [[api.tokens]] or token_env): every call to the PAT API will get 401",
+        ));
+    }
     let Some(tls) = &config.tls else {
-        return Vec::new();
+        return warnings;
     };
-    config
-        .apps
-        .iter()
-        .enumerate()
-        .filter_map(|(i, app)| {
-            let host = app.host.as_ref()?;
-            (!tls::covers(tls, &host.name)).then(|| {
-                config.error_at(
-                    &format!("apps[{i}].public_url"),
-                    host.line,
-                    format!(
-                        "no [tls] certificate covers {} (fine if TLS ends in front of the gateway)",
-                        host.name
-                    ),
-                )
-            })
+    let uncovered = config.apps.iter().enumerate().filter_map(|(i, app)| {
+        let host = app.host.as_ref()?;
+        (!tls::covers(tls, &host.name)).then(|| {
+            config.error_at(
+                &format!("apps[{i}].public_url"),
+                host.line,
+                format!(
+                    "no [tls] certificate covers {} (fine if TLS ends in front of the gateway)",
+                    host.name
+                ),
+            )
         })
-        .collect()
+    });
+    warnings.extend(uncovered);
+    warnings
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {

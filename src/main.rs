@@ -88,11 +88,14 @@ unsafe impl std::alloc::GlobalAlloc for Mimalloc {
 }
 
 /// A reverse-proxy gateway that embeds web apps through personal access tokens.
+///
+/// Without a command, runs the gateway with the configuration file (SIGHUP
+/// reloads it, SIGTERM drains and exits); `check` validates it instead.
 #[derive(Parser)]
 #[command(name = "embedgate", version)]
 struct Cli {
     /// The configuration file.
-    #[arg(long, global = true, default_value = "gateway.toml")]
+    #[arg(short = 'c', long, global = true, default_value = "gateway.toml")]
     config: PathBuf,
     /// Log line format (to stderr; `RUST_LOG` filters).
     #[arg(long, global = true, value_enum, default_value = "text")]

@@ -209,16 +209,42 @@ fn unknown_key_is_reported_with_its_line() {
         "server.lisen",
         Some(3),
     );
-    assert_eq!(e.message, "unknown key");
+    assert_eq!(e.message, "unknown key (did you mean `listen`?)");
     assert_eq!(
         e.to_string(),
-        "/etc/embedgate/gateway.toml:3: server.lisen: unknown key"
+        "/etc/embedgate/gateway.toml:3: server.lisen: unknown key (did you mean `listen`?)"
     );
+    // Nothing close: no guess.
+    let e = one_err(&format!("{MINIMAL}colour = 1\n"), "server.colour", Some(3));
+    assert_eq!(e.message, "unknown key");
+    // A swap of two letters, a letter more, a case slip.
+    for (typo, meant) in [
+        ("upstream_timout_seconds", "upstream_timeout_seconds"),
+        ("public_ulr", "public_url"),
+        ("Trusted_Proxies", "trusted_proxies"),
+    ] {
+        let e = one_err(&format!("{MINIMAL}{typo} = 1\n"), &format!("server.{typo}"), Some(3));
+        assert_eq!(e.message, format!("unknown key (did you mean `{meant}`?)"), "{typo}");
+    }
+}
+
+#[test]
+fn relative_paths_resolve_without_dot_segments() {
+    let c = ok(&format!("{MINIMAL}upstream_ca = \"./ca/./internal.pem\"\n"));
+    let path = c.server.upstream_ca.expect("a path");
+    assert!(
+        !path.components().any(|c| matches!(c, std::path::Component::CurDir)),
+        "{}",
+        path.display()
+    );
+    assert!(path.ends_with("ca/internal.pem"), "{}", path.display());
 }
 
 #[test]
 fn unknown_section_is_reported_with_its_line() {
     let e = one_err(&format!("{MINIMAL}\n[sever]\nx = 1\n"), "sever", Some(4));
+    assert_eq!(e.message, "unknown section (did you mean `server`?)");
+    let e = one_err(&format!("{MINIMAL}\n[extras]\nx = 1\n"), "extras", Some(4));
     assert_eq!(e.message, "unknown section");
 }
 

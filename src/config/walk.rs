@@ -64,7 +64,14 @@ impl Cx<'_> {
             self.error_at(f, "must not be empty");
             return None;
         }
-        Some(self.dir.join(f.value))
+        // `./certs/x.pem` under `/etc/embedgate/.` reads as the file it is.
+        let joined = self.dir.join(f.value);
+        Some(
+            joined
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect(),
+        )
     }
 
     /// Records a problem with a value, at its key and line.
@@ -435,9 +442,54 @@ impl<'a> Section<'a> {
             } else {
                 "unknown key"
             };
-            cx.error(line, self.key(name), what);
+            let message = match did_you_mean(name, &self.known) {
+                Some(known) => format!("{what} (did you mean `{known}`?)"),
+                None => what.to_owned(),
+            };
+            cx.error(line, self.key(name), message);
         }
     }
+}
+
+/// The known name closest to a mistyped `name`, when one is close enough
+/// to be what was meant: at most two edits (insert, delete, change, swap
+/// two neighbours), or one for a name of four letters or fewer.
+fn did_you_mean(name: &str, known: &[&'static str]) -> Option<&'static str> {
+    let limit = if name.len() <= 4 { 1 } else { 2 };
+    known
+        .iter()
+        .map(|k| (edits(name, k), *k))
+        .filter(|&(d, _)| d <= limit)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
+}
+
+/// The optimal string alignment distance between `a` and `b` (Levenshtein
+/// with transpositions of neighbours), ignoring ASCII case.
+fn edits(a: &str, b: &str) -> usize {
+    let a: Vec<u8> = a.bytes().map(|c| c.to_ascii_lowercase()).collect();
+    let b: Vec<u8> = b.bytes().map(|c| c.to_ascii_lowercase()).collect();
+    let width = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * width];
+    for i in 0..=a.len() {
+        d[i * width] = i;
+    }
+    for (j, cell) in d.iter_mut().take(width).enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[(i - 1) * width + j] + 1)
+                .min(d[i * width + j - 1] + 1)
+                .min(d[(i - 1) * width + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[(i - 2) * width + j - 2] + 1);
+            }
+            d[i * width + j] = best;
+        }
+    }
+    d[a.len() * width + b.len()]
 }
 
 /// "a string", "an integer", … for type errors.

@@ -325,3 +325,31 @@ fn check_accepts_the_redis_store_and_never_echoes_its_password() {
     assert!(stderr.contains("gateway.toml:9: store.url: not a usable"), "{stderr}");
     assert!(!stderr.contains("pw-s3cret"), "{stderr}");
 }
+
+/// A config without an API token is valid (the gateway can still proxy),
+/// but every mint would get 401: `check` says so as a warning, and `-c`
+/// is `--config`; `--help` says that no command runs the gateway.
+#[test]
+fn check_warns_when_no_api_token_is_configured() {
+    let dir = new_dir();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, "[server]\npublic_url = \"https://gw.example.com\"\n").expect("write");
+    let out = std::process::Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run embedgate check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a warning is no failure: {stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("api: no API token"),
+        "stderr:\n{stderr}"
+    );
+    let help = std::process::Command::new(bin())
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("Without a command, runs the gateway"), "{help}");
+    assert!(help.contains("-c, --config"), "{help}");
+}
