@@ -26,6 +26,9 @@ pub(crate) struct App {
     /// the app, built once: `frame-ancestors <list>`, or
     /// `frame-ancestors 'none'` for an empty list.
     pub(crate) frame_ancestors_directive: http::HeaderValue,
+    /// Those sources as configured, to tell a framer the browser will
+    /// refuse (`embed::framing`).
+    pub(crate) frame_ancestors: Vec<String>,
     /// `/embed-apps/<id>`, where the app is mounted: built once as the
     /// `X-Forwarded-Prefix` value it is sent as.
     pub(crate) prefix: http::HeaderValue,
@@ -82,6 +85,7 @@ impl App {
             allow_users,
             allow_groups,
             frame_ancestors_directive: frame_ancestors_directive(&frame_ancestors),
+            frame_ancestors,
             prefix,
             host: None,
             attribute_headers: Vec::new(),

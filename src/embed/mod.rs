@@ -13,6 +13,7 @@
 pub(crate) mod cookies;
 mod exchange;
 mod expired;
+mod framing;
 mod local;
 mod phases;
 pub(crate) mod rewrite;
@@ -66,6 +67,7 @@ pub(crate) async fn handle_host(
     tag: &mut Tag,
 ) -> Result<Response<Body>, GatewayError> {
     tag.app = Some(app.index);
+    framing::note_unlisted_framer(app, app.public_base(&state.config.server.public_url), req.headers());
     let path = req.uri().path();
     let is_exchange = path
         .strip_prefix("/embed-apps/")
@@ -113,6 +115,7 @@ pub(crate) async fn handle(
         return Err(GatewayError::PathNotFound("this app is served at its own host"));
     }
     tag.app = Some(app.index);
+    framing::note_unlisted_framer(app, &state.config.server.public_url, req.headers());
     match below {
         Some(below) => {
             let target = below_target(below, req.uri().query())?;

@@ -817,3 +817,42 @@ async fn location_at_another_host_is_left_alone() {
     // A Location at another host is none of the gateway's business.
     assert_eq!(r.header("location"), Some("http://upstream.internal/next?a=1"));
 }
+
+/// A cross-site frame on an origin the app's `frame_ancestors` do not list
+/// gets a page the browser will refuse to show; the gateway says so in its
+/// log (naming the framer), and says nothing for a listed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_the_browser_will_refuse_is_logged() {
+    let (gw, _a, _b) = gateway().await;
+    let listed = format!("{}/portal/page", FRAME_ANCESTORS_A[0]);
+    for (referer, app) in [(listed.as_str(), APP_A), ("https://evil.example/embed", APP_A)] {
+        let pat = mint_pat(gw.public_addr, "alice@example.com", app).await;
+        let frame = [
+            ("sec-fetch-dest", "iframe"),
+            ("sec-fetch-site", "cross-site"),
+            ("referer", referer),
+        ];
+        let r = get_with(
+            gw.public_addr,
+            &format!("/embed-apps/{app}?personal-access-token={pat}"),
+            &frame,
+        )
+        .await;
+        assert_eq!(r.status, 303, "{r:?}");
+    }
+    let says = |framer: &str| {
+        gw.stderr()
+            .lines()
+            .any(|l| l.contains("frame_ancestors do not list that origin") && l.contains(&format!("framer={framer}")))
+    };
+    assert!(
+        eventually(T, || async { says("https://evil.example") }).await,
+        "no line for the unlisted framer:\n{}",
+        gw.stderr()
+    );
+    assert!(
+        !says(FRAME_ANCESTORS_A[0]),
+        "a listed framer was reported:\n{}",
+        gw.stderr()
+    );
+}
