@@ -370,7 +370,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read: {e}"),
         }])
     })?;
-    parse(&text, path)
+    walk_config(&text, path, Files::MustExist)
 }
 
 /// Validates `text` as if read from `path`.
@@ -379,12 +379,29 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// whole story: a TOML syntax error (one entry, the parser stops there), or
 /// every unknown key, wrong type, bad value and missing key of the file,
 /// sorted by line.
+#[cfg(any(test, feature = "internals"))]
 pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    walk_config(text, path, Files::Unchecked)
+}
+
+/// Whether the walk looks for the files the config names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Files {
+    /// Every one must exist (but those the demo makes): what [`load`] asks,
+    /// so that a missing file is reported with every other problem.
+    MustExist,
+    /// Not looked at: the text alone is checked (tests, fuzzing).
+    #[cfg(any(test, feature = "internals"))]
+    Unchecked,
+}
+
+fn walk_config(text: &str, path: &Path, files: Files) -> Result<Config, ConfigErrors> {
     let mut cx = Cx {
         file: path,
         text,
         dir: config_dir(path),
         errors: Vec::new(),
+        files: Vec::new(),
     };
     let doc = match ImDocument::parse(text) {
         Ok(doc) => doc,
@@ -426,6 +443,9 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         .map(|s| sections::passthrough(s, &mut cx));
     let demo = sections::demo(top.section_or_empty(&mut cx, "demo"), &mut cx);
     top.finish(&mut cx);
+    if files == Files::MustExist {
+        cx.check_files(demo.enabled);
+    }
     let lines = LATE_KEYS
         .iter()
         .filter_map(|&dotted| {

@@ -54,7 +54,7 @@ pub(crate) fn server(mut s: Section<'_>, cx: &mut Cx<'_>) -> Server {
     let tls_handshake_timeout = s.seconds(cx, "tls_handshake_timeout_seconds", 10, 1);
     let max_connections = s.uint(cx, "max_connections", 10_000, 1, 10_000_000) as usize;
     let max_header_bytes = s.uint(cx, "max_header_bytes", 65_536, 8192, 1 << 20) as usize;
-    let upstream_ca = s.str(cx, "upstream_ca").and_then(|f| cx.resolve(&f));
+    let upstream_ca = s.str(cx, "upstream_ca").and_then(|f| cx.resolve_file(&f, false));
     let underscores_in_headers = s.bool(cx, "underscores_in_headers").unwrap_or(false);
     let send_timeout = s.seconds(cx, "send_timeout_seconds", 60, 1);
     let max_upstream_per_connection = s.uint(cx, "max_upstream_per_connection", 32, 1, 256) as usize;
@@ -82,12 +82,13 @@ pub(crate) fn server(mut s: Section<'_>, cx: &mut Cx<'_>) -> Server {
 /// `[tls]`: both files required, resolved against the config's directory;
 /// `[[tls.certificates]]` alike.
 pub(crate) fn tls(mut s: Section<'_>, cx: &mut Cx<'_>) -> Tls {
-    let main = cert_files(&mut s, cx);
+    // The demo makes the main pair at first start; the others must exist.
+    let main = cert_files(&mut s, cx, true);
     let certificates = s
         .array_of_tables(cx, "certificates")
         .into_iter()
         .map(|mut t| {
-            let files = cert_files(&mut t, cx);
+            let files = cert_files(&mut t, cx, false);
             t.finish(cx);
             files
         })
@@ -97,9 +98,9 @@ pub(crate) fn tls(mut s: Section<'_>, cx: &mut Cx<'_>) -> Tls {
 }
 
 /// A table's `cert` and `key`, with their lines.
-fn cert_files(s: &mut Section<'_>, cx: &mut Cx<'_>) -> CertFiles {
+fn cert_files(s: &mut Section<'_>, cx: &mut Cx<'_>, demo_makes: bool) -> CertFiles {
     let mut file = |s: &mut Section<'_>, name| match s.required_str(cx, name) {
-        Some(f) => (cx.resolve(&f).unwrap_or_default(), f.line),
+        Some(f) => (cx.resolve_file(&f, demo_makes).unwrap_or_default(), f.line),
         None => Default::default(),
     };
     let (cert, cert_line) = file(s, "cert");
@@ -116,17 +117,20 @@ fn cert_files(s: &mut Section<'_>, cx: &mut Cx<'_>) -> CertFiles {
 /// `[assertion]`: the signing key file, resolved like `[tls]`'s, and the
 /// keys published beside it.
 pub(crate) fn assertion(mut s: Section<'_>, cx: &mut Cx<'_>) -> Assertion {
-    let key = s.path(cx, "key").unwrap_or_default();
+    let key = s.file(cx, "key", true).unwrap_or_default();
     let mut key_files = |s: &mut Section<'_>, name| {
         let fields = s.list_fields(cx, name, |p| Ok(p.to_owned())).unwrap_or_default();
         fields
             .into_iter()
             .filter_map(|f| {
-                let path = cx.resolve(&Field {
-                    value: f.value.as_str(),
-                    key: f.key.clone(),
-                    line: f.line,
-                })?;
+                let path = cx.resolve_file(
+                    &Field {
+                        value: f.value.as_str(),
+                        key: f.key.clone(),
+                        line: f.line,
+                    },
+                    false,
+                )?;
                 Some(KeyFile {
                     path,
                     key: f.key,

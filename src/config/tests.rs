@@ -992,3 +992,39 @@ mod access_tests {
         assert!(!app(&["*@other.com", "bob@example.com"], &["ops"]).admits(&ann.email, &ann.groups));
     }
 }
+
+/// `load` looks for the files the config names, and reports a missing one
+/// beside every other problem of the file, each at its key and line; the
+/// files the demo makes at first start are not asked for with it on.
+#[test]
+fn load_reports_missing_files_with_every_other_problem() {
+    let dir = tempfile::tempdir().expect("a dir");
+    let path = dir.path().join("gateway.toml");
+    let text = "[server]\npublic_url = \"https://gw.example.com\"\nlisen = \"127.0.0.1:1\"\n\
+                [tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\
+                [[apps]]\nid = \"8ba8bf0e-6b8f-4e07-abb9-6fd2d816fabc\"\nallow_users = [\"*\"]\n";
+    std::fs::write(&path, text).expect("write");
+    let errors = match load(&path) {
+        Ok(_) => panic!("expected errors"),
+        Err(ConfigErrors(list)) => list,
+    };
+    let keys: Vec<(&str, Option<usize>)> = errors.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("server.lisen", Some(3)),
+            ("tls.cert", Some(5)),
+            ("tls.key", Some(6)),
+            ("apps[0].upstream", Some(7)),
+        ],
+        "{errors:#?}"
+    );
+    assert!(errors[1].message.ends_with("cert.pem: no such file"), "{errors:#?}");
+    // With the demo on, the main pair is the demo's to make.
+    std::fs::write(
+        &path,
+        format!("{text}upstream = \"http://127.0.0.1:3000\"\n[demo]\nenabled = true\n").replace("lisen", "listen"),
+    )
+    .expect("write");
+    assert!(load(&path).is_ok(), "{:?}", load(&path).err());
+}

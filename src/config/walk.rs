@@ -32,6 +32,19 @@ pub(crate) struct Cx<'a> {
     pub(crate) dir: PathBuf,
     /// Every problem found so far, in the order found.
     pub(crate) errors: Vec<ConfigError>,
+    /// Files that must exist, checked at the end of the walk
+    /// ([`Cx::check_files`]), so a missing one is reported beside every
+    /// other problem, not after they are fixed.
+    pub(crate) files: Vec<NeededFile>,
+}
+
+/// A file the config names that must exist.
+pub(crate) struct NeededFile {
+    pub(crate) path: PathBuf,
+    pub(crate) key: String,
+    pub(crate) line: Option<usize>,
+    /// The demo makes it at first start when missing (`[demo] enabled`).
+    pub(crate) demo_makes: bool,
 }
 
 impl Cx<'_> {
@@ -72,6 +85,33 @@ impl Cx<'_> {
                 .filter(|c| !matches!(c, std::path::Component::CurDir))
                 .collect(),
         )
+    }
+
+    /// [`resolve`](Self::resolve), for a file that must exist (checked at
+    /// the end of the walk; the demo makes the ones it `demo_makes`).
+    pub(crate) fn resolve_file(&mut self, f: &Field<&str>, demo_makes: bool) -> Option<PathBuf> {
+        let path = self.resolve(f)?;
+        self.files.push(NeededFile {
+            path: path.clone(),
+            key: f.key.clone(),
+            line: f.line,
+            demo_makes,
+        });
+        Some(path)
+    }
+
+    /// Reports every needed file that is not there (but those the demo
+    /// makes, when `demo` is on), each at its key and line.
+    pub(crate) fn check_files(&mut self, demo: bool) {
+        let missing: Vec<(Option<usize>, String, String)> = self
+            .files
+            .iter()
+            .filter(|f| !(f.path.exists() || demo && f.demo_makes))
+            .map(|f| (f.line, f.key.clone(), format!("{}: no such file", f.path.display())))
+            .collect();
+        for (line, key, message) in missing {
+            self.error(line, key, message);
+        }
     }
 
     /// Records a problem with a value, at its key and line.
@@ -276,10 +316,11 @@ impl<'a> Section<'a> {
         }
     }
 
-    /// A required file path, resolved against the config file's directory.
-    pub(crate) fn path(&mut self, cx: &mut Cx<'_>, name: &'static str) -> Option<PathBuf> {
+    /// A required file path, resolved against the config file's
+    /// directory; the file must exist unless the demo makes it.
+    pub(crate) fn file(&mut self, cx: &mut Cx<'_>, name: &'static str, demo_makes: bool) -> Option<PathBuf> {
         let f = self.required_str(cx, name)?;
-        cx.resolve(&f)
+        cx.resolve_file(&f, demo_makes)
     }
 
     /// A required upstream URL (see [`check_http_url`]); a placeholder when
