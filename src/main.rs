@@ -242,7 +242,11 @@ fn announce(gateway: &Gateway) {
         gateway.public_scheme(),
         gateway.public_addr()
     );
-    println!("  public URL:     {}", gateway.public_url());
+    // The first line is where it listens; this one is what it hands out.
+    println!(
+        "  public URL:     {}  (server.public_url: the base of every URL handed out)",
+        gateway.public_url()
+    );
     if let Some(demo) = gateway.demo() {
         println!();
         println!("  Open the demo portal in a browser:  http://{}/", demo.portal);
